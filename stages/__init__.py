@@ -1,0 +1,1 @@
+"""Checkpoint -> verified ONNX -> dataset scoring, one module per DVC stage."""

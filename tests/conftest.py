@@ -1,0 +1,60 @@
+"""Shared fixtures: a workspace with a tiny backbone, its checkpoint, a dataset and a params.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from stages.model import CustomModel
+from tests.backbones import CORPUS, make_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Workspace:
+    root: Path
+    model: CustomModel
+    params: dict
+
+    def write_params(self, **overrides: dict) -> None:
+        """Write params.yaml with some sections' keys replaced."""
+        for section, values in overrides.items():
+            self.params[section].update(values)
+        (self.root / "params.yaml").write_text(yaml.safe_dump(self.params, allow_unicode=True), encoding="utf-8")
+
+
+def sample_texts(rows: int) -> list[str | None]:
+    """Mixed-script texts of varied length, with empty, blank and null rows."""
+    texts: list[str | None] = []
+    for index in range(rows):
+        sentence = CORPUS[index % len(CORPUS)]
+        texts.append(" ".join([sentence] * (index % 7)))
+    return [*texts, "", "   ", None, "\x00\x1b\u200b\u202e"]
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Build a workspace for one backbone family and chdir into it."""
+
+    def build(kind: str = "deberta-v2", rows: int = 40) -> Workspace:
+        model = make_backbone(tmp_path / "backbone", kind)
+        torch.save(model.state_dict(), tmp_path / "model.ckpt")
+        texts = sample_texts(rows)
+        pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet(tmp_path / "data.parquet")
+        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        params["model"].update(backbone=str(tmp_path / "backbone"), checkpoint=str(tmp_path / "model.ckpt"), labels=None, max_length=128)
+        params["runtime"].update(providers=["CPUExecutionProvider"], intra_op_num_threads=1)
+        params["parity"].update(samples=24, batch_size=8, grid_batch_sizes=[1, 3], grid_lengths=[1, 2, 7, 64, 128])
+        params["infer"].update(input=str(tmp_path / "data.parquet"), output="out/predictions.parquet", reference="none", batch_size=8, chunk_rows=16)
+        monkeypatch.chdir(tmp_path)
+        workspace = Workspace(root=tmp_path, model=model, params=params)
+        workspace.write_params()
+        return workspace
+
+    return build

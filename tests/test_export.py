@@ -1,0 +1,111 @@
+"""Export: both exporters, int32/int64 graphs, the inputs each backbone uses, and self-description."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from stages import export, load_checkpoint
+from stages.errors import UserError
+from stages.model import load_model_dir, torch_logits
+from stages.params import load_params
+from stages.runtime import onnx_logits
+from tests.backbones import KINDS
+
+EXPECTED_INPUTS = {
+    "deberta-v2": ["input_ids", "attention_mask"],
+    "bert": ["input_ids", "attention_mask", "token_type_ids"],
+    "distilbert": ["input_ids", "attention_mask"],
+    "roberta": ["input_ids", "attention_mask"],
+}
+
+
+def export_workspace(make_workspace, kind: str, exporter: str, input_dtype: str):
+    workspace = make_workspace(kind)
+    opset = 18 if exporter == "dynamo" else 14
+    workspace.write_params(export={"exporter": exporter, "input_dtype": input_dtype, "opset": opset})
+    load_checkpoint.main()
+    export.main()
+    return workspace
+
+
+def random_batch(rng: np.random.Generator, batch: int, length: int, vocab: int) -> dict[str, np.ndarray]:
+    mask = np.ones((batch, length), dtype=np.int64)
+    mask[0, max(1, length // 2) :] = 0  # row 0 is padded
+    return {
+        "input_ids": rng.integers(5, vocab, (batch, length)),
+        "attention_mask": mask,
+        "token_type_ids": rng.integers(0, 2, (batch, length)) * mask,
+    }
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("kind", ["deberta-v2", "bert"])
+def test_exported_graph_matches_torch_away_from_the_dummy_shape(make_workspace, kind, exporter):
+    workspace = export_workspace(make_workspace, kind, exporter, "int64")
+    model, _ = load_model_dir(workspace.root / "models/model")
+    session = ort.InferenceSession("models/onnx/model.onnx", providers=["CPUExecutionProvider"])
+    assert [value.name for value in session.get_inputs()] == EXPECTED_INPUTS[kind]
+    rng = np.random.default_rng(0)
+    for batch, length in [(1, 1), (3, 7), (5, 64), (2, 128)]:
+        arrays = random_batch(rng, batch, length, model.config.vocab_size)
+        mask = arrays["attention_mask"].astype(bool)
+        np.testing.assert_allclose(onnx_logits(session, arrays)[mask], torch_logits(model, arrays)[mask], atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_int32_graph_inputs_as_in_the_seed(make_workspace, exporter):
+    workspace = export_workspace(make_workspace, "deberta-v2", exporter, "int32")
+    graph = onnx.load("models/onnx/model.onnx")
+    assert {value.type.tensor_type.elem_type for value in graph.graph.input} == {onnx.TensorProto.INT32}
+    model, _ = load_model_dir(workspace.root / "models/model")
+    session = ort.InferenceSession("models/onnx/model.onnx", providers=["CPUExecutionProvider"])
+    arrays = random_batch(np.random.default_rng(1), 2, 9, model.config.vocab_size)  # int64 arrays: the feed casts
+    np.testing.assert_allclose(onnx_logits(session, arrays), torch_logits(model, arrays), atol=1e-4, rtol=1e-3)
+
+
+def test_bert_token_type_ids_change_the_output_and_the_graph_follows(make_workspace):
+    workspace = export_workspace(make_workspace, "bert", "dynamo", "int64")
+    model, _ = load_model_dir(workspace.root / "models/model")
+    session = ort.InferenceSession("models/onnx/model.onnx", providers=["CPUExecutionProvider"])
+    arrays = random_batch(np.random.default_rng(2), 2, 12, model.config.vocab_size)
+    zeros = {**arrays, "token_type_ids": np.zeros_like(arrays["token_type_ids"])}
+    assert np.abs(torch_logits(model, arrays) - torch_logits(model, zeros)).max() > 1e-3
+    np.testing.assert_allclose(onnx_logits(session, arrays), torch_logits(model, arrays), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_graph_inputs_are_those_the_backbone_uses(make_workspace, kind):
+    export_workspace(make_workspace, kind, "dynamo", "int64")
+    graph = onnx.load("models/onnx/model.onnx")
+    assert [value.name for value in graph.graph.input] == EXPECTED_INPUTS[kind]
+
+
+def test_onnx_directory_describes_itself(make_workspace):
+    export_workspace(make_workspace, "deberta-v2", "dynamo", "int32")
+    sidecar = json.loads(open("models/onnx/model.json", encoding="utf-8").read())
+    props = {entry.key: entry.value for entry in onnx.load("models/onnx/model.onnx").metadata_props}
+    assert sidecar["exporter"] == props["exporter"] == "dynamo"
+    assert sidecar["opset"] == 18 and json.loads(props["opset"]) == 18
+    assert [(entry["name"], entry["dtype"]) for entry in sidecar["inputs"]] == [("input_ids", "int32"), ("attention_mask", "int32")]
+    assert sidecar["inputs"][0]["shape"] == ["batch", "sequence"]
+    assert sidecar["outputs"][0]["shape"][2] == 4
+    assert sidecar["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"]
+    assert sidecar["max_length"] == 128 and sidecar["truncation_side"] == "left"
+    assert {"torch", "transformers", "onnx"} <= set(sidecar["versions"])
+    assert json.loads(props["labels"]) == sidecar["labels"]
+    tokenizer_files = {"tokenizer.json", "tokenizer_config.json"}
+    assert tokenizer_files <= {path.name for path in Path(load_params().export.output).iterdir()}
+
+
+def test_dynamo_opset_it_cannot_write_is_an_error_not_a_silent_downgrade(make_workspace):
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(export={"exporter": "dynamo", "opset": 14})
+    load_checkpoint.main()
+    with pytest.raises(UserError, match="export.opset = 14"):
+        export.main()
