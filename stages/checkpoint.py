@@ -66,7 +66,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             "`torch.save(torch.load(path, weights_only=False)['state_dict'], 'clean.ckpt')` "
             "or save the weights with safetensors."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise UserError(
             f"checkpoint {path} is truncated or corrupted ({str(error).splitlines()[0]}); copy or save it again"
         ) from None
@@ -88,17 +88,11 @@ def _find_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def strip_wrapper_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes shared by every key, as long as that brings the keys closer to `expected`."""
-    while True:
-        matched = len(expected.intersection(state))
-        for prefix in WRAPPER_PREFIXES:
-            if all(key.startswith(prefix) for key in state):
-                stripped = {key[len(prefix) :]: value for key, value in state.items()}
-                if len(expected.intersection(stripped)) > matched:
-                    state = stripped
-                    break
-        else:
-            return state
+    """Peel wrapper prefixes shared by every key; keep the peeling that best matches `expected`."""
+    candidates = [state]
+    while prefix := next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in candidates[-1])), None):
+        candidates.append({key[len(prefix) :]: value for key, value in candidates[-1].items()})
+    return max(candidates, key=lambda candidate: len(expected.intersection(candidate)))
 
 
 def compare_keys(state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]) -> KeyReport:

@@ -100,8 +100,13 @@ def _jsonl_batches(path: Path, text_column: str, id_column: str, chunk_rows: int
 
 
 def _json_batch(rows: list[dict], text_column: str, id_column: str) -> pa.RecordBatch:
-    texts = [value if isinstance(value, str) or value is None else json.dumps(value) for value in (row[text_column] for row in rows)]
-    return pa.RecordBatch.from_pydict({id_column: [row[id_column] for row in rows], text_column: pa.array(texts, pa.string())})
+    texts = [
+        value if isinstance(value, str) or value is None else json.dumps(value)
+        for value in (row[text_column] for row in rows)
+    ]
+    return pa.RecordBatch.from_pydict(
+        {id_column: [row[id_column] for row in rows], text_column: pa.array(texts, pa.string())}
+    )
 
 
 def _to_chunk(table: pa.Table, text_column: str, id_column: str) -> Chunk:
@@ -116,4 +121,6 @@ def _to_chunk(table: pa.Table, text_column: str, id_column: str) -> Chunk:
             texts.append(text)
         else:
             texts.append(value if isinstance(value, str) else str(value))
-    return Chunk(ids=table.column(id_column).combine_chunks(), texts=texts, null_texts=null_texts, invalid_utf8=invalid_utf8)
+    return Chunk(
+        ids=table.column(id_column).combine_chunks(), texts=texts, null_texts=null_texts, invalid_utf8=invalid_utf8
+    )

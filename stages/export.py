@@ -140,7 +140,11 @@ def finish_graph(path: Path, spec: HeadSpec, params: ExportParams, model_type: s
         )
     actual_inputs = [value.name for value in graph.graph.input]
     if actual_inputs != list(spec.input_names):
-        log.warning("the exporter kept inputs %s of %s: the others are unused by the model", actual_inputs, list(spec.input_names))
+        log.warning(
+            "the exporter kept inputs %s of %s: the others are unused by the model",
+            actual_inputs,
+            list(spec.input_names),
+        )
     metadata = build_metadata(graph, spec, params, model_type)
     onnx.helper.set_model_props(
         graph, {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
@@ -154,7 +158,9 @@ def main() -> None:
     params = load_params()
     model_dir, target = Path(params.model.output), Path(params.export.output)
     if not model_dir.is_dir():
-        raise UserError(f"normalised model directory {model_dir} not found (model.output); run stage load_checkpoint first")
+        raise UserError(
+            f"normalised model directory {model_dir} not found (model.output); run stage load_checkpoint first"
+        )
     model, spec = load_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     with atomic_directory(target) as staging:
@@ -163,7 +169,14 @@ def main() -> None:
         tokenizer.save_pretrained(staging)
         (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
-    log.info("wrote %s/%s: %s exporter, opset %d, inputs %s", target, ONNX_FILE, params.export.exporter, metadata["opset"], inputs)
+    log.info(
+        "wrote %s/%s: %s exporter, opset %d, inputs %s",
+        target,
+        ONNX_FILE,
+        params.export.exporter,
+        metadata["opset"],
+        inputs,
+    )
 
 
 if __name__ == "__main__":

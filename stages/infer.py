@@ -75,7 +75,9 @@ def output_schema(id_type: pa.DataType) -> pa.Schema:
     )
 
 
-def predict_chunk(served: ServedModel, texts: list[str], batch_size: int, tally: Tally) -> tuple[list[EncodedText], list[np.ndarray]]:
+def predict_chunk(
+    served: ServedModel, texts: list[str], batch_size: int, tally: Tally
+) -> tuple[list[EncodedText], list[np.ndarray]]:
     """Token label ids of every non-special token of each text, in input order."""
     rows = encode_texts(served.tokenizer, texts, served.max_length)
     predictions: list[np.ndarray] = [np.empty(0, dtype=np.int16)] * len(rows)
@@ -91,7 +93,9 @@ def predict_chunk(served: ServedModel, texts: list[str], batch_size: int, tally:
     return rows, predictions
 
 
-def chunk_table(chunk: Chunk, rows: list[EncodedText], predictions: list[np.ndarray], labels: tuple[str, ...], schema: pa.Schema) -> pa.Table:
+def chunk_table(
+    chunk: Chunk, rows: list[EncodedText], predictions: list[np.ndarray], labels: tuple[str, ...], schema: pa.Schema
+) -> pa.Table:
     """Arrow table of one chunk's predictions, in the chunk's row order."""
     label_names = np.asarray(labels, dtype=object)
     offsets = [row.offsets[~row.special] for row in rows]
@@ -109,7 +113,14 @@ def chunk_table(chunk: Chunk, rows: list[EncodedText], predictions: list[np.ndar
     )
 
 
-def tally_chunk(tally: Tally, chunk: Chunk, rows: list[EncodedText], predictions: list[np.ndarray], served: ServedModel, reference: str) -> None:
+def tally_chunk(
+    tally: Tally,
+    chunk: Chunk,
+    rows: list[EncodedText],
+    predictions: list[np.ndarray],
+    served: ServedModel,
+    reference: str,
+) -> None:
     """Add one chunk to the running totals (and to the reference accuracy, where asked)."""
     tally.rows += len(rows)
     tally.null_texts += chunk.null_texts

@@ -34,9 +34,7 @@ def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedToke
     if params.trust_remote_code:
         log.warning("model.trust_remote_code is true: code shipped with %s will run", source)
     try:
-        config = AutoConfig.from_pretrained(
-            source, local_files_only=True, trust_remote_code=params.trust_remote_code
-        )
+        config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=params.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(
             source,
             local_files_only=True,
@@ -84,9 +82,7 @@ def build_model(params: ModelParams, config: PretrainedConfig, checkpoint: Path)
     return model.eval()
 
 
-def write_model_dir(
-    model: CustomModel, tokenizer: PreTrainedTokenizerBase, spec: HeadSpec, target: Path
-) -> None:
+def write_model_dir(model: CustomModel, tokenizer: PreTrainedTokenizerBase, spec: HeadSpec, target: Path) -> None:
     """Write the normalised model directory atomically."""
     with atomic_directory(target) as staging:
         weights = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
@@ -114,7 +110,13 @@ def main() -> None:
     )
     write_model_dir(model, tokenizer, spec, Path(params.output))
     parameters = sum(tensor.numel() for tensor in model.parameters())
-    log.info("wrote %s: %s, %.1fM parameters, inputs %s", params.output, config.model_type, parameters / 1e6, spec.input_names)
+    log.info(
+        "wrote %s: %s, %.1fM parameters, inputs %s",
+        params.output,
+        config.model_type,
+        parameters / 1e6,
+        spec.input_names,
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from stages.encoding import encode_texts, length_sorted_batches, pad_batch
 from stages.errors import CheckFailed, UserError, run_stage
 from stages.export import ONNX_FILE, SIDECAR_FILE
 from stages.model import CustomModel, HeadSpec, load_model_dir, torch_logits
-from stages.params import ParityParams, Params, load_params
+from stages.params import Params, ParityParams, load_params
 from stages.runtime import create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,18 @@ def compare_case(
     """Compare (torch, onnx, attention_mask) batches; only positions where the mask is 1 count."""
     torch_real = np.concatenate([reference[mask.astype(bool)] for reference, _, mask in pairs])
     onnx_real = np.concatenate([candidate[mask.astype(bool)] for _, candidate, mask in pairs])
-    pad_diffs = [np.abs(candidate[~mask.astype(bool)] - reference[~mask.astype(bool)]) for reference, candidate, mask in pairs]
+    pad_diffs = [
+        np.abs(candidate[~mask.astype(bool)] - reference[~mask.astype(bool)]) for reference, candidate, mask in pairs
+    ]
     pad_max = max((float(np.nanmax(diff)) for diff in pad_diffs if diff.size), default=0.0)
     finite = np.isfinite(torch_real) & np.isfinite(onnx_real)
     diff = np.where(finite, np.abs(onnx_real - torch_real), 0.0)
     magnitude = np.where(finite, np.abs(torch_real), 0.0)
     excess = diff - tolerance.rtol * magnitude
     over = int(np.count_nonzero(excess > tolerance.atol))
-    agreement = float(np.mean(np.argmax(torch_real, axis=-1) == np.argmax(onnx_real, axis=-1))) if len(torch_real) else 1.0
+    agreement = (
+        float(np.mean(np.argmax(torch_real, axis=-1) == np.argmax(onnx_real, axis=-1))) if len(torch_real) else 1.0
+    )
     counts = {
         "nan_torch": int(np.isnan(torch_real).sum()),
         "inf_torch": int(np.isinf(torch_real).sum()),
@@ -178,7 +182,9 @@ def build_report(cases: list[CaseReport], tolerance: ParityParams, provider: str
 
 def format_table(cases: list[CaseReport]) -> str:
     """One line per case: pass/fail, the criteria, and the numbers behind them."""
-    lines = [f"{'case':<16} {'result':<6} {'tokens':>7} {'max_abs':>10} {'p99_abs':>10} {'min_atol':>10} {'agree':>8} {'nan/inf':>8}  failed"]
+    lines = [
+        f"{'case':<16} {'result':<6} {'tokens':>7} {'max_abs':>10} {'p99_abs':>10} {'min_atol':>10} {'agree':>8} {'nan/inf':>8}  failed"
+    ]
     for case in cases:
         bad_values = case.nan_onnx + case.inf_onnx + case.nan_torch + case.inf_torch
         lines.append(
@@ -199,7 +205,9 @@ def explain_failure(cases: list[CaseReport], parity: ParityParams) -> str:
                 f"(max abs diff {case.max_abs_diff:.3g}; parity.atol would need >= {case.min_passing_atol:.3g})"
             )
         if "label_agreement" in case.failed:
-            lines.append(f"{case.name}: label agreement {case.label_agreement:.4f} < parity.min_label_agreement {parity.min_label_agreement:g}")
+            lines.append(
+                f"{case.name}: label agreement {case.label_agreement:.4f} < parity.min_label_agreement {parity.min_label_agreement:g}"
+            )
         if "finite" in case.failed:
             lines.append(
                 f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
@@ -216,12 +224,20 @@ def check_compatible(spec: HeadSpec, session: ort.InferenceSession, onnx_dir: Pa
     graph_inputs = [(value.name, len(value.shape)) for value in session.get_inputs()]
     graph_outputs = [(value.name, value.shape) for value in session.get_outputs()]
     problems = []
-    if sorted(name for name, _ in graph_inputs) != sorted(spec.input_names) or any(rank != 2 for _, rank in graph_inputs):
+    if sorted(name for name, _ in graph_inputs) != sorted(spec.input_names) or any(
+        rank != 2 for _, rank in graph_inputs
+    ):
         problems.append(f"inputs: onnx {graph_inputs} vs torch {[(name, 2) for name in spec.input_names]}")
     if len(graph_outputs) != 1 or len(graph_outputs[0][1]) != 3 or graph_outputs[0][1][2] != spec.num_labels:
-        problems.append(f"outputs: onnx {graph_outputs} vs torch [('logits', ['batch', 'sequence', {spec.num_labels}])]")
+        problems.append(
+            f"outputs: onnx {graph_outputs} vs torch [('logits', ['batch', 'sequence', {spec.num_labels}])]"
+        )
     if problems:
-        raise UserError(f"{onnx_dir / ONNX_FILE} does not match the torch model in the normalised model directory:\n  " + "\n  ".join(problems) + "\nRun the export stage again.")
+        raise UserError(
+            f"{onnx_dir / ONNX_FILE} does not match the torch model in the normalised model directory:\n  "
+            + "\n  ".join(problems)
+            + "\nRun the export stage again."
+        )
 
 
 def main() -> None:
@@ -239,8 +255,12 @@ def main() -> None:
     write_json(Path(params.parity.report), report)
     print(format_table(cases), file=sys.stderr)
     if not report["passed"]:
-        raise CheckFailed("parity failed, so the pipeline stops before infer:\n" + explain_failure(cases, params.parity))
-    log.info("parity passed on %d cases, %d tokens, max abs diff %.2e", len(cases), report["tokens"], report["max_abs_diff"])
+        raise CheckFailed(
+            "parity failed, so the pipeline stops before infer:\n" + explain_failure(cases, params.parity)
+        )
+    log.info(
+        "parity passed on %d cases, %d tokens, max abs diff %.2e", len(cases), report["tokens"], report["max_abs_diff"]
+    )
 
 
 if __name__ == "__main__":

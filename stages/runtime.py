@@ -54,7 +54,9 @@ def create_session(model_path: Path, runtime: RuntimeParams, *, tf32: bool = Tru
     try:
         session = ort.InferenceSession(str(model_path), options, providers=providers)
     except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as error:
-        raise UserError(f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}; export it again") from None
+        raise UserError(
+            f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}; export it again"
+        ) from None
     actual = session.get_providers()
     if actual[0] != runtime.providers[0]:
         if CPU not in runtime.providers:
@@ -63,7 +65,9 @@ def create_session(model_path: Path, runtime: RuntimeParams, *, tf32: bool = Tru
                 "install onnxruntime-gpu with CUDA 13 / cuDNN 9 libraries, or add CPUExecutionProvider"
             )
         log.warning("%s is not usable here; running on %s", runtime.providers[0], actual[0])
-    log.info("onnxruntime %s on %s, %s intra-op threads", ort.__version__, actual[0], runtime.intra_op_num_threads or "all")
+    log.info(
+        "onnxruntime %s on %s, %s intra-op threads", ort.__version__, actual[0], runtime.intra_op_num_threads or "all"
+    )
     return session
 
 

@@ -61,11 +61,26 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
             max_position_embeddings=128, **shared,
         )  # fmt: skip
     if kind == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, **shared)
+        return BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            **shared,
+        )
     if kind == "distilbert":
         return DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128, **shared)
     if kind == "roberta":
-        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, **shared)
+        return RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            type_vocab_size=1,
+            **shared,
+        )
     raise ValueError(kind)
 
 

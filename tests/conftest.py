@@ -46,12 +46,22 @@ def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         model = make_backbone(tmp_path / "backbone", kind)
         torch.save(model.state_dict(), tmp_path / "model.ckpt")
         texts = sample_texts(rows)
-        pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet(tmp_path / "data.parquet")
+        pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet(
+            tmp_path / "data.parquet"
+        )
         params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        params["model"].update(backbone=str(tmp_path / "backbone"), checkpoint=str(tmp_path / "model.ckpt"), labels=None, max_length=128)
+        params["model"].update(
+            backbone=str(tmp_path / "backbone"), checkpoint=str(tmp_path / "model.ckpt"), labels=None, max_length=128
+        )
         params["runtime"].update(providers=["CPUExecutionProvider"], intra_op_num_threads=1)
         params["parity"].update(samples=24, batch_size=8, grid_batch_sizes=[1, 3], grid_lengths=[1, 2, 7, 64, 128])
-        params["infer"].update(input=str(tmp_path / "data.parquet"), output="out/predictions.parquet", reference="none", batch_size=8, chunk_rows=16)
+        params["infer"].update(
+            input=str(tmp_path / "data.parquet"),
+            output="out/predictions.parquet",
+            reference="none",
+            batch_size=8,
+            chunk_rows=16,
+        )
         monkeypatch.chdir(tmp_path)
         workspace = Workspace(root=tmp_path, model=model, params=params)
         workspace.write_params()

@@ -55,7 +55,9 @@ def test_exported_graph_matches_torch_away_from_the_dummy_shape(make_workspace, 
     for batch, length in [(1, 1), (3, 7), (5, 64), (2, 128)]:
         arrays = random_batch(rng, batch, length, model.config.vocab_size)
         mask = arrays["attention_mask"].astype(bool)
-        np.testing.assert_allclose(onnx_logits(session, arrays)[mask], torch_logits(model, arrays)[mask], atol=1e-4, rtol=1e-3)
+        np.testing.assert_allclose(
+            onnx_logits(session, arrays)[mask], torch_logits(model, arrays)[mask], atol=1e-4, rtol=1e-3
+        )
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
@@ -88,11 +90,14 @@ def test_graph_inputs_are_those_the_backbone_uses(make_workspace, kind):
 
 def test_onnx_directory_describes_itself(make_workspace):
     export_workspace(make_workspace, "deberta-v2", "dynamo", "int32")
-    sidecar = json.loads(open("models/onnx/model.json", encoding="utf-8").read())
+    sidecar = json.loads(Path("models/onnx/model.json").read_text(encoding="utf-8"))
     props = {entry.key: entry.value for entry in onnx.load("models/onnx/model.onnx").metadata_props}
     assert sidecar["exporter"] == props["exporter"] == "dynamo"
     assert sidecar["opset"] == 18 and json.loads(props["opset"]) == 18
-    assert [(entry["name"], entry["dtype"]) for entry in sidecar["inputs"]] == [("input_ids", "int32"), ("attention_mask", "int32")]
+    assert [(entry["name"], entry["dtype"]) for entry in sidecar["inputs"]] == [
+        ("input_ids", "int32"),
+        ("attention_mask", "int32"),
+    ]
     assert sidecar["inputs"][0]["shape"] == ["batch", "sequence"]
     assert sidecar["outputs"][0]["shape"][2] == 4
     assert sidecar["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"]
@@ -107,5 +112,5 @@ def test_dynamo_opset_it_cannot_write_is_an_error_not_a_silent_downgrade(make_wo
     workspace = make_workspace("deberta-v2")
     workspace.write_params(export={"exporter": "dynamo", "opset": 14})
     load_checkpoint.main()
-    with pytest.raises(UserError, match="export.opset = 14"):
+    with pytest.raises(UserError, match=r"export\.opset = 14"):
         export.main()

@@ -1,0 +1,99 @@
+"""Scoring: order and ids kept, offsets inside the text, any graph's inputs fed, every input format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from stages import export, infer, load_checkpoint
+from stages.errors import UserError
+
+METRIC_KEYS = {
+    "rows",
+    "tokens",
+    "padding_ratio",
+    "seconds",
+    "texts_per_s",
+    "tokens_per_s",
+    "provider",
+    "threads",
+    "peak_rss_mb",
+}
+
+
+def scored(make_workspace, kind: str = "deberta-v2", **export_params):
+    workspace = make_workspace(kind)
+    workspace.write_params(export=export_params)
+    load_checkpoint.main()
+    export.main()
+    infer.main()
+    return workspace, pd.read_parquet(workspace.params["infer"]["output"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "export_params"),
+    [("deberta-v2", {"input_dtype": "int32"}), ("bert", {}), ("distilbert", {"exporter": "torchscript", "opset": 17})],
+)
+def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, export_params):
+    workspace, predictions = scored(make_workspace, kind, **export_params)
+    source = pd.read_parquet(workspace.params["infer"]["input"])
+    assert predictions["id"].tolist() == source["id"].tolist()
+    for text, row in zip(source["text"], predictions.itertuples(), strict=True):
+        text = text or ""
+        assert row.n_tokens == len(row.label_ids) == len(row.labels) == len(row.starts) == len(row.ends)
+        assert all(0 <= start <= end <= len(text) for start, end in zip(row.starts, row.ends, strict=True))
+        assert set(row.labels) <= {f"LABEL_{index}" for index in range(4)}
+    empty = predictions.set_index("id").loc[source["id"][source["text"].fillna("") == ""]]
+    assert (empty["n_tokens"] == 0).all()
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert set(metrics) >= METRIC_KEYS and metrics["rows"] == len(source) and metrics["null_texts"] == 1
+    assert metrics["provider"] == "CPUExecutionProvider"
+
+
+def test_long_texts_are_truncated_from_the_left_and_flagged(make_workspace):
+    workspace, predictions = scored(make_workspace)
+    long_rows = predictions[predictions["truncated"]]
+    assert len(long_rows) > 0 and (long_rows["n_tokens"] == 128 - 2).all()
+    texts = pd.read_parquet(workspace.params["infer"]["input"]).set_index("id")["text"]
+    for row in long_rows.itertuples():
+        assert row.ends[-1] >= len(texts[row.id].rstrip()) - 1  # the end of the text is kept
+        assert row.starts[0] > 0
+
+
+def test_csv_and_jsonl_inputs_give_the_same_predictions(make_workspace):
+    workspace, predictions = scored(make_workspace)
+    source = pd.read_parquet(workspace.params["infer"]["input"])
+    source.to_csv("data.csv", index=False)
+    source.to_json("data.jsonl", orient="records", lines=True, force_ascii=False)
+    for path in ("data.csv", "data.jsonl"):
+        workspace.write_params(infer={"input": path, "output": f"out/{path}.parquet"})
+        infer.main()
+        other = pd.read_parquet(f"out/{path}.parquet")
+        assert other["label_ids"].map(list).tolist() == predictions["label_ids"].map(list).tolist(), path
+
+
+def test_invalid_utf8_in_csv_is_scored_and_counted(make_workspace):
+    workspace = make_workspace()
+    Path("bad.csv").write_bytes(b"id,text\n1,caf\xe9 ok\n2,fine text\n3,\n")
+    workspace.write_params(infer={"input": "bad.csv"})
+    load_checkpoint.main()
+    export.main()
+    infer.main()
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert metrics["rows"] == 3 and metrics["invalid_utf8"] == 1 and metrics["null_texts"] == 1
+    assert pq.read_table("out/predictions.parquet").column("id").to_pylist() == ["1", "2", "3"]
+
+
+def test_dataset_without_the_text_column_names_its_columns(make_workspace):
+    workspace = make_workspace()
+    pd.DataFrame({"id": [1], "body": ["x"]}).to_parquet("other.parquet")
+    workspace.write_params(infer={"input": "other.parquet"})
+    load_checkpoint.main()
+    export.main()
+    with pytest.raises(UserError, match=r"no column 'text' \(infer\.text_column\); its columns are: id, body"):
+        infer.main()
+    assert not Path("out/predictions.parquet").exists()

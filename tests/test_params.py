@@ -1,0 +1,58 @@
+"""params.yaml is validated on load: every problem names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.errors import UserError
+from stages.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, edit) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    return path
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.model.num_labels == len(params.model.label_names) == 4
+    assert params.export.opset >= 17
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["export"].update(opsett=18), r"unknown key export\.opsett; did you mean export\.opset\?"),
+        (
+            lambda p: p["export"].update(exporter="onnxruntime"),
+            r"export\.exporter = 'onnxruntime' is not allowed; choose one of: dynamo, torchscript",
+        ),
+        (lambda p: p["infer"].update(batch_size=0), r"infer\.batch_size = 0 is out of range; it must be >= 1"),
+        (lambda p: p["parity"].update(atol=-1e-3), r"parity\.atol = -0\.001 is out of range"),
+        (lambda p: p["infer"].update(batch_size="32"), r"infer\.batch_size must be an integer, got '32'"),
+        (lambda p: p["model"].update(num_labels=5), r"model\.labels has 4 names but model\.num_labels is 5"),
+        (lambda p: p["model"].pop("checkpoint"), r"missing key model\.checkpoint"),
+        (lambda p: p.update(extra={}), r"unknown key extra"),
+        (
+            lambda p: p["runtime"].update(providers=["TensorrtExecutionProvider"]),
+            r"runtime\.providers\[0\] = 'TensorrtExecutionProvider' is not allowed",
+        ),
+        (lambda p: p["parity"].update(grid_lengths=[1, 0]), r"parity\.grid_lengths = \(1, 0\) is out of range"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, edit, message):
+    with pytest.raises(UserError, match=message):
+        load_params(write(tmp_path, edit))
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(UserError, match="params file not found"):
+        load_params(tmp_path / "params.yaml")

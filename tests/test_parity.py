@@ -1,0 +1,156 @@
+"""The parity gate: honest statistics over non-pad tokens, and a stop that explains itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from stages import export, load_checkpoint, parity
+from stages.errors import CheckFailed, UserError
+from stages.params import load_params
+
+
+def tolerance():
+    return load_params().parity
+
+
+def batch_pair(rng: np.random.Generator):
+    reference = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    return reference, reference.copy(), mask
+
+
+def test_garbage_at_pad_positions_does_not_gate_but_at_a_real_token_does(make_workspace):
+    make_workspace("deberta-v2")
+    reference, candidate, mask = batch_pair(np.random.default_rng(0))
+    candidate[0, 3:] += 100.0
+    case = parity.compare_case("pads", [(reference, candidate, mask)], tolerance())
+    assert case.passed and case.max_abs_diff == 0.0 and case.pad_max_abs_diff == pytest.approx(100.0)
+    candidate[0, 2] += 100.0
+    case = parity.compare_case("real", [(reference, candidate, mask)], tolerance())
+    assert (
+        case.failed[0] == "values" and case.over_tolerance == 4 and case.max_abs_diff == pytest.approx(100.0, rel=1e-4)
+    )
+
+
+def test_nan_in_onnx_output_fails_with_its_count(make_workspace):
+    make_workspace("deberta-v2")
+    reference, candidate, mask = batch_pair(np.random.default_rng(1))
+    candidate[1, 0, :2] = np.nan
+    case = parity.compare_case("nan", [(reference, candidate, mask)], tolerance())
+    assert "finite" in case.failed and case.nan_onnx == 2 and case.nan_torch == 0
+    assert "2 NaN" in parity.explain_failure([case], tolerance())
+
+
+def test_statistics_and_smallest_passing_atol(make_workspace):
+    make_workspace("deberta-v2")
+    reference, candidate, mask = batch_pair(np.random.default_rng(2))
+    candidate[1, 4, 0] = reference[1, 4, 0] + 0.5
+    params = tolerance()
+    case = parity.compare_case("stats", [(reference, candidate, mask)], params)
+    expected_atol = 0.5 - params.rtol * abs(reference[1, 4, 0])
+    assert case.min_passing_atol == pytest.approx(expected_atol, rel=1e-4)
+    assert case.tokens == 8 and case.mean_abs_diff == pytest.approx(0.5 / 32, rel=1e-4)
+
+
+def exported(make_workspace, kind: str = "deberta-v2", exporter: str = "dynamo"):
+    workspace = make_workspace(kind)
+    workspace.write_params(export={"exporter": exporter, "opset": 18 if exporter == "dynamo" else 14})
+    load_checkpoint.main()
+    export.main()
+    return workspace
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("kind", ["deberta-v2", "bert"])
+def test_correct_export_passes(make_workspace, kind, exporter):
+    exported(make_workspace, kind, exporter)
+    parity.main()
+    report = json.loads(Path("metrics/parity.json").read_text())
+    assert report["passed"] and report["label_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
+    assert {"rows", "grid 1x1", "grid 3x128"} <= set(report["cases"])
+    assert report["cases"]["rows"]["tokens"] > 100
+
+
+def edit_graph(edit) -> None:
+    path = Path("models/onnx/model.onnx")
+    graph = onnx.load(path)
+    edit(graph)
+    onnx.save(graph, path)
+
+
+def perturb_one_weight(graph: onnx.ModelProto) -> None:
+    """Add 1e-2 to one weight of the head (the only matrix with a dimension of 4 labels)."""
+    initializer = next(item for item in graph.graph.initializer if len(item.dims) == 2 and 4 in item.dims)
+    weights = numpy_helper.to_array(initializer).copy()
+    weights.flat[0] += 1e-2
+    initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
+
+
+def bake_sequence_length(graph: onnx.ModelProto) -> None:
+    """Add 0.05 x (sequence length - 6) to the logits: right at the dummy length only, like a traced constant."""
+    output = graph.graph.output[0].name
+    graph.graph.node[-1].output[0] = "logits_before_bug"
+    graph.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(value, dtype=dtype), name)
+            for name, value, dtype in (("one", 1, np.int64), ("six", 6.0, np.float32), ("scale", 0.05, np.float32))
+        ]
+    )
+    graph.graph.node.extend(
+        [
+            helper.make_node("Shape", ["input_ids"], ["shape"]),
+            helper.make_node("Gather", ["shape", "one"], ["length"]),
+            helper.make_node("Cast", ["length"], ["length_float"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Sub", ["length_float", "six"], ["offset"]),
+            helper.make_node("Mul", ["offset", "scale"], ["error"]),
+            helper.make_node("Add", ["logits_before_bug", "error"], [output]),
+        ]
+    )
+
+
+def test_one_perturbed_weight_fails_and_the_report_is_written_first(make_workspace):
+    exported(make_workspace)
+    edit_graph(perturb_one_weight)
+    with pytest.raises(CheckFailed, match=r"rows: \d+ of \d+ tokens' logits exceed atol"):
+        parity.main()
+    report = json.loads(Path("metrics/parity.json").read_text())
+    assert report["passed"] is False and "rows: values" in report["failures"]
+
+
+def test_sequence_length_baked_in_passes_at_the_dummy_length_and_fails_elsewhere(make_workspace):
+    workspace = exported(make_workspace)
+    workspace.write_params(parity={"grid_lengths": [6, 7, 64]})
+    edit_graph(bake_sequence_length)
+    with pytest.raises(CheckFailed, match="grid 1x7"):
+        parity.main()
+    cases = json.loads(Path("metrics/parity.json").read_text())["cases"]
+    assert cases["grid 1x6"]["passed"] and cases["grid 3x6"]["passed"]
+    assert not cases["grid 1x7"]["passed"] and not cases["grid 3x64"]["passed"]
+
+
+def test_onnx_model_with_other_label_count_is_one_clear_error(make_workspace):
+    exported(make_workspace)
+
+    def drop_a_label(graph: onnx.ModelProto) -> None:
+        graph.graph.node[-1].output[0] = "all_labels"
+        graph.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([value], dtype=np.int64), name)
+                for name, value in (("start", 0), ("end", 3), ("axis", 2))
+            ]
+        )
+        graph.graph.node.append(helper.make_node("Slice", ["all_labels", "start", "end", "axis"], ["logits"]))
+        graph.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 3
+
+    edit_graph(drop_a_label)
+    with pytest.raises(
+        UserError,
+        match=r"does not match the torch model.*\n  outputs: onnx \[\('logits', \['batch', 'sequence', 3\]\)\]",
+    ):
+        parity.main()

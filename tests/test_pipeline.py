@@ -1,0 +1,98 @@
+"""The real `dvc repro` on the embedded demo, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pandas as pd
+import pytest
+from onnx import numpy_helper
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "stages",
+    "data/demo.parquet",
+    "models/demo",
+)
+
+pytestmark = pytest.mark.slow
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the pipeline, committed to a fresh git repo, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("demo")
+    for name in PIPELINE_FILES:
+        source, target = REPO / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo"],
+    ):
+        subprocess.run(command, cwd=root, check=True)
+    return root, run([sys.executable, "-m", "dvc", "repro"], root)
+
+
+def test_dvc_repro_runs_all_four_stages_on_the_demo(demo):
+    root, result = demo
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("load_checkpoint", "export", "parity", "infer"):
+        assert f"Running stage '{stage}'" in result.stdout
+    assert "grid 8x512" in result.stderr and "PASS" in result.stderr  # the parity table
+    parity = json.loads((root / "metrics/parity.json").read_text())
+    assert parity["passed"] is True and parity["label_agreement"] >= 0.999
+    metrics = json.loads((root / "metrics/infer.json").read_text())
+    source = pd.read_parquet(root / "data/demo.parquet")
+    assert metrics["rows"] == len(source) >= 5000
+    assert metrics["token_accuracy"] >= 0.95
+    assert metrics["provider"] == "CPUExecutionProvider"
+    predictions = pd.read_parquet(root / "data/predictions.parquet")
+    assert predictions["id"].tolist() == source["id"].tolist()
+    assert (root / "models/onnx/model.onnx").is_file()
+
+
+def test_second_repro_reruns_nothing(demo):
+    root, _ = demo
+    result = run([sys.executable, "-m", "dvc", "repro"], root)
+    assert result.returncode == 0 and "Running stage" not in result.stdout, result.stdout
+
+
+def test_perturbed_onnx_model_stops_dvc_at_parity(demo):
+    root, _ = demo
+    path = root / "models/onnx/model.onnx"
+    graph = onnx.load(path)
+    initializer = next(item for item in graph.graph.initializer if len(item.dims) == 2 and 4 in item.dims)
+    weights = numpy_helper.to_array(initializer).copy()
+    weights.flat[0] += 1e-2
+    initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
+    onnx.save(graph, path)
+    result = run([sys.executable, "-m", "dvc", "repro", "--single-item", "parity"], root)
+    assert result.returncode != 0
+    assert "parity failed, so the pipeline stops before infer" in result.stderr
+    assert "parity.atol would need" in result.stderr
+    assert json.loads((root / "metrics/parity.json").read_text())["passed"] is False
