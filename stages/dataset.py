@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +17,33 @@ from stages.errors import UserError
 FORMATS = (".parquet", ".csv", ".jsonl")
 
 
+TEXT_ISSUES = ("null", "not_string", "invalid_utf8", "empty", "whitespace", "control_chars")
+ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive dataset rows: their ids (any Arrow type) and their texts, made safe to tokenise.
+    """Consecutive dataset rows: ids (any Arrow type), texts safe to tokenise, and what was wrong with each.
 
-    Policy: a null text is scored as "" (counted in `null_texts`); bytes that are not valid UTF-8
-    are decoded with U+FFFD replacement characters (counted in `invalid_utf8`); any other non-string
-    value is scored as its string form.
+    A null or non-string value becomes "" and bytes that are not UTF-8 are decoded with U+FFFD
+    replacement characters; `issues[i]` names the first problem of row i (one of `TEXT_ISSUES`) or
+    is None. What happens to such rows is `infer.bad_rows`' decision, not the reader's.
     """
 
     ids: pa.Array
     texts: list[str]
-    null_texts: int
-    invalid_utf8: int
+    issues: list[str | None]
+
+
+def text_issue(text: str) -> str | None:
+    """The problem of a decoded text, if any: empty, whitespace-only, or control characters."""
+    if not text:
+        return "empty"
+    if text.isspace():
+        return "whitespace"
+    if any(unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS for char in text):
+        return "control_chars"
+    return None
 
 
 def iter_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[Chunk]:
@@ -37,7 +52,10 @@ def iter_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -
         raise UserError(f"dataset not found: {path} (infer.input)")
     if path.suffix not in FORMATS:
         raise UserError(f"dataset {path} has an unknown format; infer.input must end in one of {', '.join(FORMATS)}")
-    batches = {".parquet": _parquet_batches, ".csv": _csv_batches, ".jsonl": _jsonl_batches}[path.suffix]
+    if path.suffix == ".jsonl":
+        yield from _jsonl_chunks(path, text_column, id_column, chunk_rows)
+        return
+    batches = {".parquet": _parquet_batches, ".csv": _csv_batches}[path.suffix]
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     for batch in batches(path, text_column, id_column, chunk_rows):
@@ -45,11 +63,11 @@ def iter_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -
         pending_rows += batch.num_rows
         while pending_rows >= chunk_rows:
             table = pa.Table.from_batches(pending).combine_chunks()
-            yield _to_chunk(table.slice(0, chunk_rows), text_column, id_column)
+            yield _table_chunk(table.slice(0, chunk_rows), text_column, id_column)
             rest = table.slice(chunk_rows)
             pending, pending_rows = rest.to_batches(), rest.num_rows
     if pending_rows:
-        yield _to_chunk(pa.Table.from_batches(pending).combine_chunks(), text_column, id_column)
+        yield _table_chunk(pa.Table.from_batches(pending).combine_chunks(), text_column, id_column)
 
 
 def _require_columns(path: Path, columns: list[str], text_column: str, id_column: str) -> None:
@@ -79,9 +97,10 @@ def _csv_batches(path: Path, text_column: str, id_column: str, chunk_rows: int) 
     yield from pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 22), convert_options=convert)
 
 
-def _jsonl_batches(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _jsonl_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[Chunk]:
     with path.open(encoding="utf-8", errors="replace") as stream:
-        rows: list[dict] = []
+        ids: list = []
+        values: list = []
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
@@ -89,38 +108,49 @@ def _jsonl_batches(path: Path, text_column: str, id_column: str, chunk_rows: int
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise UserError(f"dataset {path} line {number} is not JSON: {error}") from None
-            if number == 1:
+            if not ids and not values:
                 _require_columns(path, list(record), text_column, id_column)
-            rows.append({id_column: record.get(id_column), text_column: record.get(text_column)})
-            if len(rows) == chunk_rows:
-                yield _json_batch(rows, text_column, id_column)
-                rows = []
-        if rows:
-            yield _json_batch(rows, text_column, id_column)
+            ids.append(record.get(id_column))
+            values.append(record.get(text_column))
+            if len(values) == chunk_rows:
+                yield make_chunk(_id_array(ids, path), values)
+                ids, values = [], []
+        if values:
+            yield make_chunk(_id_array(ids, path), values)
 
 
-def _json_batch(rows: list[dict], text_column: str, id_column: str) -> pa.RecordBatch:
-    texts = [
-        value if isinstance(value, str) or value is None else json.dumps(value)
-        for value in (row[text_column] for row in rows)
-    ]
-    return pa.RecordBatch.from_pydict(
-        {id_column: [row[id_column] for row in rows], text_column: pa.array(texts, pa.string())}
-    )
+def _id_array(ids: list, path: Path) -> pa.Array:
+    try:
+        return pa.array(ids)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise UserError(
+            f"dataset {path}: the id column mixes types ({error}); give every row an id of one type"
+        ) from None
 
 
-def _to_chunk(table: pa.Table, text_column: str, id_column: str) -> Chunk:
-    texts, null_texts, invalid_utf8 = [], 0, 0
-    for value in table.column(text_column).to_pylist():
+def _table_chunk(table: pa.Table, text_column: str, id_column: str) -> Chunk:
+    return make_chunk(table.column(id_column).combine_chunks(), table.column(text_column).to_pylist())
+
+
+def make_chunk(ids: pa.Array, values: list) -> Chunk:
+    """Decode and classify raw text values (str, bytes, None or anything else)."""
+    texts: list[str] = []
+    issues: list[str | None] = []
+    for value in values:
         if value is None:
-            null_texts += 1
-            texts.append("")
+            text, issue = "", "null"
         elif isinstance(value, bytes):
             text = value.decode("utf-8", errors="replace")
-            invalid_utf8 += text != value.decode("utf-8", errors="ignore")
-            texts.append(text)
+            issue = "invalid_utf8" if text != value.decode("utf-8", errors="ignore") else text_issue(text)
+        elif isinstance(value, str):
+            text, issue = value, text_issue(value)
         else:
-            texts.append(value if isinstance(value, str) else str(value))
-    return Chunk(
-        ids=table.column(id_column).combine_chunks(), texts=texts, null_texts=null_texts, invalid_utf8=invalid_utf8
-    )
+            text, issue = "", "not_string"
+        texts.append(text)
+        issues.append(issue)
+    return Chunk(ids=ids, texts=texts, issues=issues)
+
+
+def row_count(path: Path) -> int | None:
+    """Rows in the dataset if known without reading it (Parquet metadata), else None."""
+    return pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None

@@ -1,191 +1,178 @@
-"""Stage `infer`: score a text dataset with the ONNX model and write per-token predictions as Parquet.
+"""Stage `infer`: score a text dataset with the ONNX model, at dataset scale, resumably.
 
-The dataset is read in chunks of `infer.chunk_rows`; inside a chunk, rows are batched by length to
-cut padding and written back in input order. The feed is built from the session's declared inputs,
-so int32/int64 graphs and graphs without `token_type_ids` just work. The Parquet file appears by an
-atomic rename once complete.
+The dataset is read in windows of `infer.window_rows` rows; a background thread reads and
+tokenises the next window while the model scores the current one. Each window becomes a shard in
+`<output>.parts/`, written atomically with its tally; a rerun after a crash (SIGKILL included)
+continues from the finished shards if the input, model and params are unchanged. When all shards
+are done they are joined into the output file, which appears by an atomic rename.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import queue
 import resource
+import shutil
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
-import numpy as np
-import onnxruntime as ort
-import pyarrow as pa
 import pyarrow.parquet as pq
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from tqdm import tqdm
 
 from stages.atomic import atomic_path, write_json
-from stages.dataset import Chunk, iter_chunks
-from stages.demo_rules import rule_label
-from stages.encoding import EncodedText, encode_texts, length_sorted_batches, pad_batch
+from stages.dataset import iter_chunks, row_count
 from stages.errors import UserError, run_stage
 from stages.export import ONNX_FILE, SIDECAR_FILE
-from stages.params import InferParams, load_params
-from stages.runtime import create_session, onnx_logits, provider_of
+from stages.params import Params, load_params
+from stages.runtime import provider_of
+from stages.scoring import PreparedBlock, ServedModel, Tally, prepare_block, score_block
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What `infer` needs from the ONNX directory."""
-
-    session: ort.InferenceSession
-    tokenizer: PreTrainedTokenizerBase
-    labels: tuple[str, ...]
-    max_length: int
+Item = TypeVar("Item")
+MANIFEST = "manifest.json"
 
 
-@dataclass
-class Tally:
-    """Running totals for `metrics/infer.json`."""
+def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
+    """Run `items` in a background thread, `depth` ahead of the consumer; its exceptions re-raise here."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
 
-    rows: int = 0
-    tokens: int = 0
-    token_slots: int = 0
-    truncated_rows: int = 0
-    null_texts: int = 0
-    invalid_utf8: int = 0
-    reference_correct: int = 0
-    reference_total: int = 0
-    model_seconds: float = 0.0
-    label_counts: dict[str, int] = field(default_factory=dict)
-
-
-def output_schema(id_type: pa.DataType) -> pa.Schema:
-    """The predictions file: one row per input row, per-token lists aligned with each other."""
-    return pa.schema(
-        [
-            ("id", id_type),
-            ("n_tokens", pa.int32()),
-            ("truncated", pa.bool_()),
-            ("label_ids", pa.list_(pa.int16())),
-            ("labels", pa.list_(pa.string())),
-            ("starts", pa.list_(pa.int32())),
-            ("ends", pa.list_(pa.int32())),
-        ]
-    )
-
-
-def predict_chunk(
-    served: ServedModel, texts: list[str], batch_size: int, tally: Tally
-) -> tuple[list[EncodedText], list[np.ndarray]]:
-    """Token label ids of every non-special token of each text, in input order."""
-    rows = encode_texts(served.tokenizer, texts, served.max_length)
-    predictions: list[np.ndarray] = [np.empty(0, dtype=np.int16)] * len(rows)
-    started = time.perf_counter()
-    for indices in length_sorted_batches([len(row) for row in rows], batch_size):
-        arrays = pad_batch([rows[index] for index in indices], served.tokenizer.pad_token_id)
-        label_ids = onnx_logits(served.session, arrays).argmax(axis=-1).astype(np.int16)
-        tally.token_slots += arrays["attention_mask"].size
-        for position, index in enumerate(indices):
-            row = rows[index]
-            predictions[index] = label_ids[position, : len(row)][~row.special]
-    tally.model_seconds += time.perf_counter() - started
-    return rows, predictions
-
-
-def chunk_table(
-    chunk: Chunk, rows: list[EncodedText], predictions: list[np.ndarray], labels: tuple[str, ...], schema: pa.Schema
-) -> pa.Table:
-    """Arrow table of one chunk's predictions, in the chunk's row order."""
-    label_names = np.asarray(labels, dtype=object)
-    offsets = [row.offsets[~row.special] for row in rows]
-    return pa.Table.from_pydict(
-        {
-            "id": chunk.ids,
-            "n_tokens": [len(prediction) for prediction in predictions],
-            "truncated": [row.truncated for row in rows],
-            "label_ids": [prediction.tolist() for prediction in predictions],
-            "labels": [label_names[prediction].tolist() for prediction in predictions],
-            "starts": [offset[:, 0].tolist() for offset in offsets],
-            "ends": [offset[:, 1].tolist() for offset in offsets],
-        },
-        schema=schema,
-    )
-
-
-def tally_chunk(
-    tally: Tally,
-    chunk: Chunk,
-    rows: list[EncodedText],
-    predictions: list[np.ndarray],
-    served: ServedModel,
-    reference: str,
-) -> None:
-    """Add one chunk to the running totals (and to the reference accuracy, where asked)."""
-    tally.rows += len(rows)
-    tally.null_texts += chunk.null_texts
-    tally.invalid_utf8 += chunk.invalid_utf8
-    tally.truncated_rows += sum(row.truncated for row in rows)
-    for row, prediction in zip(rows, predictions, strict=True):
-        tally.tokens += len(prediction)
-        for label_id, count in zip(*np.unique(prediction, return_counts=True), strict=True):
-            name = served.labels[label_id]
-            tally.label_counts[name] = tally.label_counts.get(name, 0) + int(count)
-        if reference == "demo_rules":
-            pieces = served.tokenizer.convert_ids_to_tokens(row.input_ids[~row.special].tolist())
-            expected = np.fromiter((rule_label(piece) for piece in pieces), dtype=np.int16, count=len(pieces))
-            tally.reference_correct += int(np.count_nonzero(expected == prediction))
-            tally.reference_total += len(pieces)
-
-
-def load_served_model(onnx_dir: Path, params) -> ServedModel:
-    """The ONNX session, tokenizer and labels of an exported model directory."""
-    import json
-
-    sidecar = onnx_dir / SIDECAR_FILE
-    if not sidecar.is_file():
-        raise UserError(f"{sidecar} not found (export.output); run the export stage first")
-    metadata = json.loads(sidecar.read_text(encoding="utf-8"))
-    return ServedModel(
-        session=create_session(onnx_dir / ONNX_FILE, params),
-        tokenizer=AutoTokenizer.from_pretrained(onnx_dir, local_files_only=True),
-        labels=tuple(metadata["labels"]),
-        max_length=int(metadata["max_length"]),
-    )
-
-
-def score_dataset(served: ServedModel, params: InferParams) -> Tally:
-    """Score every row of `params.input` into `params.output`; returns the totals."""
-    tally = Tally()
-    output = Path(params.output)
-    with atomic_path(output) as temporary:
-        writer: pq.ParquetWriter | None = None
+    def produce() -> None:
         try:
-            for chunk in iter_chunks(Path(params.input), params.text_column, params.id_column, params.chunk_rows):
-                rows, predictions = predict_chunk(served, chunk.texts, params.batch_size, tally)
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((done, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            ready.put((done, error))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def fingerprint(params: Params) -> str:
+    """What the shards depend on: the input file, the exported model, and the params that shape outputs."""
+    source = Path(params.infer.input).stat()
+    onnx_dir = Path(params.export.output)
+    scoring = {key: value for key, value in asdict(params.infer).items() if key not in ("output", "metrics")}
+    identity = {
+        "input": [str(Path(params.infer.input).resolve()), source.st_size, source.st_mtime_ns],
+        "model": (onnx_dir / SIDECAR_FILE).read_text(encoding="utf-8"),
+        "model_size": (onnx_dir / ONNX_FILE).stat().st_size,
+        "infer": scoring,
+        "providers": list(params.runtime.providers),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Shards:
+    """The finished windows of one run, kept in `<output>.parts/` until the output file is complete."""
+
+    def __init__(self, output: Path, key: str) -> None:
+        self.directory = output.with_name(output.name + ".parts")
+        manifest = self.directory / MANIFEST
+        if self.directory.exists() and not (
+            manifest.is_file() and json.loads(manifest.read_text())["fingerprint"] == key
+        ):
+            log.info("discarding %s: it belongs to another input, model or params", self.directory)
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_json(manifest, {"fingerprint": key})
+
+    def path(self, index: int) -> Path:
+        return self.directory / f"shard-{index:06d}.parquet"
+
+    def finished(self, index: int) -> Tally | None:
+        """The tally of a finished shard, or None."""
+        if not self.path(index).is_file():
+            return None
+        return Tally(**json.loads(self.path(index).with_suffix(".json").read_text()))
+
+    def save(self, index: int, table, tally: Tally) -> None:
+        """Write the tally, then the shard: a shard file exists only once both are complete."""
+        write_json(self.path(index).with_suffix(".json"), asdict(tally))
+        with atomic_path(self.path(index)) as temporary:
+            pq.write_table(table, temporary, compression="zstd")
+
+    def join(self, output: Path) -> None:
+        """Concatenate the shards in order into `output` (atomically), then remove the parts."""
+        with atomic_path(output) as temporary:
+            writer = None
+            for path in sorted(self.directory.glob("shard-*.parquet")):
+                table = pq.read_table(path)
                 if writer is None:
-                    schema = output_schema(chunk.ids.type)
-                    writer = pq.ParquetWriter(temporary, schema, compression="zstd")
-                writer.write_table(chunk_table(chunk, rows, predictions, served.labels, schema))
-                tally_chunk(tally, chunk, rows, predictions, served, params.reference)
-                print(f"\rscored {tally.rows} rows", end="", file=sys.stderr, flush=True)
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise UserError(f"dataset {params.input} has no rows (infer.input)")
-    print(file=sys.stderr)
+                    writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer.write_table(table)
+            writer.close()
+        shutil.rmtree(self.directory)
+
+
+def blocks_to_score(
+    params: Params, served: ServedModel, shards: Shards
+) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
+    """Each window of the dataset: prepared for the model, or the tally of its finished shard."""
+    chunks = iter_chunks(
+        Path(params.infer.input), params.infer.text_column, params.infer.id_column, params.infer.window_rows
+    )
+    for index, chunk in enumerate(chunks):
+        done = shards.finished(index)
+        yield index, None if done else prepare_block(served, chunk, params.infer), done
+
+
+def score_dataset(params: Params, served: ServedModel) -> Tally:
+    """Score every row of `infer.input` into `infer.output`, resuming from finished shards."""
+    output = Path(params.infer.output)
+    shards = Shards(output, fingerprint(params))
+    tally = Tally()
+    total = row_count(Path(params.infer.input))
+    with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
+        for index, block, done in prefetch(blocks_to_score(params, served, shards)):
+            if block is not None:
+                table, done = score_block(served, block, params.infer)
+                shards.save(index, table, done)
+            tally.add(done)
+            progress.update(done.rows)
+    if not tally.rows:
+        raise UserError(f"dataset {params.infer.input} has no rows (infer.input)")
+    shards.join(output)
     return tally
 
 
 def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: int) -> dict:
-    """`metrics/infer.json`: throughput, padding, provider, and the demo's reference accuracy."""
+    """`metrics/infer.json`: volumes, padding, throughput, provider, memory, and the demo's reference accuracy."""
     metrics = {
         "rows": tally.rows,
+        "skipped": tally.skipped,
+        "text_issues": tally.text_issues,
         "tokens": tally.tokens,
+        "windows": tally.windows,
         "truncated_rows": tally.truncated_rows,
-        "null_texts": tally.null_texts,
-        "invalid_utf8": tally.invalid_utf8,
         "padding_ratio": round(1 - tally.tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
         "seconds": round(seconds, 3),
         "model_seconds": round(tally.model_seconds, 3),
@@ -194,7 +181,7 @@ def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: in
         "provider": provider_of(served.session),
         "threads": threads or os.cpu_count(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "label_counts": dict(sorted(tally.label_counts.items())),
+        "label_counts": tally.label_counts,
     }
     if tally.reference_total:
         metrics["token_accuracy"] = round(tally.reference_correct / tally.reference_total, 5)
@@ -203,12 +190,19 @@ def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: in
 
 def main() -> None:
     params = load_params()
-    served = load_served_model(Path(params.export.output), params.runtime)
+    served = ServedModel.load(Path(params.export.output), params.runtime)
+    if params.infer.long_text == "sliding_window" and params.infer.stride >= served.framing.capacity:
+        raise UserError(
+            f"infer.stride = {params.infer.stride} must be smaller than the {served.framing.capacity} content tokens of a window"
+        )
     started = time.perf_counter()
-    tally = score_dataset(served, params.infer)
+    tally = score_dataset(params, served)
     metrics = build_metrics(tally, time.perf_counter() - started, served, params.runtime.intra_op_num_threads)
     write_json(Path(params.infer.metrics), metrics)
-    summary = f"{metrics['rows']} rows, {metrics['tokens']} tokens in {metrics['seconds']} s ({metrics['texts_per_s']} texts/s) on {metrics['provider']}"
+    summary = (
+        f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "
+        f"{metrics['texts_per_s']} texts/s, padding {metrics['padding_ratio']:.1%}, {metrics['provider']}"
+    )
     if "token_accuracy" in metrics:
         summary += f", token accuracy vs demo rules {metrics['token_accuracy']:.4f}"
     log.info("wrote %s: %s", params.infer.output, summary)

@@ -72,6 +72,10 @@ class RuntimeParams:
     intra_op_num_threads: int = field(metadata=_range(0))
     graph_optimization_level: Literal["disable", "basic", "extended", "all"]
 
+    def __post_init__(self) -> None:
+        if not self.providers:
+            raise UserError("runtime.providers is empty; list at least CPUExecutionProvider")
+
 
 @dataclass(frozen=True)
 class ParityParams:
@@ -96,10 +100,16 @@ class InferParams:
     text_column: str
     id_column: str
     output: str
-    batch_size: int = field(metadata=_range(1))
-    chunk_rows: int = field(metadata=_range(1))
-    reference: Literal["none", "demo_rules"]
     metrics: str
+    long_text: Literal["truncate", "sliding_window"]
+    stride: int = field(metadata=_range(0))
+    batch_size: int = field(metadata=_range(1))
+    max_batch_tokens: int = field(metadata=_range(1))
+    window_rows: int = field(metadata=_range(1))
+    bad_rows: Literal["score", "skip"]
+    probabilities: bool
+    span_ignore_labels: tuple[str, ...]
+    reference: Literal["none", "demo_rules"]
 
 
 @dataclass(frozen=True)
@@ -162,8 +172,8 @@ def _parse_value(kind: Any, value: Any, key: str) -> Any:
             raise UserError(f"{key} = {value!r} is not allowed; choose one of: {choices}")
         return value
     if origin is tuple:
-        if not isinstance(value, list) or not value:
-            raise UserError(f"{key} must be a non-empty list, got {value!r}")
+        if not isinstance(value, list):
+            raise UserError(f"{key} must be a list, got {value!r}")
         return tuple(_parse_value(arguments[0], item, f"{key}[{index}]") for index, item in enumerate(value))
     if kind is bool:
         if not isinstance(value, bool):

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from stages.atomic import write_json
 from stages.dataset import iter_chunks
-from stages.encoding import encode_texts, length_sorted_batches, pad_batch
+from stages.encoding import Framing, encode_texts, make_windows, pad_batch, plan_batches
 from stages.errors import CheckFailed, UserError, run_stage
 from stages.export import ONNX_FILE, SIDECAR_FILE
 from stages.model import CustomModel, HeadSpec, load_model_dir, torch_logits
@@ -125,11 +125,13 @@ def sample_texts(params: Params) -> list[str]:
     return [pool.texts[index] for index in sorted(chosen)]
 
 
-def dataset_batches(texts: list[str], tokenizer, spec: HeadSpec, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Dataset rows tokenised as `infer` does, in length-sorted batches with real padding."""
-    rows = encode_texts(tokenizer, texts, spec.max_length)
-    for indices in length_sorted_batches([len(row) for row in rows], batch_size):
-        yield pad_batch([rows[index] for index in indices], tokenizer.pad_token_id)
+def dataset_batches(texts: list[str], tokenizer, spec: HeadSpec, params: Params) -> Iterator[dict[str, np.ndarray]]:
+    """Dataset rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
+    framing = Framing.of(tokenizer, spec.max_length)
+    windows = make_windows(encode_texts(tokenizer, texts), framing, params.infer.long_text, params.infer.stride)
+    batch_size = params.parity.batch_size
+    for indices in plan_batches([len(window) for window in windows], batch_size, batch_size * spec.max_length):
+        yield pad_batch([windows[index] for index in indices], tokenizer.pad_token_id)
 
 
 def grid_batch(batch_size: int, length: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -155,7 +157,7 @@ def check_parity(
     model: CustomModel, session: ort.InferenceSession, tokenizer, spec: HeadSpec, params: Params, texts: list[str]
 ) -> list[CaseReport]:
     """Every case: the dataset rows, then each grid shape."""
-    rows = dataset_batches(texts, tokenizer, spec, params.parity.batch_size)
+    rows = dataset_batches(texts, tokenizer, spec, params)
     cases = [compare_case("rows", run_pairs(model, session, rows), params.parity)]
     for index, (batch, length) in enumerate(grid_shapes(params.parity, spec.max_length)):
         arrays = grid_batch(batch, length, model.config.vocab_size, params.parity.seed + index)

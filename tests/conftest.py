@@ -60,7 +60,7 @@ def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             output="out/predictions.parquet",
             reference="none",
             batch_size=8,
-            chunk_rows=16,
+            window_rows=16,
         )
         monkeypatch.chdir(tmp_path)
         workspace = Workspace(root=tmp_path, model=model, params=params)

@@ -50,7 +50,7 @@ def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, expor
     empty = predictions.set_index("id").loc[source["id"][source["text"].fillna("") == ""]]
     assert (empty["n_tokens"] == 0).all()
     metrics = json.loads(Path("metrics/infer.json").read_text())
-    assert set(metrics) >= METRIC_KEYS and metrics["rows"] == len(source) and metrics["null_texts"] == 1
+    assert set(metrics) >= METRIC_KEYS and metrics["rows"] == len(source) and metrics["text_issues"]["null"] == 1
     assert metrics["provider"] == "CPUExecutionProvider"
 
 
@@ -84,7 +84,7 @@ def test_invalid_utf8_in_csv_is_scored_and_counted(make_workspace):
     export.main()
     infer.main()
     metrics = json.loads(Path("metrics/infer.json").read_text())
-    assert metrics["rows"] == 3 and metrics["invalid_utf8"] == 1 and metrics["null_texts"] == 1
+    assert metrics["rows"] == 3 and metrics["text_issues"] == {"invalid_utf8": 1, "null": 1} and metrics["skipped"] == 0
     assert pq.read_table("out/predictions.parquet").column("id").to_pylist() == ["1", "2", "3"]
 
 
