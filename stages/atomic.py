@@ -49,7 +49,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def write_json(target: Path, payload: dict[str, Any]) -> None:
+def write_json(target: Path, payload: dict[str, Any] | list[Any]) -> None:
     """Write `payload` as indented JSON, atomically."""
     with atomic_path(target) as temporary:
         temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -90,6 +90,7 @@ class ParityParams:
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
     seed: int
     report: str
+    plots: str
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from stages.runtime import create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
 
+HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
 
 
@@ -153,16 +154,45 @@ def grid_shapes(parity: ParityParams, max_length: int) -> list[tuple[int, int]]:
     return [(batch, length) for batch in parity.grid_batch_sizes for length in lengths]
 
 
+Pairs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 def check_parity(
     model: CustomModel, session: ort.InferenceSession, tokenizer, spec: HeadSpec, params: Params, texts: list[str]
-) -> list[CaseReport]:
-    """Every case: the dataset rows, then each grid shape."""
-    rows = dataset_batches(texts, tokenizer, spec, params)
-    cases = [compare_case("rows", run_pairs(model, session, rows), params.parity)]
+) -> tuple[list[CaseReport], Pairs]:
+    """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
+    rows = run_pairs(model, session, dataset_batches(texts, tokenizer, spec, params))
+    cases = [compare_case("rows", rows, params.parity)]
+    compared = list(rows)
     for index, (batch, length) in enumerate(grid_shapes(params.parity, spec.max_length)):
         arrays = grid_batch(batch, length, model.config.vocab_size, params.parity.seed + index)
-        cases.append(compare_case(f"grid {batch}x{length}", run_pairs(model, session, iter([arrays])), params.parity))
-    return cases
+        pairs = run_pairs(model, session, iter([arrays]))
+        cases.append(compare_case(f"grid {batch}x{length}", pairs, params.parity))
+        compared.extend(pairs)
+    return cases, compared
+
+
+def plot_data(compared: Pairs) -> dict[str, list[dict]]:
+    """For `dvc plots`: max abs diff per padded sequence length, and a log10 histogram of token diffs."""
+    by_length: dict[int, float] = {}
+    diffs = []
+    for reference, candidate, mask in compared:
+        real = mask.astype(bool)
+        diff = np.abs(candidate[real] - reference[real]).max(axis=-1)
+        diff = diff[np.isfinite(diff)]
+        diffs.append(diff)
+        length = reference.shape[1]
+        by_length[length] = max(by_length.get(length, 0.0), float(diff.max(initial=0.0)))
+    exponents = np.floor(np.log10(np.maximum(np.concatenate(diffs), HISTOGRAM_FLOOR))).astype(int)
+    values, counts = np.unique(exponents, return_counts=True)
+    return {
+        "max_diff_by_length.json": [
+            {"length": length, "max_abs_diff": by_length[length]} for length in sorted(by_length)
+        ],
+        "diff_histogram.json": [
+            {"log10_abs_diff": int(value), "tokens": int(count)} for value, count in zip(values, counts, strict=True)
+        ],
+    }
 
 
 def build_report(cases: list[CaseReport], tolerance: ParityParams, provider: str) -> dict:
@@ -252,9 +282,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir, local_files_only=True)
     session = create_session(onnx_dir / ONNX_FILE, params.runtime, tf32=False)
     check_compatible(spec, session, onnx_dir)
-    cases = check_parity(model, session, tokenizer, spec, params, sample_texts(params))
+    cases, compared = check_parity(model, session, tokenizer, spec, params, sample_texts(params))
     report = build_report(cases, params.parity, provider_of(session))
     write_json(Path(params.parity.report), report)
+    for name, rows in plot_data(compared).items():
+        write_json(Path(params.parity.plots) / name, rows)
     print(format_table(cases), file=sys.stderr)
     if not report["passed"]:
         raise CheckFailed(

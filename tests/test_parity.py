@@ -75,6 +75,10 @@ def test_correct_export_passes(make_workspace, kind, exporter):
     assert report["passed"] and report["label_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
     assert {"rows", "grid 1x1", "grid 3x128"} <= set(report["cases"])
     assert report["cases"]["rows"]["tokens"] > 100
+    by_length = json.loads(Path("metrics/parity_plots/max_diff_by_length.json").read_text())
+    assert {1, 2, 7, 64, 128} <= {point["length"] for point in by_length}
+    histogram = json.loads(Path("metrics/parity_plots/diff_histogram.json").read_text())
+    assert sum(bin_["tokens"] for bin_ in histogram) == report["tokens"]
 
 
 def edit_graph(edit) -> None:
