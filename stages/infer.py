@@ -27,7 +27,7 @@ from typing import TypeVar
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from stages.atomic import atomic_path, write_json
+from stages.atomic import atomic_path, ensure_directory, write_json
 from stages.dataset import iter_chunks, row_count
 from stages.errors import UserError, run_stage
 from stages.export import ONNX_FILE, SIDECAR_FILE
@@ -102,7 +102,7 @@ class Shards:
         ):
             log.info("discarding %s: it belongs to another input, model or params", self.directory)
             shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_directory(self.directory)
         write_json(manifest, {"fingerprint": key})
 
     def path(self, index: int) -> Path:

@@ -38,33 +38,37 @@ def sample_texts(rows: int) -> list[str | None]:
     return [*texts, "", "   ", None, "\x00\x1b\u200b\u202e"]
 
 
+def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Workspace:
+    """Write a tiny backbone, its checkpoint, a dataset and params.yaml under `root` (the stages' cwd)."""
+    model = make_backbone(root / "backbone", kind)
+    torch.save(model.state_dict(), root / "model.ckpt")
+    texts = sample_texts(rows)
+    frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts})
+    frame.to_parquet(root / "data.parquet")
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["model"].update(
+        backbone=str(root / "backbone"), checkpoint=str(root / "model.ckpt"), labels=None, max_length=128
+    )
+    params["runtime"].update(providers=["CPUExecutionProvider"], intra_op_num_threads=1)
+    params["parity"].update(samples=24, batch_size=8, grid_batch_sizes=[1, 3], grid_lengths=[1, 2, 7, 64, 128])
+    params["infer"].update(
+        input=str(root / "data.parquet"),
+        output="out/predictions.parquet",
+        reference="none",
+        batch_size=8,
+        window_rows=16,
+    )
+    workspace = Workspace(root=root, model=model, params=params)
+    workspace.write_params()
+    return workspace
+
+
 @pytest.fixture
 def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Build a workspace for one backbone family and chdir into it."""
 
     def build(kind: str = "deberta-v2", rows: int = 40) -> Workspace:
-        model = make_backbone(tmp_path / "backbone", kind)
-        torch.save(model.state_dict(), tmp_path / "model.ckpt")
-        texts = sample_texts(rows)
-        pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet(
-            tmp_path / "data.parquet"
-        )
-        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-        params["model"].update(
-            backbone=str(tmp_path / "backbone"), checkpoint=str(tmp_path / "model.ckpt"), labels=None, max_length=128
-        )
-        params["runtime"].update(providers=["CPUExecutionProvider"], intra_op_num_threads=1)
-        params["parity"].update(samples=24, batch_size=8, grid_batch_sizes=[1, 3], grid_lengths=[1, 2, 7, 64, 128])
-        params["infer"].update(
-            input=str(tmp_path / "data.parquet"),
-            output="out/predictions.parquet",
-            reference="none",
-            batch_size=8,
-            window_rows=16,
-        )
         monkeypatch.chdir(tmp_path)
-        workspace = Workspace(root=tmp_path, model=model, params=params)
-        workspace.write_params()
-        return workspace
+        return build_workspace(tmp_path, kind, rows)
 
     return build
