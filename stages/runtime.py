@@ -45,7 +45,7 @@ def create_session(model_path: Path, runtime: RuntimeParams, *, tf32: bool = Tru
             ort.preload_dlls()
             providers.append((CUDA, {"use_tf32": "1" if tf32 else "0"}))
         else:
-            log.info("no NVIDIA driver on this machine: %s skipped", CUDA)
+            log.warning("no NVIDIA driver on this machine: %s skipped", CUDA)
     if not providers:
         raise UserError(
             f"runtime.providers = {list(runtime.providers)} but this machine has no NVIDIA driver; "
@@ -58,7 +58,7 @@ def create_session(model_path: Path, runtime: RuntimeParams, *, tf32: bool = Tru
             f"onnxruntime cannot load {model_path}: {str(error).splitlines()[0]}; export it again"
         ) from None
     actual = session.get_providers()
-    if actual[0] != runtime.providers[0]:
+    if actual[0] != runtime.providers[0] and has_nvidia_driver():
         if CPU not in runtime.providers:
             raise UserError(
                 f"runtime.providers asks for {list(runtime.providers)} but onnxruntime could only start {actual[0]}; "
