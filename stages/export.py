@@ -23,11 +23,10 @@ from stages.atomic import atomic_directory
 from stages.errors import UserError, run_stage
 from stages.model import CustomModel, GraphInputs, HeadSpec, load_model_dir
 from stages.params import ExportParams, load_params
+from stages.runtime import ONNX_FILE, SIDECAR_FILE
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-SIDECAR_FILE = "model.json"
 OUTPUT_NAME = "logits"
 SINGLE_FILE_LIMIT = 1_800_000_000  # bytes; protobuf cannot hold more than 2 GB
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu")

@@ -30,9 +30,8 @@ from tqdm import tqdm
 from stages.atomic import atomic_path, ensure_directory, write_json
 from stages.dataset import iter_chunks, row_count
 from stages.errors import UserError, run_stage
-from stages.export import ONNX_FILE, SIDECAR_FILE
 from stages.params import Params, load_params
-from stages.runtime import provider_of
+from stages.runtime import ONNX_FILE, SIDECAR_FILE, provider_of
 from stages.scoring import PreparedBlock, ServedModel, Tally, prepare_block, score_block
 
 log = logging.getLogger(__name__)

@@ -111,6 +111,11 @@ class InferParams:
     probabilities: bool
     span_ignore_labels: tuple[str, ...]
     reference: Literal["none", "demo_rules"]
+    engine: Literal["local", "ray"]
+    ray_actors: int = field(metadata=_range(1))
+    ray_cpus_per_actor: float = field(metadata=_range(0.0))
+    ray_gpus_per_actor: float = field(metadata=_range(0.0))
+    ray_batch_rows: int = field(metadata=_range(1))
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,9 @@ from stages.atomic import write_json
 from stages.dataset import iter_chunks
 from stages.encoding import Framing, encode_texts, make_windows, pad_batch, plan_batches
 from stages.errors import CheckFailed, UserError, run_stage
-from stages.export import ONNX_FILE, SIDECAR_FILE
 from stages.model import CustomModel, HeadSpec, load_model_dir, torch_logits
 from stages.params import Params, ParityParams, load_params
-from stages.runtime import create_session, onnx_logits, provider_of
+from stages.runtime import ONNX_FILE, SIDECAR_FILE, create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
 

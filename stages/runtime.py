@@ -16,6 +16,8 @@ from stages.params import RuntimeParams
 
 log = logging.getLogger(__name__)
 
+ONNX_FILE = "model.onnx"  # the files of an exported model directory
+SIDECAR_FILE = "model.json"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 OPTIMIZATION_LEVELS = {

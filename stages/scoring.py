@@ -30,9 +30,8 @@ from stages.encoding import (
     plan_batches,
 )
 from stages.errors import UserError
-from stages.export import ONNX_FILE, SIDECAR_FILE
 from stages.params import InferParams, RuntimeParams
-from stages.runtime import create_session, onnx_logits
+from stages.runtime import ONNX_FILE, SIDECAR_FILE, create_session, onnx_logits
 from stages.spans import aggregate_spans
 
 SPAN_TYPE = pa.struct(
