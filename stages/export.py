@@ -23,6 +23,7 @@ from stages.atomic import atomic_directory
 from stages.errors import UserError, run_stage
 from stages.model import CustomModel, GraphInputs, HeadSpec, load_model_dir
 from stages.params import ExportParams, load_params
+from stages.precision import apply_precision
 from stages.runtime import ONNX_FILE, SIDECAR_FILE
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def build_metadata(graph: onnx.ModelProto, spec: HeadSpec, params: ExportParams,
     return {
         "exporter": params.exporter,
         "opset": graph_opset(graph),
-        "precision": "fp32",
+        "precision": params.precision,
         "model_type": model_type,
         "inputs": describe_io(graph.graph.input),
         "outputs": describe_io(graph.graph.output),
@@ -128,7 +129,9 @@ def build_metadata(graph: onnx.ModelProto, spec: HeadSpec, params: ExportParams,
     }
 
 
-def finish_graph(path: Path, spec: HeadSpec, params: ExportParams, model_type: str) -> dict[str, Any]:
+def finish_graph(
+    path: Path, spec: HeadSpec, params: ExportParams, model_type: str, conversion: dict[str, int]
+) -> dict[str, Any]:
     """Check the exported graph against what was asked, stamp its metadata, and return it."""
     graph = onnx.load(str(path), load_external_data=False)
     opset = graph_opset(graph)
@@ -144,7 +147,7 @@ def finish_graph(path: Path, spec: HeadSpec, params: ExportParams, model_type: s
             actual_inputs,
             list(spec.input_names),
         )
-    metadata = build_metadata(graph, spec, params, model_type)
+    metadata = {**build_metadata(graph, spec, params, model_type), "precision_conversion": conversion}
     onnx.helper.set_model_props(
         graph, {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
     )
@@ -164,7 +167,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     with atomic_directory(target) as staging:
         export_graph(model, params.export, staging / ONNX_FILE)
-        metadata = finish_graph(staging / ONNX_FILE, spec, params.export, model.config.model_type)
+        conversion = apply_precision(staging / ONNX_FILE, params.export.precision)
+        metadata = finish_graph(staging / ONNX_FILE, spec, params.export, model.config.model_type, conversion)
         tokenizer.save_pretrained(staging)
         (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])

@@ -59,6 +59,7 @@ class ExportParams:
     exporter: Literal["dynamo", "torchscript"]
     opset: int = field(metadata=_range(13, 23))
     input_dtype: Literal["int64", "int32"]
+    precision: Literal["fp32", "int8", "fp16"]
     dummy_batch: int = field(metadata=_range(2))
     dummy_length: int = field(metadata=_range(2))
     output: str
@@ -78,6 +79,15 @@ class RuntimeParams:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """When ONNX logits count as equal to torch's: `|onnx - torch| <= atol + rtol * |torch|`, and label agreement."""
+
+    atol: float = field(metadata=_range(0.0))
+    rtol: float = field(metadata=_range(0.0))
+    min_label_agreement: float = field(metadata=_range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
 class ParityParams:
     """How torch and onnxruntime outputs are compared (stage `parity`)."""
 
@@ -88,9 +98,17 @@ class ParityParams:
     atol: float = field(metadata=_range(0.0))
     rtol: float = field(metadata=_range(0.0))
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
+    int8: Tolerance
+    fp16: Tolerance
     seed: int
     report: str
     plots: str
+
+    def tolerance(self, precision: str) -> Tolerance:
+        """The tolerance for the served precision: `atol`/`rtol`/`min_label_agreement` for fp32."""
+        if precision == "fp32":
+            return Tolerance(self.atol, self.rtol, self.min_label_agreement)
+        return getattr(self, precision)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ session options and provider `infer` uses (TF32 off on CUDA: this is an fp32 che
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from stages.dataset import iter_chunks
 from stages.encoding import Framing, encode_texts, make_windows, pad_batch, plan_batches
 from stages.errors import CheckFailed, UserError, run_stage
 from stages.model import CustomModel, HeadSpec, load_model_dir, torch_logits
-from stages.params import Params, ParityParams, load_params
+from stages.params import Params, ParityParams, Tolerance, load_params
 from stages.runtime import ONNX_FILE, SIDECAR_FILE, create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ class CaseReport:
         return not self.failed
 
 
-def compare_case(
-    name: str, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tolerance: ParityParams
-) -> CaseReport:
+def compare_case(name: str, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tolerance: Tolerance) -> CaseReport:
     """Compare (torch, onnx, attention_mask) batches; only positions where the mask is 1 count."""
     torch_real = np.concatenate([reference[mask.astype(bool)] for reference, _, mask in pairs])
     onnx_real = np.concatenate([candidate[mask.astype(bool)] for _, candidate, mask in pairs])
@@ -157,16 +156,22 @@ Pairs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def check_parity(
-    model: CustomModel, session: ort.InferenceSession, tokenizer, spec: HeadSpec, params: Params, texts: list[str]
+    model: CustomModel,
+    session: ort.InferenceSession,
+    tokenizer,
+    spec: HeadSpec,
+    params: Params,
+    texts: list[str],
+    tolerance: Tolerance,
 ) -> tuple[list[CaseReport], Pairs]:
     """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
     rows = run_pairs(model, session, dataset_batches(texts, tokenizer, spec, params))
-    cases = [compare_case("rows", rows, params.parity)]
+    cases = [compare_case("rows", rows, tolerance)]
     compared = list(rows)
     for index, (batch, length) in enumerate(grid_shapes(params.parity, spec.max_length)):
         arrays = grid_batch(batch, length, model.config.vocab_size, params.parity.seed + index)
         pairs = run_pairs(model, session, iter([arrays]))
-        cases.append(compare_case(f"grid {batch}x{length}", pairs, params.parity))
+        cases.append(compare_case(f"grid {batch}x{length}", pairs, tolerance))
         compared.extend(pairs)
     return cases, compared
 
@@ -194,7 +199,7 @@ def plot_data(compared: Pairs) -> dict[str, list[dict]]:
     }
 
 
-def build_report(cases: list[CaseReport], tolerance: ParityParams, provider: str) -> dict:
+def build_report(cases: list[CaseReport], tolerance: Tolerance, precision: str, provider: str) -> dict:
     """The metrics file: the contract's headline keys, then every case in full."""
     failures = [f"{case.name}: {criterion}" for case in cases for criterion in case.failed]
     return {
@@ -202,6 +207,7 @@ def build_report(cases: list[CaseReport], tolerance: ParityParams, provider: str
         "max_abs_diff": max(case.max_abs_diff for case in cases),
         "label_agreement": min(case.label_agreement for case in cases),
         "tokens": sum(case.tokens for case in cases),
+        "precision": precision,
         "atol": tolerance.atol,
         "rtol": tolerance.rtol,
         "min_label_agreement": tolerance.min_label_agreement,
@@ -226,26 +232,31 @@ def format_table(cases: list[CaseReport]) -> str:
     return "\n".join(lines)
 
 
-def explain_failure(cases: list[CaseReport], parity: ParityParams) -> str:
+def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: str) -> str:
     """Which criterion failed, by how much, at which case, and what to change."""
+    key = "parity" if precision == "fp32" else f"parity.{precision}"
     lines = []
     for case in cases:
         if "values" in case.failed:
             lines.append(
-                f"{case.name}: {case.over_tolerance} of {case.tokens} tokens' logits exceed atol {parity.atol:g} + rtol {parity.rtol:g} x |torch| "
-                f"(max abs diff {case.max_abs_diff:.3g}; parity.atol would need >= {case.min_passing_atol:.3g})"
+                f"{case.name}: {case.over_tolerance} of {case.tokens} tokens' logits exceed "
+                f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g} x |torch| (max abs diff {case.max_abs_diff:.3g}; "
+                f"{key}.atol would need >= {case.min_passing_atol:.3g})"
             )
         if "label_agreement" in case.failed:
             lines.append(
-                f"{case.name}: label agreement {case.label_agreement:.4f} < parity.min_label_agreement {parity.min_label_agreement:g}"
+                f"{case.name}: label agreement {case.label_agreement:.4f} < {key}.min_label_agreement "
+                f"{tolerance.min_label_agreement:g}"
             )
         if "finite" in case.failed:
             lines.append(
-                f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
+                f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
+                f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
             )
     lines.append(
-        "Fix the export (try export.exporter or export.opset), or, if the differences are acceptable for how "
-        "you serve, loosen parity.atol / parity.rtol / parity.min_label_agreement."
+        f"The {precision} model was checked. Fix the export (try export.exporter, export.opset or export.precision), "
+        f"or, if the differences are acceptable for how you serve, loosen {key}.atol / {key}.rtol / "
+        f"{key}.min_label_agreement."
     )
     return "\n".join(lines)
 
@@ -281,18 +292,25 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(onnx_dir, local_files_only=True)
     session = create_session(onnx_dir / ONNX_FILE, params.runtime, tf32=False)
     check_compatible(spec, session, onnx_dir)
-    cases, compared = check_parity(model, session, tokenizer, spec, params, sample_texts(params))
-    report = build_report(cases, params.parity, provider_of(session))
+    precision = json.loads((onnx_dir / SIDECAR_FILE).read_text(encoding="utf-8"))["precision"]
+    tolerance = params.parity.tolerance(precision)
+    texts = sample_texts(params)
+    cases, compared = check_parity(model, session, tokenizer, spec, params, texts, tolerance)
+    report = build_report(cases, tolerance, precision, provider_of(session))
     write_json(Path(params.parity.report), report)
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
     print(format_table(cases), file=sys.stderr)
     if not report["passed"]:
         raise CheckFailed(
-            "parity failed, so the pipeline stops before infer:\n" + explain_failure(cases, params.parity)
+            "parity failed, so the pipeline stops before infer:\n" + explain_failure(cases, tolerance, precision)
         )
     log.info(
-        "parity passed on %d cases, %d tokens, max abs diff %.2e", len(cases), report["tokens"], report["max_abs_diff"]
+        "parity passed for the %s model on %d cases, %d tokens, max abs diff %.2e",
+        precision,
+        len(cases),
+        report["tokens"],
+        report["max_abs_diff"],
     )
 
 

@@ -16,7 +16,7 @@ from stages.params import load_params
 
 
 def tolerance():
-    return load_params().parity
+    return load_params().parity.tolerance("fp32")
 
 
 def batch_pair(rng: np.random.Generator):
@@ -44,7 +44,7 @@ def test_nan_in_onnx_output_fails_with_its_count(make_workspace):
     candidate[1, 0, :2] = np.nan
     case = parity.compare_case("nan", [(reference, candidate, mask)], tolerance())
     assert "finite" in case.failed and case.nan_onnx == 2 and case.nan_torch == 0
-    assert "2 NaN" in parity.explain_failure([case], tolerance())
+    assert "2 NaN" in parity.explain_failure([case], tolerance(), "fp32")
 
 
 def test_statistics_and_smallest_passing_atol(make_workspace):
@@ -157,4 +157,36 @@ def test_onnx_model_with_other_label_count_is_one_clear_error(make_workspace):
         UserError,
         match=r"does not match the torch model.*\n  outputs: onnx \[\('logits', \['batch', 'sequence', 3\]\)\]",
     ):
+        parity.main()
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_the_served_precision_is_what_parity_checks(make_workspace, precision):
+    workspace = make_workspace("deberta-v2")
+    # Random weights leave near-ties that int8 flips; the trained demo model keeps >= 0.99 (test_pipeline).
+    loose = {"atol": 1.0, "rtol": 0.2, "min_label_agreement": 0.9}
+    workspace.write_params(export={"precision": precision}, parity={precision: loose})
+    load_checkpoint.main()
+    export.main()
+    sidecar = json.loads(Path("models/onnx/model.json").read_text())
+    assert sidecar["precision"] == precision
+    operators = {node.op_type for node in onnx.load("models/onnx/model.onnx").graph.node}
+    if precision == "int8":
+        assert sidecar["precision_conversion"]["quantized_matmuls"] == 2 * 6 + 1  # q, k, v, out, 2 FFN per layer + head
+        assert "MatMulInteger" in operators
+    parity.main()
+    report = json.loads(Path("metrics/parity.json").read_text())
+    tolerance = load_params().parity.tolerance(precision)
+    assert report["passed"] and report["precision"] == precision and report["atol"] == tolerance.atol
+    assert report["max_abs_diff"] > 1e-6  # really a different model from the fp32 one
+
+
+def test_a_failing_int8_model_names_the_int8_tolerance(make_workspace):
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(
+        export={"precision": "int8"}, parity={"int8": {"atol": 0.0, "rtol": 0.0, "min_label_agreement": 1.0}}
+    )
+    load_checkpoint.main()
+    export.main()
+    with pytest.raises(CheckFailed, match=r"parity\.int8\.atol would need >= "):
         parity.main()
