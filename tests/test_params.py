@@ -56,3 +56,21 @@ def test_bad_params_name_the_key(tmp_path, edit, message):
 def test_missing_params_file(tmp_path):
     with pytest.raises(UserError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_user_error_exits_2_with_one_line_and_no_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write(tmp_path, lambda p: p["infer"].update(batch_sise=8))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.load_checkpoint"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown key infer.batch_sise; did you mean infer.batch_size?"

@@ -1,0 +1,165 @@
+"""Benchmark: length-aware vs fixed-order batching, end to end (tokenisation included), side by side.
+
+    python -m stages.bench_batching --size demo --rows 4096
+    python -m stages.bench_batching --size base --rows 512
+
+Both modes score the same rows with the same session and batch size; fixed-order batches take rows
+as they come, length-aware batches sort them by length first (as `infer` does inside a window).
+Rounds alternate between the modes in one process, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoTokenizer, DebertaV2Config, PreTrainedTokenizerBase
+
+from stages.encoding import Framing, Window, encode_texts, make_windows, pad_batch, plan_batches
+from stages.errors import UserError, run_stage
+from stages.export import export_graph
+from stages.model import CustomModel, load_model_dir
+from stages.params import ExportParams
+from stages.runtime import build_feed
+
+DEMO_MODEL = Path("models/model")
+DEMO_TOKENIZER = Path("models/demo/backbone")
+DEMO_DATA = Path("data/demo.parquet")
+MDEBERTA_V3_BASE = {
+    "vocab_size": 251000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "intermediate_size": 3072, "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 0,
+    "relative_attention": True, "position_buckets": 256, "max_relative_positions": -1,
+    "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm", "share_att_key": True,
+    "position_biased_input": False, "layer_norm_eps": 1e-7, "pad_token_id": 0,
+}  # fmt: skip
+
+
+@dataclass
+class ModeResult:
+    name: str
+    seconds: list[float]
+    tokens: int
+    slots: int
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1 - self.tokens / self.slots
+
+
+def build_model(size: str) -> tuple[CustomModel, PreTrainedTokenizerBase]:
+    """The demo model (from `dvc repro`'s normalised output) or a random mdeberta-v3-base-shaped one."""
+    if size == "demo":
+        if not DEMO_MODEL.is_dir():
+            raise UserError(f"{DEMO_MODEL} not found: run `dvc repro` first")
+        model, _ = load_model_dir(DEMO_MODEL)
+        return model, AutoTokenizer.from_pretrained(DEMO_MODEL)
+    torch.manual_seed(0)
+    model = CustomModel(DebertaV2Config(**MDEBERTA_V3_BASE), num_labels=4, classifier_dropout=0.2).eval()
+    return model, AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
+
+
+def export_session(model: CustomModel, directory: Path, threads: int) -> ort.InferenceSession:
+    """An fp32 dynamo export of `model`, loaded with every graph optimisation."""
+    params = ExportParams(
+        exporter="dynamo",
+        opset=18,
+        input_dtype="int64",
+        precision="fp32",
+        dummy_batch=2,
+        dummy_length=6,
+        output=str(directory),
+    )
+    export_graph(model, params, directory / "model.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+
+def score(
+    session: ort.InferenceSession,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batching: Callable[[list[Window]], list[np.ndarray]],
+) -> tuple[int, int]:
+    """Tokenise, window, batch and run all texts; returns (real tokens, padded slots)."""
+    windows = make_windows(encode_texts(tokenizer, texts), Framing.of(tokenizer, max_length), "truncate", 0)
+    tokens = slots = 0
+    for indices in batching(windows):
+        arrays = pad_batch([windows[index] for index in indices], tokenizer.pad_token_id)
+        session.run(None, build_feed(session, arrays))
+        tokens += int(arrays["attention_mask"].sum())
+        slots += arrays["attention_mask"].size
+    return tokens, slots
+
+
+def fixed_order(batch_size: int) -> Callable[[list[Window]], list[np.ndarray]]:
+    return lambda windows: [
+        np.arange(start, min(start + batch_size, len(windows))) for start in range(0, len(windows), batch_size)
+    ]
+
+
+def length_aware(batch_size: int) -> Callable[[list[Window]], list[np.ndarray]]:
+    return lambda windows: list(plan_batches([len(window) for window in windows], batch_size, batch_size * 10**6))
+
+
+def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, threads: int) -> list[ModeResult]:
+    """Alternate the two modes for `rounds` rounds after one warm-up batch each."""
+    texts = [text for text in pq.read_table(DEMO_DATA, columns=["text"]).column("text").to_pylist() if text][:rows]
+    model, tokenizer = build_model(size)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        session = export_session(model, Path(scratch), threads)
+        del model
+        modes = {"fixed-order": fixed_order(batch_size), "length-aware": length_aware(batch_size)}
+        results = {name: ModeResult(name, [], 0, 0) for name in modes}
+        for batching in modes.values():
+            score(session, tokenizer, texts[:batch_size], max_length, batching)  # warm-up
+        for _ in range(rounds):
+            for name, batching in modes.items():
+                started = time.perf_counter()
+                tokens, slots = score(session, tokenizer, texts, max_length, batching)
+                results[name].seconds.append(time.perf_counter() - started)
+                results[name].tokens, results[name].slots = tokens, slots
+    return list(results.values())
+
+
+def report(results: list[ModeResult], rows: int, size: str, batch_size: int, threads: int) -> str:
+    baseline = rows / float(np.median(results[0].seconds))
+    lines = [
+        f"size={size} rows={rows} batch_size={batch_size} threads={threads} onnxruntime {ort.__version__} (CPU, fp32)",
+        f"{'mode':<14} {'texts/s':>9} {'tokens/s':>10} {'padding':>8} {'slots':>9} {'vs fixed':>9}  seconds per round",
+    ]
+    for result in results:
+        rate = rows / float(np.median(result.seconds))
+        lines.append(
+            f"{result.name:<14} {rate:>9.1f} {result.tokens / float(np.median(result.seconds)):>10.0f} "
+            f"{result.padding_ratio:>8.1%} {result.slots:>9} {rate / baseline:>8.2f}x  "
+            + " ".join(f"{seconds:.1f}" for seconds in result.seconds)
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["demo", "base"], default="demo")
+    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    results = run(args.size, args.rows, args.batch_size, args.max_length, args.rounds, args.threads)
+    print(report(results, args.rows, args.size, args.batch_size, args.threads))
+
+
+if __name__ == "__main__":
+    run_stage(main)
