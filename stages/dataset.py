@@ -88,13 +88,18 @@ def _parquet_batches(path: Path, text_column: str, id_column: str, chunk_rows: i
 def _csv_batches(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     header = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 16)).schema.names
     _require_columns(path, header, text_column, id_column)
+    convert = csv_convert_options(text_column, id_column)
+    yield from pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 22), convert_options=convert)
+
+
+def csv_convert_options(text_column: str, id_column: str) -> pa_csv.ConvertOptions:
+    """How CSV columns are read (by every engine): ids as strings, texts as bytes, empty cells as null."""
     # Texts are read as bytes and decoded here, so invalid UTF-8 costs one row, not the run.
-    convert = pa_csv.ConvertOptions(
+    return pa_csv.ConvertOptions(
         column_types={text_column: pa.binary(), id_column: pa.string()},
         include_columns=[id_column, text_column],
         strings_can_be_null=True,
     )
-    yield from pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=1 << 22), convert_options=convert)
 
 
 def _jsonl_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[Chunk]:

@@ -5,6 +5,9 @@ tokenises the next window while the model scores the current one. Each window be
 `<output>.parts/`, written atomically with its tally; a rerun after a crash (SIGKILL included)
 continues from the finished shards if the input, model and params are unchanged. When all shards
 are done they are joined into the output file, which appears by an atomic rename.
+
+With `infer.engine: ray` the same scoring runs on a Ray Data actor pool instead (`stages/ray_engine.py`),
+into the same output file and the same metrics keys.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from tqdm import tqdm
 
 from stages.atomic import atomic_path, ensure_directory, write_json
 from stages.dataset import iter_chunks, row_count
+from stages.encoding import Framing
 from stages.errors import UserError, run_stage
-from stages.params import Params, load_params
+from stages.params import InferParams, Params, load_params
 from stages.runtime import ONNX_FILE, SIDECAR_FILE, provider_of
 from stages.scoring import PreparedBlock, ServedModel, Tally, prepare_block, score_block
 
@@ -163,8 +167,12 @@ def score_dataset(params: Params, served: ServedModel) -> Tally:
     return tally
 
 
-def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: int) -> dict:
-    """`metrics/infer.json`: volumes, padding, throughput, provider, memory, and the demo's reference accuracy."""
+def build_metrics(
+    tally: Tally, seconds: float, *, engine: str, provider: str, threads: int, peak_rss_mb: float
+) -> dict:
+    """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput, engine, provider,
+    onnxruntime threads (all sessions together), peak memory (of the largest process), and the demo's reference accuracy.
+    """
     metrics = {
         "rows": tally.rows,
         "skipped": tally.skipped,
@@ -177,9 +185,10 @@ def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: in
         "model_seconds": round(tally.model_seconds, 3),
         "texts_per_s": round(tally.rows / seconds, 2),
         "tokens_per_s": round(tally.tokens / seconds, 1),
-        "provider": provider_of(served.session),
-        "threads": threads or os.cpu_count(),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "engine": engine,
+        "provider": provider,
+        "threads": threads,
+        "peak_rss_mb": peak_rss_mb,
         "label_counts": tally.label_counts,
     }
     if tally.reference_total:
@@ -187,16 +196,49 @@ def build_metrics(tally: Tally, seconds: float, served: ServedModel, threads: in
     return metrics
 
 
-def main() -> None:
-    params = load_params()
-    served = ServedModel.load(Path(params.export.output), params.runtime)
-    if params.infer.long_text == "sliding_window" and params.infer.stride >= served.framing.capacity:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def check_stride(params: InferParams, framing: Framing) -> None:
+    """Sliding windows must advance: the stride must be shorter than a window's content."""
+    if params.long_text == "sliding_window" and params.stride >= framing.capacity:
         raise UserError(
-            f"infer.stride = {params.infer.stride} must be smaller than the {served.framing.capacity} content tokens of a window"
+            f"infer.stride = {params.stride} must be smaller than the {framing.capacity} content tokens of a window"
         )
+
+
+def score_locally(params: Params) -> dict:
+    """Engine `local`: score the dataset in this process (resumably); returns the metrics."""
+    served = ServedModel.load(Path(params.export.output), params.runtime)
+    check_stride(params.infer, served.framing)
     started = time.perf_counter()
     tally = score_dataset(params, served)
-    metrics = build_metrics(tally, time.perf_counter() - started, served, params.runtime.intra_op_num_threads)
+    return build_metrics(
+        tally,
+        time.perf_counter() - started,
+        engine="local",
+        provider=provider_of(served.session),
+        threads=params.runtime.intra_op_num_threads or os.cpu_count(),
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+def main() -> None:
+    params = load_params()
+    if params.infer.engine == "ray":
+        try:
+            from stages.ray_engine import score_with_ray  # Ray is an optional extra, imported only when asked for
+        except ModuleNotFoundError as error:
+            if error.name != "ray":
+                raise
+            raise UserError(
+                "infer.engine = ray needs Ray Data: pip install -e '.[ray]', or set infer.engine: local"
+            ) from None
+        metrics = score_with_ray(params)
+    else:
+        metrics = score_locally(params)
     write_json(Path(params.infer.metrics), metrics)
     summary = (
         f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "

@@ -1,0 +1,179 @@
+"""Engine `ray`: on a real Ray cluster, the local engine's predictions file and metrics keys.
+
+The cluster (`ray start --head`) and the driver run in private network and PID namespaces: the only
+network there is loopback, so no Ray traffic leaves the machine (Ray binds to the machine's
+interface even with --node-ip-address=127.0.0.1), and `ray stop` sees only this cluster's processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from stages import export, infer, load_checkpoint
+from stages.errors import UserError
+from stages.params import load_params
+from tests.conftest import REPO
+
+# Each scenario is scored by the local engine, then by the ray engine on one cluster.
+SCENARIOS = {
+    # Two actors sharing one CPU: blocks come back from different actors and must keep input order.
+    "parquet_two_actors": {"ray_actors": 2, "ray_cpus_per_actor": 0.5},
+    # Bad rows (non-string, invalid UTF-8, null, control characters) skipped; long texts in windows.
+    "jsonl_windows_skip": {
+        "input": "data.jsonl",
+        "long_text": "sliding_window",
+        "stride": 16,
+        "bad_rows": "skip",
+        "probabilities": True,
+    },
+    "csv": {"input": "data.csv", "span_ignore_labels": []},
+}
+SAME_METRICS = (
+    "rows",
+    "skipped",
+    "text_issues",
+    "tokens",
+    "windows",
+    "truncated_rows",
+    "padding_ratio",
+    "label_counts",
+)
+
+
+def loopback_namespaces_usable() -> str | None:
+    """Why a private loopback-only cluster cannot run here, or None if it can."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs unshare (util-linux) and ip (iproute2)"
+    probe = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "ip", "link", "set", "lo", "up"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        return "cannot create network/PID namespaces (needs root or user namespaces)"
+    return None
+
+
+def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """Start a 2-CPU Ray head on 127.0.0.1 in private namespaces, run `commands` against it, stop it."""
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    script = "\n".join(
+        [
+            "set -u",
+            "ip link set lo up",
+            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=2 --num-gpus=0 "
+            f"--disable-usage-stats --include-dashboard=false --temp-dir={temp_dir} >ray-start.log 2>&1 "
+            "|| { cat ray-start.log; exit 3; }",
+            "export RAY_ADDRESS=127.0.0.1:6380",
+            "rc=0",
+            *[f"{command} || {{ rc=$?; echo 'failed: '{shlex.quote(command)}; }}" for command in commands],
+            "ray stop --force >/dev/null 2>&1",
+            "exit $rc",
+        ]
+    )
+    # The cluster's own auth token, so that a token in the user's ~/.ray cannot lock the driver out.
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **token}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        return subprocess.run(
+            ["unshare", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def write_text_files(root: Path) -> None:
+    """The parquet dataset as CSV, and as JSON Lines with rows Arrow's JSON reader would reject."""
+    source = pd.read_parquet(root / "data.parquet")
+    source.to_csv(root / "data.csv", index=False)
+    lines = [json.dumps(record, ensure_ascii=False) for record in source.to_dict(orient="records")]
+    lines += ['{"id": "number", "text": 42}', "", '{"id": "list", "text": ["a", "b"]}']
+    with (root / "data.jsonl").open("wb") as stream:
+        stream.write("\n".join(lines).encode() + b'\n{"id": "bad-utf8", "text": "caf\xe9 \xff"}\n')
+
+
+def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
+    pytest.importorskip("ray")
+    if reason := loopback_namespaces_usable():
+        pytest.skip(reason)
+    workspace = make_workspace("deberta-v2", rows=40)
+    load_checkpoint.main()
+    export.main()
+    write_text_files(workspace.root)
+    defaults = dict(workspace.params["infer"])
+    batch_rows = defaults["window_rows"]  # the local engine's blocks: identical batches, identical floats
+    commands = []
+    for name, overrides in SCENARIOS.items():
+        scenario = {
+            **defaults,
+            **overrides,
+            "output": f"out/local-{name}.parquet",
+            "metrics": f"metrics/local-{name}.json",
+        }
+        workspace.write_params(infer=scenario)
+        infer.main()
+        scenario.update(engine="ray", ray_batch_rows=batch_rows, output=f"out/ray-{name}.parquet")
+        workspace.write_params(infer={**scenario, "metrics": f"metrics/ray-{name}.json"})
+        shutil.copy("params.yaml", f"params-{name}.yaml")
+        commands.append(f"cp params-{name}.yaml params.yaml && {shlex.quote(sys.executable)} -m stages.infer")
+
+    result = run_on_loopback_cluster(workspace.root, commands)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+    for name in SCENARIOS:
+        local = pq.read_table(f"out/local-{name}.parquet")
+        ray_table = pq.read_table(f"out/ray-{name}.parquet")
+        assert ray_table.schema.equals(local.schema), name
+        assert ray_table.equals(local), name  # ids in input order, labels, offsets, spans, probabilities
+        local_metrics = json.loads(Path(f"metrics/local-{name}.json").read_text())
+        ray_metrics = json.loads(Path(f"metrics/ray-{name}.json").read_text())
+        assert set(ray_metrics) == set(local_metrics), name
+        assert {key: ray_metrics[key] for key in SAME_METRICS} == {key: local_metrics[key] for key in SAME_METRICS}
+        assert (local_metrics["engine"], ray_metrics["engine"]) == ("local", "ray")
+        assert ray_metrics["provider"] == "CPUExecutionProvider"
+    jsonl = pd.read_parquet("out/ray-jsonl_windows_skip.parquet").set_index("id")["skipped_reason"]
+    assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
+    assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
+    assert json.loads(Path("metrics/ray-parquet_two_actors.json").read_text())["threads"] == 2
+
+
+def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):
+    pytest.importorskip("ray")
+    from stages.ray_engine import actor_runtime
+
+    workspace = make_workspace()
+    workspace.write_params(runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
+    for cpus, gpus, threads, providers in [
+        (0.5, 0, 1, ("CPUExecutionProvider",)),
+        (3.7, 0, 3, ("CPUExecutionProvider",)),
+        (1, 1, 1, ("CUDAExecutionProvider", "CPUExecutionProvider")),
+    ]:
+        workspace.write_params(infer={"ray_cpus_per_actor": cpus, "ray_gpus_per_actor": gpus})
+        runtime = actor_runtime(load_params())
+        assert (runtime.intra_op_num_threads, runtime.providers) == (threads, providers)
+    workspace.write_params(runtime={"providers": ["CUDAExecutionProvider"]}, infer={"ray_gpus_per_actor": 0})
+    with pytest.raises(UserError, match=r"infer\.ray_gpus_per_actor is 0"):
+        actor_runtime(load_params())
+
+
+def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace, monkeypatch):
+    workspace = make_workspace()
+    workspace.write_params(infer={"engine": "ray"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "stages.ray_engine", raising=False)
+    with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
+        infer.main()
