@@ -23,7 +23,11 @@ def quantize_int8(path: Path) -> dict[str, int]:
 
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(path), str(prepared))
+        try:
+            quant_pre_process(str(path), str(prepared))
+        except AssertionError as error:  # symbolic shape inference fails on some exporters' Range nodes
+            log.warning("symbolic shape inference failed (%s); using ONNX shape inference only", error or "assertion")
+            quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8, per_channel=True)
     operators = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
     counts = {"quantized_matmuls": operators["MatMulInteger"], "float_matmuls": operators["MatMul"]}
@@ -38,6 +42,7 @@ def convert_fp16(path: Path) -> dict[str, int]:
     """fp16 weights and compute, fp32 inputs/outputs, overflow-prone ops kept in fp32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.ERROR)  # it logs whole node protos
     model = convert_float_to_float16(
         onnx.load(str(path)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_FP32_OPS]
     )
