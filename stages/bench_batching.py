@@ -21,25 +21,17 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 import torch
-from transformers import AutoTokenizer, DebertaV2Config, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from stages.benchmark import export_fp32, mdeberta_v3_base_config
 from stages.encoding import Framing, Window, encode_texts, make_windows, pad_batch, plan_batches
 from stages.errors import UserError, run_stage
-from stages.export import export_graph
 from stages.model import CustomModel, load_model_dir
-from stages.params import ExportParams
 from stages.runtime import build_feed
 
 DEMO_MODEL = Path("models/model")
 DEMO_TOKENIZER = Path("models/demo/backbone")
 DEMO_DATA = Path("data/demo.parquet")
-MDEBERTA_V3_BASE = {
-    "vocab_size": 251000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "intermediate_size": 3072, "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 0,
-    "relative_attention": True, "position_buckets": 256, "max_relative_positions": -1,
-    "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm", "share_att_key": True,
-    "position_biased_input": False, "layer_norm_eps": 1e-7, "pad_token_id": 0,
-}  # fmt: skip
 
 
 @dataclass
@@ -62,25 +54,15 @@ def build_model(size: str) -> tuple[CustomModel, PreTrainedTokenizerBase]:
         model, _ = load_model_dir(DEMO_MODEL)
         return model, AutoTokenizer.from_pretrained(DEMO_MODEL)
     torch.manual_seed(0)
-    model = CustomModel(DebertaV2Config(**MDEBERTA_V3_BASE), num_labels=4, classifier_dropout=0.2).eval()
+    model = CustomModel(mdeberta_v3_base_config(), num_labels=4, classifier_dropout=0.2).eval()
     return model, AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
 
 
 def export_session(model: CustomModel, directory: Path, threads: int) -> ort.InferenceSession:
-    """An fp32 dynamo export of `model`, loaded with every graph optimisation."""
-    params = ExportParams(
-        exporter="dynamo",
-        opset=18,
-        input_dtype="int64",
-        precision="fp32",
-        dummy_batch=2,
-        dummy_length=6,
-        output=str(directory),
-    )
-    export_graph(model, params, directory / "model.onnx")
+    """An fp32 export of `model` (as the benchmark makes it), loaded with every graph optimisation."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(export_fp32(model, directory)), options, providers=["CPUExecutionProvider"])
 
 
 def score(
