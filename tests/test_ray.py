@@ -62,7 +62,7 @@ def loopback_namespaces_usable() -> str | None:
     return None
 
 
-def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     """Start a 2-CPU Ray head on 127.0.0.1 in private namespaces, run `commands` against it, stop it."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     script = "\n".join(
