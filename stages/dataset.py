@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,29 +102,34 @@ def csv_convert_options(text_column: str, id_column: str) -> pa_csv.ConvertOptio
     )
 
 
+def jsonl_records(lines: Iterable[str], path: Path | str) -> Iterator[dict]:
+    """The JSON objects of a JSON Lines stream, blank lines skipped; a bad line is a `UserError` naming it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"dataset {path} line {number} is not JSON: {error}") from None
+
+
 def _jsonl_chunks(path: Path, text_column: str, id_column: str, chunk_rows: int) -> Iterator[Chunk]:
     with path.open(encoding="utf-8", errors="replace") as stream:
         ids: list = []
         values: list = []
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"dataset {path} line {number} is not JSON: {error}") from None
+        for record in jsonl_records(stream, path):
             if not ids and not values:
                 _require_columns(path, list(record), text_column, id_column)
             ids.append(record.get(id_column))
             values.append(record.get(text_column))
             if len(values) == chunk_rows:
-                yield make_chunk(_id_array(ids, path), values)
+                yield make_chunk(id_array(ids, path), values)
                 ids, values = [], []
         if values:
-            yield make_chunk(_id_array(ids, path), values)
+            yield make_chunk(id_array(ids, path), values)
 
 
-def _id_array(ids: list, path: Path) -> pa.Array:
+def id_array(ids: list, path: Path) -> pa.Array:
     try:
         return pa.array(ids)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:

@@ -33,7 +33,7 @@ from ray.data.datasource import FileBasedDatasource
 from transformers import AutoTokenizer
 
 from stages.atomic import atomic_path
-from stages.dataset import _id_array, csv_convert_options, iter_chunks, make_chunk
+from stages.dataset import csv_convert_options, id_array, iter_chunks, jsonl_records, make_chunk
 from stages.encoding import Framing
 from stages.errors import UserError
 from stages.infer import build_metrics, check_stride, peak_rss_mb
@@ -80,13 +80,7 @@ class JsonLinesDatasource(FileBasedDatasource):
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         ids: list = []
         values: list[str] = []
-        for number, line in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="replace"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"dataset {path} line {number} is not JSON: {error}") from None
+        for record in jsonl_records(io.TextIOWrapper(f, encoding="utf-8", errors="replace"), path):
             ids.append(record.get(self.id_column))
             values.append(json.dumps(record.get(self.text_column), ensure_ascii=False))
             if len(values) == self.block_rows:
@@ -96,7 +90,7 @@ class JsonLinesDatasource(FileBasedDatasource):
             yield self._block(ids, values, path)
 
     def _block(self, ids: list, values: list[str], path: str) -> pa.Table:
-        return pa.table({self.id_column: _id_array(ids, Path(path)), self.text_column: pa.array(values, pa.string())})
+        return pa.table({self.id_column: id_array(ids, Path(path)), self.text_column: pa.array(values, pa.string())})
 
 
 def read_rows(source: Path, infer: InferParams) -> ray.data.Dataset:
