@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, DebertaV2Config, DistilBertConfig, PreTrainedTokenizerFast, RobertaConfig
 
-from stages.model import CustomModel
+from stages.model.token_model import CustomModel
 
 CORPUS = [
     "Hello world 123, the quick brown Fox jumps over 42 lazy dogs.",

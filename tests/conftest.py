@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from stages.model import CustomModel
+from stages.model.token_model import CustomModel
 from tests.backbones import CORPUS, make_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Wor
         output="out/predictions.parquet",
         reference="none",
         batch_size=8,
-        window_rows=16,
+        block_rows=16,
     )
     workspace = Workspace(root=root, model=model, params=params)
     workspace.write_params()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stages import benchmark, load_checkpoint
-from stages.errors import UserError
+from stages.core.errors import UserError
 
 CPU_ENGINES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
 ROW_KEYS = {
@@ -52,7 +52,9 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
         row = rows[name]
         assert set(row) >= ROW_KEYS, ROW_KEYS - set(row)
         assert (row["threads"], row["batch"], row["length"]) == (1, 4, 64)
-        assert {"torch", "onnxruntime", "transformers"} <= set(row["versions"])
+        assert {"torch", "transformers"} <= set(row["versions"]) and any(
+            n.startswith("onnxruntime") for n in row["versions"]
+        )
         assert row["machine"]["cores"] >= 1 and row["machine"]["cpu"]
         assert row["texts_per_s"] > 0 and row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
         assert row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"]
@@ -76,10 +78,3 @@ def test_demo_size_without_the_normalised_model_says_to_run_the_pipeline(make_wo
     with pytest.raises(UserError, match="dvc repro"):
         benchmark.main(["--rows", "4", "--metrics", "out/benchmark.json"])
     assert not Path("out/benchmark.json").exists()
-
-
-def test_flops_per_token_of_the_base_shape_follow_the_documented_formula():
-    config = benchmark.mdeberta_v3_base_config()
-    hidden, intermediate, length = 768, 3072, 128
-    per_layer = 2 * (4 * hidden**2 + 2 * hidden * intermediate) + 2 * 2 * length * hidden + 2 * 2 * length * hidden
-    assert benchmark.flops_per_slot(config, 4, length) == 12 * per_layer + 2 * hidden * 4

@@ -11,10 +11,11 @@ import onnxruntime as ort
 import pytest
 
 from stages import export, load_checkpoint
-from stages.errors import UserError
-from stages.model import load_model_dir, torch_logits
-from stages.params import load_params
-from stages.runtime import onnx_logits
+from stages.core.errors import UserError
+from stages.core.params import load_params
+from stages.graph.session import onnx_logits
+from stages.model.directory import load_model_dir
+from stages.model.token_model import torch_logits
 from tests.backbones import KINDS
 
 EXPECTED_INPUTS = {

@@ -8,20 +8,21 @@ from pathlib import Path
 import pytest
 
 from stages import export, infer, load_checkpoint, parity
-from stages.errors import UserError
+from stages.core.errors import UserError
+from stages.scoring import parts as parts_module
 
 
 @pytest.fixture
 def exported(make_workspace):
     workspace = make_workspace("deberta-v2", rows=60)
-    workspace.write_params(infer={"window_rows": 8})
+    workspace.write_params(infer={"block_rows": 8})
     load_checkpoint.main()
     export.main()
     return workspace
 
 
-def test_full_disk_mid_run_is_a_clear_error_and_keeps_finished_shards(exported, monkeypatch):
-    real_write = infer.pq.write_table
+def test_full_disk_mid_run_is_a_clear_error_and_keeps_finished_parts(exported, monkeypatch):
+    real_write = parts_module.pq.write_table
     calls = {"count": 0}
 
     def write_until_full(table, where, **options):
@@ -30,16 +31,16 @@ def test_full_disk_mid_run_is_a_clear_error_and_keeps_finished_shards(exported, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(table, where, **options)
 
-    monkeypatch.setattr(infer.pq, "write_table", write_until_full)
+    monkeypatch.setattr(parts_module.pq, "write_table", write_until_full)
     with pytest.raises(
-        UserError, match=r"cannot write .*shard-000003\.parquet: No space left on device; free some space"
+        UserError, match=r"cannot write .*part-000003\.parquet: No space left on device; free some space"
     ):
         infer.main()
     parts = Path("out/predictions.parquet.parts")
     assert not Path("out/predictions.parquet").exists()
-    assert sorted(path.name for path in parts.glob("shard-*.parquet")) == [f"shard-00000{i}.parquet" for i in range(3)]
+    assert sorted(path.name for path in parts.glob("part-*.parquet")) == [f"part-00000{i}.parquet" for i in range(3)]
     assert not list(parts.glob(".*tmp")), "no temporary file is left behind"
-    monkeypatch.setattr(infer.pq, "write_table", real_write)
+    monkeypatch.setattr(parts_module.pq, "write_table", real_write)
     infer.main()  # space is back: the run resumes and completes
     assert Path("out/predictions.parquet").is_file() and not parts.exists()
 

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages import export, load_checkpoint
-from stages.dataset import make_chunk
-from stages.params import load_params
-from stages.scoring import ServedModel, score_texts
+from stages.core.params import load_params
+from stages.scoring.dataset import make_block
+from stages.scoring.score import score_rows
+from stages.scoring.served import ServedModel
 from tests.conftest import build_workspace
 
 SCRIPTS = "Hello Привет 你好 مرحبا שלום नमस्ते 👩‍👩‍👧 é\u0301 \u202e\u200d\u0000\x1b\t\n\r\ufeff\ud7ff"
@@ -52,11 +53,11 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def test_any_text_is_scored_in_place(served, values, long_text, skip):
     model, params = served
     params = dataclasses.replace(params, long_text=long_text, stride=8, bad_rows="skip" if skip else "score")
-    chunk = make_chunk(pa.array([f"id-{index}" for index in range(len(values))]), values)
-    table, tally = score_texts(model, chunk, params)
+    block = make_block(pa.array([f"id-{index}" for index in range(len(values))]), values)
+    table, tally = score_rows(model, block, params)
     assert table.num_rows == len(values) == tally.rows
     assert table.column("id").to_pylist() == [f"id-{index}" for index in range(len(values))]
-    for text, row in zip(chunk.texts, table.to_pylist(), strict=True):
+    for text, row in zip(block.texts, table.to_pylist(), strict=True):
         assert row["n_tokens"] == len(row["labels"]) == len(row["starts"]) == len(row["ends"])
         assert all(0 <= start <= end <= len(text) for start, end in zip(row["starts"], row["ends"], strict=True))
         assert all(span["text"] == text[span["start"] : span["end"]] for span in row["spans"])

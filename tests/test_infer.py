@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages import export, infer, load_checkpoint
-from stages.errors import UserError
+from stages.core.errors import UserError
 
 METRIC_KEYS = {
     "rows",
@@ -97,3 +97,19 @@ def test_dataset_without_the_text_column_names_its_columns(make_workspace):
     with pytest.raises(UserError, match=r"no column 'text' \(infer\.text_column\); its columns are: id, body"):
         infer.main()
     assert not Path("out/predictions.parquet").exists()
+
+
+def first_label(piece: str) -> str:
+    """A reference hook for the test below: every token's expected label is LABEL_0."""
+    return "LABEL_0"
+
+
+def test_reference_hook_named_in_params_scores_token_accuracy(make_workspace):
+    workspace, _ = scored(make_workspace)
+    workspace.write_params(infer={"reference": "tests.test_infer:first_label"})
+    infer.main()
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert metrics["token_accuracy"] == round(metrics["label_counts"].get("LABEL_0", 0) / metrics["tokens"], 5)
+    workspace.write_params(infer={"reference": "tests.no_such_module:first_label"})
+    with pytest.raises(UserError, match=r"infer\.reference = 'tests\.no_such_module:first_label' cannot be loaded"):
+        infer.main()

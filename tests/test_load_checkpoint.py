@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from stages import load_checkpoint
-from stages.errors import UserError
-from stages.model import load_model_dir
+from stages.core.errors import UserError
+from stages.model.directory import load_model_dir
 
 
 def wrapped(state: dict, wrapping: str):

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages import export, infer, load_checkpoint
-from stages.errors import UserError
-from stages.params import load_params
+from stages.core.errors import UserError
+from stages.core.params import load_params
 from tests.conftest import REPO
 
 # Each scenario is scored by the local engine, then by the ray engine on one cluster.
@@ -115,7 +115,7 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
     export.main()
     write_text_files(workspace.root)
     defaults = dict(workspace.params["infer"])
-    batch_rows = defaults["window_rows"]  # the local engine's blocks: identical batches, identical floats
+
     commands = []
     for name, overrides in SCENARIOS.items():
         scenario = {
@@ -126,7 +126,7 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
         }
         workspace.write_params(infer=scenario)
         infer.main()
-        scenario.update(engine="ray", ray_batch_rows=batch_rows, output=f"out/ray-{name}.parquet")
+        scenario.update(engine="ray", output=f"out/ray-{name}.parquet")
         workspace.write_params(infer={**scenario, "metrics": f"metrics/ray-{name}.json"})
         shutil.copy("params.yaml", f"params-{name}.yaml")
         commands.append(f"cp params-{name}.yaml params.yaml && {shlex.quote(sys.executable)} -m stages.infer")
@@ -153,7 +153,7 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
 
 def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):
     pytest.importorskip("ray")
-    from stages.ray_engine import actor_runtime
+    from stages.scoring.ray_engine import actor_runtime
 
     workspace = make_workspace()
     workspace.write_params(runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
@@ -174,6 +174,6 @@ def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace,
     workspace = make_workspace()
     workspace.write_params(infer={"engine": "ray"})
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
-    monkeypatch.delitem(sys.modules, "stages.ray_engine", raising=False)
+    monkeypatch.delitem(sys.modules, "stages.scoring.ray_engine", raising=False)
     with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
         infer.main()

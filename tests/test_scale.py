@@ -10,67 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from stages import export, infer, load_checkpoint
-from stages.encoding import EncodedText, Framing, make_windows, most_central_window, plan_batches, window_spans
-from stages.spans import aggregate_spans
 from tests.conftest import REPO
-
-FRAMING = Framing(prefix=np.array([1]), suffix=np.array([2]), max_length=10, truncation_side="left")
-
-
-@pytest.mark.parametrize("tokens", [0, 1, 8, 9, 20, 57])
-@pytest.mark.parametrize("stride", [0, 3, 7])
-def test_sliding_windows_cover_every_token_and_pick_the_most_central(tokens, stride):
-    spans = window_spans(tokens, FRAMING, "sliding_window", stride)
-    assert all(length <= FRAMING.capacity for _, length in spans)
-    text = EncodedText(input_ids=np.arange(tokens), offsets=np.zeros((tokens, 2), dtype=np.int32))
-    windows = make_windows([text], FRAMING, "sliding_window", stride)
-    choice = most_central_window(tokens, windows)
-    assert (choice >= 0).all()
-    for position, index in enumerate(choice):
-        window = windows[index]
-        margin = min(position - window.start, window.start + window.length - 1 - position)
-        others = [
-            min(position - w.start, w.start + w.length - 1 - position)
-            for w in windows
-            if w.start <= position < w.start + w.length
-        ]
-        assert margin == max(others)
-    for window in windows:
-        assert window.input_ids[0] == 1 and window.input_ids[-1] == 2
-        assert (window.input_ids[1:-1] == np.arange(window.start, window.start + window.length)).all()
-
-
-def test_truncation_keeps_the_side_the_tokenizer_says():
-    assert window_spans(20, FRAMING, "truncate", 0) == [(12, 8)]
-    right = Framing(FRAMING.prefix, FRAMING.suffix, 10, "right")
-    assert window_spans(20, right, "truncate", 0) == [(0, 8)]
-
-
-def test_batches_respect_rows_and_token_budget():
-    lengths = [5, 100, 3, 50, 50, 7, 100, 1]
-    batches = list(plan_batches(lengths, max_rows=3, max_tokens=200))
-    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) <= 3 and (len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 200)
-
-
-def test_spans_group_adjacent_tokens_like_simple_aggregation():
-    text = "Anna Smith went to New York"
-    labels = ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"]
-    starts, ends = [0, 5, 11, 16, 19, 23], [4, 10, 15, 18, 22, 27]
-    scores = np.array([0.9, 0.7, 0.99, 0.99, 0.8, 0.6], dtype=np.float32)
-    spans = aggregate_spans(text, labels, starts, ends, scores, frozenset({"O"}))
-    assert [(s["label"], s["text"], round(s["score"], 3)) for s in spans] == [
-        ("PER", "Anna Smith", 0.8),
-        ("LOC", "New York", 0.7),
-    ]
-    assert aggregate_spans(text, ["B-PER", "B-PER"], [0, 5], [4, 10], scores[:2], frozenset())[1]["text"] == "Smith"
 
 
 def prepared(make_workspace, rows: int = 40, **infer_params):
@@ -130,18 +74,18 @@ def run_infer(root: Path) -> subprocess.Popen:
 
 
 def test_sigkill_then_rerun_gives_identical_predictions(make_workspace):
-    workspace = prepared(make_workspace, rows=400, window_rows=8, batch_size=2)
+    workspace = prepared(make_workspace, rows=400, block_rows=8, batch_size=2)
     assert run_infer(workspace.root).wait(timeout=600) == 0
     reference = Path("out/predictions.parquet").read_bytes()
     Path("out/predictions.parquet").unlink()
     process = run_infer(workspace.root)
     parts = Path("out/predictions.parquet.parts")
     deadline = time.monotonic() + 300
-    while len(list(parts.glob("shard-*.parquet"))) < 3 and time.monotonic() < deadline:
+    while len(list(parts.glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = len(list(parts.glob("shard-*.parquet")))
+    finished = len(list(parts.glob("part-*.parquet")))
     assert 3 <= finished < 51, "the kill should land mid-run"
     assert not Path("out/predictions.parquet").exists()
     assert run_infer(workspace.root).wait(timeout=600) == 0
@@ -150,12 +94,12 @@ def test_sigkill_then_rerun_gives_identical_predictions(make_workspace):
     assert json.loads(Path("metrics/infer.json").read_text())["rows"] == 404
 
 
-def test_changed_params_discard_old_shards(make_workspace):
-    workspace = prepared(make_workspace, rows=40, window_rows=8)
+def test_changed_params_discard_old_parts(make_workspace):
+    workspace = prepared(make_workspace, rows=40, block_rows=8)
     parts = Path("out/predictions.parquet.parts")
     parts.mkdir(parents=True)
     (parts / "manifest.json").write_text(json.dumps({"fingerprint": "another run"}))
-    (parts / "shard-000000.parquet").write_bytes(b"stale")
+    (parts / "part-000000.parquet").write_bytes(b"stale")
     infer.main()
     assert pq.read_table("out/predictions.parquet").num_rows == 44
     assert workspace.root.joinpath("out").is_dir() and not parts.exists()

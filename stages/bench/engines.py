@@ -1,0 +1,122 @@
+"""The serving engines: each a function from a padded batch to float32 logits, or the reason it cannot run here."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from stages.bench.subject import converted_copy
+from stages.core.errors import UserError
+from stages.core.params import RuntimeParams
+from stages.graph.session import CUDA, create_session, onnx_logits, provider_of
+from stages.model.token_model import CustomModel, torch_inputs, torch_logits
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One way of serving the model: a function from a padded batch to float32 logits."""
+
+    name: str
+    precision: str
+    provider: str
+    run: Callable[[dict[str, np.ndarray]], np.ndarray]
+    peak: str | None  # key into the matmul peaks used as this engine's denominator
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An engine that cannot run here, and why."""
+
+    engine: str
+    reason: str
+
+
+def torch_bf16_logits(model: CustomModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """One batch under CPU bf16 autocast."""
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(**torch_inputs(model, arrays)).float().numpy()
+
+
+def torch_cuda_runner(model: CustomModel) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """One batch on the GPU; inputs copied in and logits copied back (part of the timing)."""
+
+    def run(arrays: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = {name: tensor.cuda() for name, tensor in torch_inputs(model, arrays).items()}
+        with torch.inference_mode():
+            return model(**inputs).float().cpu().numpy()
+
+    return run
+
+
+def ort_runner(session: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """One batch through an onnxruntime session (IO binding on CUDA)."""
+    return lambda arrays: onnx_logits(session, arrays)
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA engines cannot run here, or None when they can."""
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def ort_cuda_unavailable_reason() -> str | None:
+    """Why onnxruntime cannot serve on CUDA here, or None when its CUDA provider is built in."""
+    if CUDA not in ort.get_available_providers():
+        return f"onnxruntime {ort.__version__} has no {CUDA} (install onnxruntime-gpu)"
+    return None
+
+
+def cpu_engines(model: CustomModel, fp32_path: Path, int8_path: Path, runtime: RuntimeParams) -> list[Engine]:
+    """torch fp32 and bf16 autocast, onnxruntime fp32 and int8, all on the CPU with `runtime`'s threads."""
+    fp32_session, int8_session = create_session(fp32_path, runtime), create_session(int8_path, runtime)
+    return [
+        Engine("torch-fp32", "fp32", "torch cpu", lambda arrays: torch_logits(model, arrays), "torch_fp32"),
+        Engine(
+            "torch-bf16", "bf16 autocast", "torch cpu", lambda arrays: torch_bf16_logits(model, arrays), "torch_bf16"
+        ),
+        Engine("ort-fp32", "fp32", provider_of(fp32_session), ort_runner(fp32_session), "onnxruntime_fp32"),
+        Engine(
+            "ort-int8",
+            "int8 dynamic",
+            provider_of(int8_session),
+            ort_runner(int8_session),
+            "onnxruntime_fp32",
+            note="denominator: the fp32 matmul peak",
+        ),
+    ]
+
+
+def cuda_engines(
+    model: CustomModel, fp32_path: Path, workdir: Path, runtime: RuntimeParams
+) -> tuple[list[Engine], list[Skipped]]:
+    """The GPU engines, or why each one is skipped."""
+    names = ("torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda")
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        return [], [Skipped(name, reason) for name in names]
+    half = copy.deepcopy(model).half().cuda().eval()
+    engines = [Engine(names[0], "fp16", f"torch cuda ({torch.cuda.get_device_name()})", torch_cuda_runner(half), None)]
+    reason = ort_cuda_unavailable_reason()
+    if reason is not None:
+        return engines, [Skipped(name, reason) for name in names[1:]]
+    skipped = []
+    fp16_path = converted_copy(fp32_path, workdir / "fp16", "fp16")
+    runtime = dataclasses.replace(runtime, providers=(CUDA,))
+    for name, path, precision in ((names[1], fp16_path, "fp16"), (names[2], fp32_path, "fp32")):
+        try:
+            session = create_session(path, runtime)
+        except UserError as error:
+            skipped.append(Skipped(name, str(error)))
+            continue
+        note = "io binding; TF32 on (the CUDA provider's default)" if precision == "fp32" else "io binding"
+        engines.append(Engine(name, precision, provider_of(session), ort_runner(session), None, note))
+    return engines, skipped

@@ -1,0 +1,170 @@
+"""The benchmark's report: one row per engine, stamped with how and where it was measured, and a table."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.bench.engines import Engine
+from stages.bench.harness import BenchmarkSettings, EngineTimings, Workload
+from stages.bench.peaks import PEAK_SHAPE
+from stages.graph.metadata import library_versions
+from stages.model.token_model import CustomModel
+
+RSS_NOTE = "process RSS sampled after each of the engine's rounds, max; it counts every engine loaded"
+
+
+def describe_machine() -> dict[str, Any]:
+    """CPU model and cores (and the GPU, if any) of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    machine: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count()}
+    if torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name()
+    return machine
+
+
+def percentile_ms(seconds: list[float], percent: float) -> float:
+    return round(float(np.percentile(seconds, percent)) * 1000, 2)
+
+
+def engine_row(
+    engine: Engine,
+    timings: EngineTimings,
+    reference: EngineTimings,
+    workload: Workload,
+    peaks: dict[str, dict[str, float]],
+    stamp: dict[str, Any],
+) -> dict[str, Any]:
+    """One engine's metrics, stamped with how and where they were measured."""
+    seconds = sum(timings.batch_seconds)
+    texts = sum(len(rows) for rows in workload.batches) * timings.rounds
+    texts_per_s = texts / seconds
+    reference_texts_per_s = texts / sum(reference.batch_seconds) if reference.rounds else float("nan")
+    achieved = workload.flops * timings.rounds / timings.model_seconds / 1e9
+    peak = peaks[engine.peak]["gflop_per_s"] if engine.peak else None
+    agreement = float(np.mean(timings.labels == reference.labels)) if reference.labels is not None else None
+    return {
+        "engine": engine.name,
+        "precision": engine.precision,
+        "provider": engine.provider,
+        **stamp,
+        "texts_per_s": round(texts_per_s, 2),
+        "tokens_per_s": round(workload.real_tokens * timings.rounds / seconds, 1),
+        "latency_p50_ms": percentile_ms(timings.batch_seconds, 50),
+        "latency_p90_ms": percentile_ms(timings.batch_seconds, 90),
+        "latency_p99_ms": percentile_ms(timings.batch_seconds, 99),
+        "vs_torch_fp32": round(texts_per_s / reference_texts_per_s, 3),
+        "label_agreement": None if agreement is None else round(agreement, 5),
+        "mflop_per_token": round(workload.flops / workload.token_slots / 1e6, 2),
+        "achieved_gflop_per_s": round(achieved, 1),
+        "peak_gflop_per_s": peak,
+        "fraction_of_peak": None if peak is None else round(achieved / peak, 3),
+        "tokenize_share": round(timings.tokenize_seconds / seconds, 4),
+        "peak_rss_mb": timings.peak_rss_mb,
+        "rounds": timings.rounds,
+        "seconds": round(seconds, 3),
+        "note": engine.note,
+    }
+
+
+def engine_rows(
+    engines: list[Engine],
+    timings: dict[str, EngineTimings],
+    workload: Workload,
+    peaks: dict[str, dict[str, float]],
+    settings: BenchmarkSettings,
+) -> list[dict[str, Any]]:
+    """Every engine's row, each against torch fp32 (the reference engine)."""
+    stamp = {
+        "threads": settings.threads,
+        "batch": settings.batch,
+        "length": settings.length,
+        "versions": library_versions(),
+        "machine": describe_machine(),
+    }
+    reference = timings["torch-fp32"]
+    return [engine_row(engine, timings[engine.name], reference, workload, peaks, stamp) for engine in engines]
+
+
+def model_summary(model: CustomModel) -> dict[str, Any]:
+    """The model's shape, for the report."""
+    config = model.config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+        "labels": model.fc.out_features,
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+    }
+
+
+def plot_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """For `dvc plots`: texts per second by engine."""
+    return [{"engine": row["engine"], "texts_per_s": row["texts_per_s"]} for row in report["engines"]]
+
+
+COLUMNS = (  # header, key, format
+    ("engine", "engine", "{}"),
+    ("precision", "precision", "{}"),
+    ("provider", "provider", "{}"),
+    ("texts/s", "texts_per_s", "{:.2f}"),
+    ("tokens/s", "tokens_per_s", "{:.0f}"),
+    ("p50 ms", "latency_p50_ms", "{:.1f}"),
+    ("p90 ms", "latency_p90_ms", "{:.1f}"),
+    ("p99 ms", "latency_p99_ms", "{:.1f}"),
+    ("vs fp32", "vs_torch_fp32", "{:.2f}x"),
+    ("agree", "label_agreement", "{:.2%}"),
+    ("GFLOP/s", "achieved_gflop_per_s", "{:.1f}"),
+    ("of peak", "fraction_of_peak", "{:.0%}"),
+    ("RSS MB", "peak_rss_mb", "{:.0f}"),
+)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A readable table with the settings, machine and peaks above it."""
+    settings, peaks, machine = report["settings"], report["peaks"], report["machine"]
+    versions = ", ".join(f"{name} {value}" for name, value in settings["versions"].items())
+    model = settings["model"]
+    flops_per_token = settings["flops_per_round"] / settings["token_slots_per_round"] / 1e6
+    gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
+    lines = [
+        f"benchmark --size {settings['size']}: {model['model_type']} {model['parameters'] / 1e6:.1f}M parameters, "
+        f"{settings['texts']} texts in {settings['batches']} batches of {settings['batch']} (dataset order, "
+        f"truncated to {settings['length']} tokens; {settings['real_tokens_per_round']} real tokens in "
+        f"{settings['token_slots_per_round']} padded slots per round), {settings['rounds']} timed rounds after "
+        f"{settings['warmup']} warm-up, alternating; {settings['threads']} threads",
+        f"machine: {machine['cpu']}, {machine['cores']} cores{gpu}; {versions}",
+        f"matmul peak {PEAK_SHAPE[0]}x{PEAK_SHAPE[1]} x {PEAK_SHAPE[1]}x{PEAK_SHAPE[2]} (median of "
+        f"{peaks['onnxruntime_fp32']['samples']}): onnxruntime fp32 {peaks['onnxruntime_fp32']['gflop_per_s']} "
+        f"GFLOP/s, torch fp32 {peaks['torch_fp32']['gflop_per_s']}, torch bf16 {peaks['torch_bf16']['gflop_per_s']}",
+        f"model: {flops_per_token:.1f} MFLOP per padded token slot ({settings['flops_formula']}); "
+        "GFLOP/s over model time, tokenisation excluded",
+        f"RSS MB: {RSS_NOTE}",
+        "",
+    ]
+    cells = [[header for header, _, _ in COLUMNS]]
+    for row in report["engines"]:
+        cells.append(["-" if row[key] is None else form.format(row[key]) for _, key, form in COLUMNS])
+    widths = [max(len(line[index]) for line in cells) for index in range(len(COLUMNS))]
+    for line in cells:
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if index < 3 else cell.rjust(width)
+                for index, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+    lines.extend(f"skipped {item['engine']}: {item['reason']}" for item in report["skipped"])
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The serving benchmark: export the model under test, build every engine, time them, and report."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from stages.bench.engines import Engine, Skipped, cpu_engines, cuda_engines
+from stages.bench.flops import FLOPS_FORMULA
+from stages.bench.harness import BenchmarkSettings, plan_workload, time_engines
+from stages.bench.peaks import PEAK_SHAPE, matmul_peak_samples, summarise_peaks
+from stages.bench.report import RSS_NOTE, describe_machine, engine_rows, model_summary
+from stages.bench.subject import converted_copy, export_fp32
+from stages.core.params import RuntimeParams
+from stages.graph.metadata import library_versions
+from stages.graph.session import CPU
+from stages.model.token_model import CustomModel
+from stages.scoring.tokens import Framing
+
+log = logging.getLogger(__name__)
+
+
+def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Engine], list[Skipped]]:
+    """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every engine."""
+    runtime = RuntimeParams((CPU,), settings.threads, settings.graph_optimization_level)
+    fp32_path = export_fp32(model, workdir / "fp32")
+    int8_path = converted_copy(fp32_path, workdir / "int8", "int8")
+    engines = cpu_engines(model, fp32_path, int8_path, runtime)
+    gpu, skipped = cuda_engines(model, fp32_path, workdir, runtime)
+    for item in skipped:
+        log.warning("%s skipped: %s", item.engine, item.reason)
+    return engines + gpu, skipped
+
+
+def run_benchmark(
+    model: CustomModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], settings: BenchmarkSettings
+) -> dict[str, Any]:
+    """Export, build every engine, time them in alternating rounds between two peak measurements; the report."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        model.eval()
+        framing = Framing.of(tokenizer, settings.length)
+        workload = plan_workload(texts, tokenizer, framing, model, settings.batch)
+        with tempfile.TemporaryDirectory(prefix="benchmark-", dir=settings.tmp_dir) as scratch:
+            engines, skipped = build_engines(model, Path(scratch), settings)
+            peak_samples = [matmul_peak_samples(settings.threads)]
+            timings = time_engines(engines, workload, tokenizer, framing, settings)
+            peak_samples.append(matmul_peak_samples(settings.threads))
+    finally:
+        torch.set_num_threads(previous_threads)
+    peaks = summarise_peaks(peak_samples)
+    rows = engine_rows(engines, timings, workload, peaks, settings)
+    return {
+        "engines": rows,
+        "skipped": [asdict(item) for item in skipped],
+        "peaks": {"shape": list(PEAK_SHAPE), "threads": settings.threads, **peaks},
+        "machine": describe_machine(),
+        "settings": {
+            **asdict(settings),
+            "texts": len(texts),
+            "batches": len(workload.batches),
+            "padded_lengths": workload.padded_lengths,
+            "real_tokens_per_round": workload.real_tokens,
+            "token_slots_per_round": workload.token_slots,
+            "flops_per_round": workload.flops,
+            "flops_formula": FLOPS_FORMULA,
+            "model": model_summary(model),
+            "versions": library_versions(),
+            "rss": RSS_NOTE,
+        },
+    }

@@ -1,0 +1,66 @@
+"""The model under test, and the ONNX variants of it that the benchmarks serve."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from stages.core.params import ExportParams, Params
+from stages.graph.exporter import export_graph
+from stages.graph.metadata import ONNX_FILE
+from stages.graph.precision import apply_precision
+from stages.model.backbone import load_backbone, mdeberta_v3_config
+from stages.model.directory import load_model_dir
+from stages.model.token_model import CustomModel
+
+log = logging.getLogger(__name__)
+
+SIZES = ("demo", "base")
+BASE_NUM_LABELS, BASE_DROPOUT = 4, 0.2
+
+
+def model_under_test(size: str, params: Params) -> tuple[CustomModel, PreTrainedTokenizerBase]:
+    """`demo`: the pipeline's normalised model (`model.output`) and its tokenizer; `base`: a seeded
+    random-weight model of mdeberta-v3-base's exact shape, fed by `model.backbone`'s tokenizer."""
+    if size == "demo":
+        model, _ = load_model_dir(Path(params.model.output))
+        return model, AutoTokenizer.from_pretrained(params.model.output, local_files_only=True)
+    torch.manual_seed(0)
+    model = CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
+    return model, load_backbone(params.model)[1]
+
+
+def export_fp32(model: CustomModel, directory: Path) -> Path:
+    """The fp32 ONNX model (dynamo exporter, opset 18, int64 inputs) in `directory`."""
+    params = ExportParams(
+        exporter="dynamo",
+        opset=18,
+        input_dtype="int64",
+        precision="fp32",
+        dummy_batch=2,
+        dummy_length=6,
+        output=str(directory),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ONNX_FILE
+    started = time.perf_counter()
+    export_graph(model, params, path)
+    log.info("exported the fp32 ONNX model in %.1f s", time.perf_counter() - started)
+    return path
+
+
+def converted_copy(source: Path, directory: Path, precision: str) -> Path:
+    """A copy of the fp32 model (with any external data) converted to `precision`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for item in source.parent.iterdir():
+        if item.is_file() and item.name.startswith(source.name):
+            shutil.copy2(item, directory / item.name)
+    started = time.perf_counter()
+    conversion = apply_precision(directory / source.name, precision)
+    log.info("made the %s ONNX model in %.1f s: %s", precision, time.perf_counter() - started, conversion)
+    return directory / source.name

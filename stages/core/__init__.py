@@ -1,0 +1,1 @@
+"""What every stage shares: params, the error family, the stage runner, atomic writes, memory readings."""

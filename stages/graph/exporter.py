@@ -1,0 +1,64 @@
+"""The torch model to an ONNX graph with dynamic batch and sequence axes, by either exporter."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from stages.core.params import ExportParams
+from stages.model.token_model import CustomModel, GraphInputs
+
+OUTPUT_NAME = "logits"
+SINGLE_FILE_LIMIT = 1_800_000_000  # bytes; protobuf cannot hold more than 2 GB
+TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
+
+
+def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the export dummy's shape, in the graph's input order and dtype."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (params.dummy_batch, params.dummy_length)
+    dtype = TORCH_DTYPES[params.input_dtype]
+    tensors = {
+        "input_ids": torch.randint(0, model.config.vocab_size, shape, generator=generator, dtype=dtype),
+        "attention_mask": torch.ones(shape, dtype=dtype),
+        "token_type_ids": torch.zeros(shape, dtype=dtype),
+    }
+    return tuple(tensors[name] for name in model.input_names)
+
+
+def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
+    """Run the chosen exporter; the graph's inputs are exactly `model.input_names`."""
+    wrapper = GraphInputs(model).eval()
+    inputs = dummy_inputs(model, params)
+    names = list(model.input_names)
+    large = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()) > SINGLE_FILE_LIMIT
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+        if params.exporter == "dynamo":
+            batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
+            program = torch.onnx.export(
+                wrapper,
+                inputs,
+                input_names=names,
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=tuple({0: batch, 1: sequence} for _ in names),
+                opset_version=params.opset,
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path), external_data=large)
+        else:
+            axes = {name: {0: "batch", 1: "sequence"} for name in [*names, OUTPUT_NAME]}
+            torch.onnx.export(
+                wrapper,
+                inputs,
+                str(path),
+                input_names=names,
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+                opset_version=params.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )

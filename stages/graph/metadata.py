@@ -1,0 +1,92 @@
+"""What an exported model says about itself: checked against what was asked, stored in the ONNX file and a sidecar."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from stages.core.errors import UserError
+from stages.core.params import ExportParams
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"  # the files of an exported model directory
+SIDECAR_FILE = "model.json"
+VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu")
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset a model was written with."""
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def describe_io(values: Any) -> list[dict[str, Any]]:
+    """Names, dtypes and shapes (symbolic dims by name) of graph inputs or outputs."""
+    return [
+        {
+            "name": value.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name,
+            "shape": [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim],
+        }
+        for value in values
+    ]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that made and will serve the model."""
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str, ...], facts: dict[str, Any]) -> dict:
+    """Check the exported graph against what was asked, store its metadata in it, and return the metadata.
+
+    `facts` are what the graph cannot tell (labels, max_length, source checkpoint, conversion counts).
+    """
+    graph = onnx.load(str(path), load_external_data=False)
+    opset = graph_opset(graph)
+    if opset != params.opset:
+        raise UserError(
+            f"export.opset = {params.opset} but the {params.exporter} exporter wrote opset {opset}; "
+            "use export.opset >= 17 with the dynamo exporter, or export.exporter: torchscript for opsets 13-16"
+        )
+    actual_inputs = [value.name for value in graph.graph.input]
+    if actual_inputs != list(expected_inputs):
+        log.warning(
+            "the exporter kept inputs %s of %s: the others are unused by the model",
+            actual_inputs,
+            list(expected_inputs),
+        )
+    metadata = {
+        "exporter": params.exporter,
+        "opset": opset,
+        "precision": params.precision,
+        **facts,
+        "inputs": describe_io(graph.graph.input),
+        "outputs": describe_io(graph.graph.output),
+        "versions": library_versions(),
+    }
+    onnx.helper.set_model_props(
+        graph, {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    )
+    onnx.save(graph, str(path))
+    onnx.checker.check_model(str(path))
+    return metadata
+
+
+def read_sidecar(onnx_dir: Path) -> dict[str, Any]:
+    """The exported model's metadata, or a `UserError` saying to run the export stage."""
+    sidecar = onnx_dir / SIDECAR_FILE
+    if not sidecar.is_file():
+        raise UserError(f"{sidecar} not found (export.output); run the export stage first")
+    return json.loads(sidecar.read_text(encoding="utf-8"))

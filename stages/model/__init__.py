@@ -1,0 +1,1 @@
+"""The torch side: checkpoints read safely, the seed's model class, backbones and the normalised model directory."""

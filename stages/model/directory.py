@@ -1,0 +1,91 @@
+"""The normalised model directory: the model built from a checkpoint, written self-contained, and read back.
+
+The directory holds safetensors weights, the backbone config, the tokenizer (with `max_length` and
+truncation side set) and `head.json` (labels, head and feeding spec). Nothing downstream unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+
+from stages.core.atomic import atomic_directory
+from stages.core.errors import UserError
+from stages.model.checkpoint import compare_keys, describe_mismatch, read_checkpoint, strip_wrapper_prefixes
+from stages.model.token_model import CustomModel
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "head.json"
+WEIGHTS_FILE = "model.safetensors"
+HEAD_FORMAT = "token-linear/1"
+# Buffers that older transformers releases saved and current ones rebuild: safe to drop.
+REBUILT_BUFFER_SUFFIXES = ("embeddings.position_ids",)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a normalised model directory says about the head and how the model is fed."""
+
+    num_labels: int
+    labels: tuple[str, ...]
+    classifier_dropout: float
+    input_names: tuple[str, ...]
+    max_length: int
+    truncation_side: str
+    source_checkpoint: str
+    source_sha256: str
+    format: str = HEAD_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_file(cls, path: Path) -> HeadSpec:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+        fields["labels"] = tuple(fields["labels"])
+        fields["input_names"] = tuple(fields["input_names"])
+        return cls(**fields)
+
+
+def build_model(config: PretrainedConfig, num_labels: int, classifier_dropout: float, checkpoint: Path) -> CustomModel:
+    """The model class with the checkpoint's weights, after normalising keys and a strict check."""
+    model = CustomModel(config, num_labels, classifier_dropout)
+    model_state = model.state_dict()
+    state = strip_wrapper_prefixes(read_checkpoint(checkpoint), set(model_state))
+    for key in [key for key in state if key.endswith(REBUILT_BUFFER_SUFFIXES) and key not in model_state]:
+        log.info("dropping %s: this transformers release rebuilds it", key)
+        del state[key]
+    report = compare_keys(state, model_state)
+    if not report.ok:
+        raise UserError(describe_mismatch(report, checkpoint))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def write_model_dir(model: CustomModel, tokenizer: PreTrainedTokenizerBase, spec: HeadSpec, target: Path) -> None:
+    """Write the normalised model directory atomically."""
+    with atomic_directory(target) as staging:
+        weights = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+        save_file(weights, staging / WEIGHTS_FILE, metadata={"format": "pt"})
+        model.config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / HEAD_FILE).write_text(spec.to_json(), encoding="utf-8")
+
+
+def load_model_dir(directory: Path) -> tuple[CustomModel, HeadSpec]:
+    """Load a normalised model directory (written by stage `load_checkpoint`) in eval mode."""
+    if not (directory / HEAD_FILE).is_file():
+        raise UserError(
+            f"normalised model directory {directory} not found (model.output); run stage load_checkpoint first (`dvc repro` runs it)"
+        )
+    spec = HeadSpec.from_file(directory / HEAD_FILE)
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    model = CustomModel(config, spec.num_labels, spec.classifier_dropout)
+    model.load_state_dict(load_file(directory / WEIGHTS_FILE), strict=True)
+    return model.eval(), spec

@@ -1,0 +1,112 @@
+"""Engine `local`: score the dataset in this process, block by block, resumably.
+
+A background thread reads and tokenises the next block while the model scores the current one.
+Each block becomes a part file as it finishes; a rerun after a crash (SIGKILL included) continues
+from the finished parts if the input, model and params are unchanged. When all parts are done they
+are joined into the output file, which appears by an atomic rename.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from stages.core.memory import peak_rss_mb
+from stages.core.params import Params
+from stages.graph.session import provider_of
+from stages.scoring.dataset import iter_blocks, row_count
+from stages.scoring.metrics import Tally, build_metrics
+from stages.scoring.output import write_predictions
+from stages.scoring.parts import PartFiles, fingerprint
+from stages.scoring.score import PreparedBlock, prepare_block, score_block
+from stages.scoring.served import ServedModel
+from stages.scoring.windows import check_stride
+
+Item = TypeVar("Item")
+
+
+def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
+    """Run `items` in a background thread, `depth` ahead of the consumer; its exceptions re-raise here."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((done, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            ready.put((done, error))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def blocks_to_score(
+    params: Params, served: ServedModel, parts: PartFiles
+) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
+    """Each block of the dataset: prepared for the model, or the tally of its finished part."""
+    infer = params.infer
+    for index, block in enumerate(iter_blocks(Path(infer.input), infer.text_column, infer.id_column, infer.block_rows)):
+        done = parts.finished(index)
+        yield index, None if done else prepare_block(served, block, infer), done
+
+
+def score_dataset(params: Params, served: ServedModel) -> Tally:
+    """Score every row of `infer.input` into `infer.output`, resuming from finished parts."""
+    output = Path(params.infer.output)
+    parts = PartFiles(output, fingerprint(params))
+    tally = Tally()
+    total = row_count(Path(params.infer.input))
+    with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
+        for index, prepared, done in prefetch(blocks_to_score(params, served, parts)):
+            if prepared is not None:
+                table, done = score_block(served, prepared, params.infer)
+                parts.save(index, table, done)
+            tally.add(done)
+            progress.update(done.rows)
+    write_predictions(parts.tables(), output, params.infer.input)
+    parts.remove()
+    return tally
+
+
+def score_locally(params: Params) -> dict:
+    """Engine `local`: score the dataset in this process (resumably); returns the metrics."""
+    served = ServedModel.load(Path(params.export.output), params.runtime)
+    check_stride(params.infer.long_text, params.infer.stride, served.framing)
+    started = time.perf_counter()
+    tally = score_dataset(params, served)
+    return build_metrics(
+        tally,
+        time.perf_counter() - started,
+        engine="local",
+        provider=provider_of(served.session),
+        threads=params.runtime.intra_op_num_threads or os.cpu_count(),
+        peak_rss_mb=peak_rss_mb(),
+    )

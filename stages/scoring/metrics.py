@@ -1,0 +1,61 @@
+"""What scoring counts: per-block tallies that add up, and `metrics/infer.json` built from them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Tally:
+    """Totals over scored blocks, for `metrics/infer.json`; blocks' tallies add up."""
+
+    rows: int = 0
+    skipped: int = 0
+    tokens: int = 0
+    token_slots: int = 0
+    windows: int = 0
+    truncated_rows: int = 0
+    model_seconds: float = 0.0
+    reference_correct: int = 0
+    reference_total: int = 0
+    text_issues: dict[str, int] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Tally) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, dict):
+                merged = Counter(getattr(self, name))
+                merged.update(value)
+                setattr(self, name, dict(sorted(merged.items())))
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+def build_metrics(
+    tally: Tally, seconds: float, *, engine: str, provider: str, threads: int, peak_rss_mb: float
+) -> dict:
+    """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput, engine, provider,
+    onnxruntime threads (all sessions together), peak memory (of the largest process), and reference accuracy.
+    """
+    metrics = {
+        "rows": tally.rows,
+        "skipped": tally.skipped,
+        "text_issues": tally.text_issues,
+        "tokens": tally.tokens,
+        "windows": tally.windows,
+        "truncated_rows": tally.truncated_rows,
+        "padding_ratio": round(1 - tally.tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
+        "seconds": round(seconds, 3),
+        "model_seconds": round(tally.model_seconds, 3),
+        "texts_per_s": round(tally.rows / seconds, 2),
+        "tokens_per_s": round(tally.tokens / seconds, 1),
+        "engine": engine,
+        "provider": provider,
+        "threads": threads,
+        "peak_rss_mb": peak_rss_mb,
+        "label_counts": tally.label_counts,
+    }
+    if tally.reference_total:
+        metrics["token_accuracy"] = round(tally.reference_correct / tally.reference_total, 5)
+    return metrics

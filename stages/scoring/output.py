@@ -1,0 +1,53 @@
+"""The predictions file: its schema, and writing scored blocks into it in input order, atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.core.atomic import atomic_path
+from stages.scoring.dataset import empty_dataset
+
+SPAN_TYPE = pa.struct(
+    [("label", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("text", pa.string()), ("score", pa.float32())]
+)
+
+
+def output_schema(id_type: pa.DataType, probabilities: bool) -> pa.Schema:
+    """One row per input row; per-token lists aligned with each other."""
+    fields = [
+        ("id", id_type),
+        ("n_tokens", pa.int32()),
+        ("truncated", pa.bool_()),
+        ("skipped_reason", pa.string()),
+        ("label_ids", pa.list_(pa.int16())),
+        ("labels", pa.list_(pa.string())),
+        ("starts", pa.list_(pa.int32())),
+        ("ends", pa.list_(pa.int32())),
+        ("spans", pa.list_(SPAN_TYPE)),
+    ]
+    if probabilities:
+        fields.append(("probabilities", pa.list_(pa.list_(pa.float32()))))
+    return pa.schema(fields)
+
+
+def write_predictions(tables: Iterable[pa.Table], output: Path, source: str) -> None:
+    """Write the scored blocks, in order, into `output`; it appears (atomically) only when all are written.
+
+    No blocks at all means the dataset `source` has no rows: a `UserError`, and no file.
+    """
+    with atomic_path(output) as temporary:
+        writer = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise empty_dataset(source)
