@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tmp_dir=args.tmp_dir,
     )
     model, tokenizer = model_under_test(settings.size, params)
-    texts = read_texts(Path(params.infer.input), params.infer.text_column, params.infer.id_column, settings.rows)
+    texts = read_texts(params.infer.input, params.infer.text_column, params.infer.id_column, settings.rows)
     report = run_benchmark(model, tokenizer, texts, settings)
     print(format_report(report))
     write_json(args.metrics, report)

@@ -32,7 +32,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     with atomic_directory(target) as staging:
         export_graph(model, params.export, staging / ONNX_FILE)
-        conversion = apply_precision(staging / ONNX_FILE, params.export.precision)
+        conversion = apply_precision(staging / ONNX_FILE, params.export.precision, params.export.int8_target)
         facts = {
             "model_type": model.config.model_type,
             "labels": list(spec.labels),

@@ -14,6 +14,7 @@ from stages.core.errors import UserError
 from stages.core.params import Params, load_params
 from stages.core.runner import run_stage
 from stages.scoring.local_engine import score_locally
+from stages.scoring.metrics import warn_about_data
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def main() -> None:
     params = load_params()
     metrics = score_with_ray(params) if params.infer.engine == "ray" else score_locally(params)
     write_json(Path(params.infer.metrics), metrics)
+    warn_about_data(metrics, log)
     summary = (
         f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "
         f"{metrics['texts_per_s']} texts/s, padding {metrics['padding_ratio']:.1%}, {metrics['provider']}"

@@ -1,13 +1,25 @@
-"""Tiny backbones built from configs, with tokenizers trained in-process: no hub, seconds to build."""
+"""Tiny backbones built from configs, with tokenizers trained in-process and weights trained on the demo's rule
+labels: no hub, seconds to build."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, DebertaV2Config, DistilBertConfig, PreTrainedTokenizerFast, RobertaConfig
+from transformers import (
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    ModernBertConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+)
 
+from stages.demo.rules import DEMO_LABELS, rule_label
+from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
 
 CORPUS = [
@@ -18,7 +30,9 @@ CORPUS = [
     "Émile Zola écrivit à Paris; Straße, Größe, Ärger — ¿Qué tal, Señor?",
 ]
 SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-KINDS = ("deberta-v2", "bert", "distilbert", "roberta")
+MAX_LENGTH = 128  # the tiny configs' position limit
+TRAIN_STEPS, TRAIN_BATCH = 150, 16
+KINDS = ("deberta-v2", "bert", "distilbert", "roberta", "electra", "modernbert")
 
 
 def train_tokenizer(kind: str) -> PreTrainedTokenizerFast:
@@ -46,7 +60,7 @@ def train_tokenizer(kind: str) -> PreTrainedTokenizerFast:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_max_length=128,
+        model_max_length=MAX_LENGTH,
     )
 
 
@@ -54,10 +68,8 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
     """A 2-layer, 32-wide config of the given family."""
     shared = {"vocab_size": vocab_size, "pad_token_id": pad_id}
     if kind == "deberta-v2":
-        return DebertaV2Config(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            type_vocab_size=0, relative_attention=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-            max_relative_positions=-1, position_buckets=64, norm_rel_ebd="layer_norm", share_att_key=True,
+        return mdeberta_v3_config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, position_buckets=64,
             max_position_embeddings=128, **shared,
         )  # fmt: skip
     if kind == "bert":
@@ -81,15 +93,68 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
             type_vocab_size=1,
             **shared,
         )
+    if kind == "electra":  # a narrower embedding projected up to the encoder, as ELECTRA's discriminators do
+        return ElectraConfig(
+            embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=128, **shared,
+        )  # fmt: skip
+    if kind == "modernbert":  # rotary positions, alternating local (sliding) and global attention, GLU MLP
+        cls, sep = SPECIALS.index("[CLS]"), SPECIALS.index("[SEP]")  # the trainers put special tokens first
+        return ModernBertConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=128, global_attn_every_n_layers=2, local_attention=16,
+            bos_token_id=cls, eos_token_id=sep, cls_token_id=cls, sep_token_id=sep, **shared,
+        )  # fmt: skip
     raise ValueError(kind)
 
 
-def make_backbone(directory: Path, kind: str) -> CustomModel:
-    """Write a backbone directory (config + tokenizer) and return a random-weight model built from it."""
+def rule_label_table(tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
+    """Each vocabulary id's demo rule label (of its piece: NUMBER, CJK, CAPITALIZED or O), as the demo labels them;
+    O for the special tokens that carry no text ([UNK] stands for text, so it keeps its piece's label)."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    table = torch.tensor([DEMO_LABELS.index(rule_label(piece)) for piece in pieces])
+    textless = [tokenizer.convert_tokens_to_ids(token) for token in SPECIALS if token != "[UNK]"]
+    table[textless] = DEMO_LABELS.index("O")
+    return table
+
+
+def train_on_rules(model: CustomModel, table: torch.Tensor, max_length: int) -> None:
+    """Teach the model each token's rule label on random token sequences of every length up to `max_length`.
+
+    A few seconds for these tiny configs, and it leaves every label decided by a wide margin (>= 4 logits
+    on held-out sequences), so int8 and fp16 agreement with torch never hinges on random near-ties.
+    """
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(TRAIN_STEPS):
+        length = int(torch.randint(4, max_length + 1, (1,), generator=generator))
+        ids = torch.randint(0, len(table), (TRAIN_BATCH, length), generator=generator)
+        logits = model(ids, torch.ones_like(ids))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), table[ids].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+@functools.cache
+def trained_backbone(kind: str) -> tuple[PreTrainedTokenizerFast, PretrainedConfig, dict[str, torch.Tensor]]:
+    """Tokenizer, config and trained weights of one family, built once per test session."""
     tokenizer = train_tokenizer(kind)
     config = tiny_config(kind, len(tokenizer), tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = CustomModel(config, num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
+    train_on_rules(model, rule_label_table(tokenizer), MAX_LENGTH)
+    return tokenizer, config, {key: value.clone() for key, value in model.state_dict().items()}
+
+
+def make_backbone(directory: Path, kind: str) -> CustomModel:
+    """Write a backbone directory (config + tokenizer) and return a model of it trained on the demo's rules."""
+    tokenizer, config, state = trained_backbone(kind)
     directory.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    return CustomModel(config, num_labels=4, classifier_dropout=0.1).eval()
+    model = CustomModel(config, num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
+    model.load_state_dict(state)
+    return model.eval()

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from stages import benchmark, load_checkpoint
+from stages.core.cpu import has_native_bf16, has_vnni
 from stages.core.errors import UserError
+from stages.core.params import load_params
 
-CPU_ENGINES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
 ROW_KEYS = {
     "engine",
     "precision",
@@ -36,41 +37,40 @@ ROW_KEYS = {
 }
 
 
-def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspace, capsys):
-    make_workspace("deberta-v2")
+@pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
+def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspace, capsys, family):
+    make_workspace(family)
     load_checkpoint.main()
     benchmark.main(
         [
-            *("--rows", "8", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0", "--threads", "1"),
+            *("--rows", "16", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0", "--threads", "1"),
             *("--metrics", "out/benchmark.json", "--plots", "out/benchmark_plots.json"),
         ]
     )
     report = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
     rows = {row["engine"]: row for row in report["engines"]}
-    assert set(CPU_ENGINES) <= set(rows)
-    for name in CPU_ENGINES:
+    skipped = {item["engine"]: item["reason"] for item in report["skipped"]}
+    cpu_engines = {"torch-fp32", "ort-fp32", "ort-int8", "ort-int8-vnni" if not has_vnni() else "ort-int8-no-vnni"}
+    assert cpu_engines <= set(rows)
+    assert ("torch-bf16" in rows) == has_native_bf16() and ("torch-bf16" in skipped) != has_native_bf16()
+    assert ("torch_bf16" in report["peaks"]) == has_native_bf16()  # no minutes of emulated bf16 matmuls
+    for name in cpu_engines:
         row = rows[name]
         assert set(row) >= ROW_KEYS, ROW_KEYS - set(row)
         assert (row["threads"], row["batch"], row["length"]) == (1, 4, 64)
-        assert {"torch", "transformers"} <= set(row["versions"]) and any(
-            n.startswith("onnxruntime") for n in row["versions"]
-        )
-        assert row["machine"]["cores"] >= 1 and row["machine"]["cpu"]
-        assert row["texts_per_s"] > 0 and row["tokens_per_s"] > 0 and row["peak_rss_mb"] > 0
-        assert row["latency_p50_ms"] <= row["latency_p90_ms"] <= row["latency_p99_ms"]
-        assert 0.0 <= row["label_agreement"] <= 1.0
-        assert row["mflop_per_token"] > 0 and row["peak_gflop_per_s"] > 0 and row["fraction_of_peak"] > 0
-    assert rows["torch-fp32"]["vs_torch_fp32"] == 1.0 and rows["torch-fp32"]["label_agreement"] == 1.0
-    assert rows["ort-fp32"]["provider"] == "CPUExecutionProvider"
-    for kind in ("onnxruntime_fp32", "torch_fp32", "torch_bf16"):
-        assert report["peaks"][kind]["gflop_per_s"] > 0
-    assert report["settings"]["texts"] == 8 and report["settings"]["batches"] == 2
+        assert row["texts_per_s"] > 0 and row["peak_gflop_per_s"] > 0
+    # The workspace model is trained: labels win by wide margins, so every engine gives torch's labels.
+    assert rows["ort-fp32"]["label_agreement"] >= 0.999
+    int8_floor = load_params().parity.int8.min_label_agreement
+    assert rows["ort-int8"]["label_agreement"] >= int8_floor
+    assert rows["ort-int8"]["precision"].endswith("7-bit weights (reduce_range)") != has_vnni()
+    assert report["settings"]["texts"] == 16 and report["settings"]["batches"] == 4
     if not torch.cuda.is_available():
-        assert {item["engine"] for item in report["skipped"]} == {"torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda"}
+        assert {"torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda"} <= set(skipped)
     plots = json.loads(Path("out/benchmark_plots.json").read_text(encoding="utf-8"))
-    assert plots == [{"engine": row["engine"], "texts_per_s": row["texts_per_s"]} for row in report["engines"]]
+    assert [point["engine"] for point in plots] == list(rows)
     table = capsys.readouterr().out
-    assert all(name in table for name in CPU_ENGINES) and "matmul peak" in table
+    assert all(name in table for name in cpu_engines) and "matmul peak" in table
 
 
 def test_demo_size_without_the_normalised_model_says_to_run_the_pipeline(make_workspace):

@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def test_any_text_is_scored_in_place(served, values, long_text, skip):
     model, params = served
     params = dataclasses.replace(params, long_text=long_text, stride=8, bad_rows="skip" if skip else "score")
-    block = make_block(pa.array([f"id-{index}" for index in range(len(values))]), values)
+    block = make_block(pa.array([f"id-{index}" for index in range(len(values))]), values, "fuzz")
     table, tally = score_rows(model, block, params)
     assert table.num_rows == len(values) == tally.rows
     assert table.column("id").to_pylist() == [f"id-{index}" for index in range(len(values))]

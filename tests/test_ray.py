@@ -7,6 +7,7 @@ interface even with --node-ip-address=127.0.0.1), and `ray stop` sees only this 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -24,7 +25,7 @@ import pytest
 from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
 from stages.core.params import load_params
-from tests.conftest import REPO
+from tests.conftest import REPO, unavailable
 
 # Each scenario is scored by the local engine, then by the ray engine on one cluster.
 SCENARIOS = {
@@ -106,10 +107,16 @@ def write_text_files(root: Path) -> None:
         stream.write("\n".join(lines).encode() + b'\n{"id": "bad-utf8", "text": "caf\xe9 \xff"}\n')
 
 
-def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
-    pytest.importorskip("ray")
+def require_ray_cluster() -> None:
+    """Ray installed, and namespaces to keep its cluster on loopback: else a CI failure, a local skip."""
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
     if reason := loopback_namespaces_usable():
-        pytest.skip(reason)
+        unavailable(reason)
+
+
+def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
+    require_ray_cluster()
     workspace = make_workspace("deberta-v2", rows=40)
     load_checkpoint.main()
     export.main()
@@ -152,7 +159,8 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
 
 
 def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):
-    pytest.importorskip("ray")
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
     from stages.scoring.ray_engine import actor_runtime
 
     workspace = make_workspace()

@@ -76,7 +76,7 @@ def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, thr
     """Alternate the two modes for `rounds` rounds after one warm-up batch each, on `infer.input`'s first rows."""
     params = load_params()
     infer = params.infer
-    texts = read_texts(Path(infer.input), infer.text_column, infer.id_column, rows)
+    texts = read_texts(infer.input, infer.text_column, infer.id_column, rows)
     model, tokenizer = model_under_test(size, params)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:

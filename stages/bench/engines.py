@@ -13,8 +13,10 @@ import onnxruntime as ort
 import torch
 
 from stages.bench.subject import converted_copy
+from stages.core.cpu import describe_cpu, has_native_bf16
 from stages.core.errors import UserError
 from stages.core.params import RuntimeParams
+from stages.graph.precision import resolve_int8_target
 from stages.graph.session import CUDA, create_session, onnx_logits, provider_of
 from stages.model.token_model import CustomModel, torch_inputs, torch_logits
 
@@ -75,24 +77,34 @@ def ort_cuda_unavailable_reason() -> str | None:
     return None
 
 
-def cpu_engines(model: CustomModel, fp32_path: Path, int8_path: Path, runtime: RuntimeParams) -> list[Engine]:
-    """torch fp32 and bf16 autocast, onnxruntime fp32 and int8, all on the CPU with `runtime`'s threads."""
-    fp32_session, int8_session = create_session(fp32_path, runtime), create_session(int8_path, runtime)
-    return [
-        Engine("torch-fp32", "fp32", "torch cpu", lambda arrays: torch_logits(model, arrays), "torch_fp32"),
-        Engine(
+def cpu_engines(
+    model: CustomModel, fp32_path: Path, int8_paths: dict[str, Path], runtime: RuntimeParams
+) -> tuple[list[Engine], list[Skipped]]:
+    """torch fp32 (and bf16 autocast where the CPU has native bf16), onnxruntime fp32, and onnxruntime int8
+    for each int8 target in `int8_paths`, all on the CPU with `runtime`'s threads."""
+    engines = [Engine("torch-fp32", "fp32", "torch cpu", lambda arrays: torch_logits(model, arrays), "torch_fp32")]
+    skipped = []
+    if has_native_bf16():
+        bf16 = Engine(
             "torch-bf16", "bf16 autocast", "torch cpu", lambda arrays: torch_bf16_logits(model, arrays), "torch_bf16"
-        ),
-        Engine("ort-fp32", "fp32", provider_of(fp32_session), ort_runner(fp32_session), "onnxruntime_fp32"),
-        Engine(
-            "ort-int8",
-            "int8 dynamic",
-            provider_of(int8_session),
-            ort_runner(int8_session),
-            "onnxruntime_fp32",
-            note="denominator: the fp32 matmul peak",
-        ),
-    ]
+        )
+        engines.append(bf16)
+    else:
+        skipped.append(Skipped("torch-bf16", f"no native bf16 on this CPU ({describe_cpu()}): torch would emulate it"))
+    fp32_session = create_session(fp32_path, runtime)
+    engines.append(Engine("ort-fp32", "fp32", provider_of(fp32_session), ort_runner(fp32_session), "onnxruntime_fp32"))
+    chosen = resolve_int8_target("auto")
+    for target, path in int8_paths.items():
+        session = create_session(path, runtime)
+        weights = "7-bit weights (reduce_range)" if target == "no_vnni" else "8-bit weights"
+        note = "what export.int8_target: auto makes here" if target == chosen else "made for other CPUs"
+        name = "ort-int8" if target == chosen else f"ort-int8-{target.replace('_', '-')}"
+        engines.append(
+            Engine(
+                name, f"int8 dynamic, {weights}", provider_of(session), ort_runner(session), "onnxruntime_int8", note
+            )
+        )
+    return engines, skipped
 
 
 def cuda_engines(

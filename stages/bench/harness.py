@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -69,16 +68,16 @@ class EngineTimings:
     labels: np.ndarray | None = None  # argmax over real tokens, from the last round
 
 
-def read_texts(path: Path, text_column: str, id_column: str, rows: int) -> list[str]:
+def read_texts(dataset: str, text_column: str, id_column: str, rows: int) -> list[str]:
     """The first `rows` non-empty texts of the dataset, in dataset order."""
     texts: list[str] = []
-    for block in iter_blocks(path, text_column, id_column, READ_BLOCK_ROWS):
+    for block in iter_blocks(dataset, text_column, id_column, READ_BLOCK_ROWS):
         texts.extend(text for text in block.texts if text.strip())
         if len(texts) >= rows:
             return texts[:rows]
     if not texts:
-        raise UserError(f"dataset {path} has no non-empty texts to benchmark on (infer.input)")
-    log.warning("dataset %s has only %d non-empty texts; benchmarking on those", path, len(texts))
+        raise UserError(f"dataset {dataset} has no non-empty texts to benchmark on (infer.input)")
+    log.warning("dataset %s has only %d non-empty texts; benchmarking on those", dataset, len(texts))
     return texts
 
 

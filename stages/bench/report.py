@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,8 @@ import torch
 
 from stages.bench.engines import Engine
 from stages.bench.harness import BenchmarkSettings, EngineTimings, Workload
-from stages.bench.peaks import PEAK_SHAPE
+from stages.bench.peaks import PEAK_KINDS, PEAK_SHAPE
+from stages.core.cpu import describe_cpu
 from stages.graph.metadata import library_versions
 from stages.model.token_model import CustomModel
 
@@ -20,16 +19,8 @@ RSS_NOTE = "process RSS sampled after each of the engine's rounds, max; it count
 
 
 def describe_machine() -> dict[str, Any]:
-    """CPU model and cores (and the GPU, if any) of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    machine: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count()}
+    """CPU model, the instruction sets that decide int8 and bf16 speed, cores (and the GPU, if any)."""
+    machine: dict[str, Any] = {"cpu": describe_cpu(), "cores": os.cpu_count()}
     if torch.cuda.is_available():
         machine["gpu"] = torch.cuda.get_device_name()
     return machine
@@ -148,8 +139,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{settings['warmup']} warm-up, alternating; {settings['threads']} threads",
         f"machine: {machine['cpu']}, {machine['cores']} cores{gpu}; {versions}",
         f"matmul peak {PEAK_SHAPE[0]}x{PEAK_SHAPE[1]} x {PEAK_SHAPE[1]}x{PEAK_SHAPE[2]} (median of "
-        f"{peaks['onnxruntime_fp32']['samples']}): onnxruntime fp32 {peaks['onnxruntime_fp32']['gflop_per_s']} "
-        f"GFLOP/s, torch fp32 {peaks['torch_fp32']['gflop_per_s']}, torch bf16 {peaks['torch_bf16']['gflop_per_s']}",
+        f"{peaks['onnxruntime_fp32']['samples']}, GFLOP/s, int8 fp32-equivalent): "
+        + ", ".join(f"{kind.replace('_', ' ')} {peaks[kind]['gflop_per_s']}" for kind in PEAK_KINDS if kind in peaks),
         f"model: {flops_per_token:.1f} MFLOP per padded token slot ({settings['flops_formula']}); "
         "GFLOP/s over model time, tokenisation excluded",
         f"RSS MB: {RSS_NOTE}",

@@ -25,17 +25,19 @@ from stages.scoring.tokens import Framing
 
 log = logging.getLogger(__name__)
 
+INT8_TARGETS = ("vnni", "no_vnni")  # both, to show what 7-bit weights cost and save on this CPU
+
 
 def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Engine], list[Skipped]]:
     """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every engine."""
     runtime = RuntimeParams((CPU,), settings.threads, settings.graph_optimization_level)
     fp32_path = export_fp32(model, workdir / "fp32")
-    int8_path = converted_copy(fp32_path, workdir / "int8", "int8")
-    engines = cpu_engines(model, fp32_path, int8_path, runtime)
-    gpu, skipped = cuda_engines(model, fp32_path, workdir, runtime)
-    for item in skipped:
+    int8_paths = {target: converted_copy(fp32_path, workdir / target, "int8", target) for target in INT8_TARGETS}
+    engines, skipped = cpu_engines(model, fp32_path, int8_paths, runtime)
+    gpu, gpu_skipped = cuda_engines(model, fp32_path, workdir, runtime)
+    for item in skipped + gpu_skipped:
         log.warning("%s skipped: %s", item.engine, item.reason)
-    return engines + gpu, skipped
+    return engines + gpu, skipped + gpu_skipped
 
 
 def run_benchmark(

@@ -42,6 +42,7 @@ def export_fp32(model: CustomModel, directory: Path) -> Path:
         opset=18,
         input_dtype="int64",
         precision="fp32",
+        int8_target="auto",
         dummy_batch=2,
         dummy_length=6,
         output=str(directory),
@@ -54,13 +55,13 @@ def export_fp32(model: CustomModel, directory: Path) -> Path:
     return path
 
 
-def converted_copy(source: Path, directory: Path, precision: str) -> Path:
-    """A copy of the fp32 model (with any external data) converted to `precision`."""
+def converted_copy(source: Path, directory: Path, precision: str, int8_target: str = "auto") -> Path:
+    """A copy of the fp32 model (with any external data) converted to `precision` (int8 for `int8_target`)."""
     directory.mkdir(parents=True, exist_ok=True)
     for item in source.parent.iterdir():
         if item.is_file() and item.name.startswith(source.name):
             shutil.copy2(item, directory / item.name)
     started = time.perf_counter()
-    conversion = apply_precision(directory / source.name, precision)
+    conversion = apply_precision(directory / source.name, precision, int8_target)
     log.info("made the %s ONNX model in %.1f s: %s", precision, time.perf_counter() - started, conversion)
     return directory / source.name

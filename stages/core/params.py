@@ -70,6 +70,7 @@ class ExportParams:
     opset: int = field(metadata=_range(13, 23))
     input_dtype: Literal["int64", "int32"]
     precision: Literal["fp32", "int8", "fp16"]
+    int8_target: Literal["auto", "vnni", "no_vnni"]
     dummy_batch: int = field(metadata=_range(2))
     dummy_length: int = field(metadata=_range(2))
     output: str

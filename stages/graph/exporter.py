@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from stages.core.errors import UserError
 from stages.core.params import ExportParams
 from stages.model.token_model import CustomModel, GraphInputs
 
@@ -29,7 +30,20 @@ def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor
 
 
 def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
-    """Run the chosen exporter; the graph's inputs are exactly `model.input_names`."""
+    """Run the chosen exporter; a backbone it cannot export is a `UserError` that names the other exporter."""
+    try:
+        run_exporter(model, params, path)
+    except Exception as error:  # exporters raise many types; each means "cannot export this model"
+        other = "torchscript" if params.exporter == "dynamo" else "dynamo"
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f"the {params.exporter} exporter cannot export this {model.config.model_type} model "
+            f"({type(error).__name__}: {first_line[:300]}); use export.exporter: {other} instead"
+        ) from error
+
+
+def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:
+    """The chosen exporter, with dynamic batch and sequence axes; the graph's inputs are `model.input_names`."""
     wrapper = GraphInputs(model).eval()
     inputs = dummy_inputs(model, params)
     names = list(model.input_names)

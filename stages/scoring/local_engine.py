@@ -24,7 +24,7 @@ from stages.core.params import Params
 from stages.graph.session import provider_of
 from stages.scoring.dataset import iter_blocks, row_count
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import write_predictions
+from stages.scoring.output import count_duplicate_ids, write_predictions
 from stages.scoring.parts import PartFiles, fingerprint
 from stages.scoring.score import PreparedBlock, prepare_block, score_block
 from stages.scoring.served import ServedModel
@@ -73,7 +73,7 @@ def blocks_to_score(
 ) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
     """Each block of the dataset: prepared for the model, or the tally of its finished part."""
     infer = params.infer
-    for index, block in enumerate(iter_blocks(Path(infer.input), infer.text_column, infer.id_column, infer.block_rows)):
+    for index, block in enumerate(iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows)):
         done = parts.finished(index)
         yield index, None if done else prepare_block(served, block, infer), done
 
@@ -83,10 +83,12 @@ def score_dataset(params: Params, served: ServedModel) -> Tally:
     output = Path(params.infer.output)
     parts = PartFiles(output, fingerprint(params))
     tally = Tally()
-    total = row_count(Path(params.infer.input))
+    total = row_count(params.infer.input)
     with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
         for index, prepared, done in prefetch(blocks_to_score(params, served, parts)):
-            if prepared is not None:
+            if prepared is None:
+                done.resumed_blocks = 1
+            else:
                 table, done = score_block(served, prepared, params.infer)
                 parts.save(index, table, done)
             tally.add(done)
@@ -109,4 +111,5 @@ def score_locally(params: Params) -> dict:
         provider=provider_of(served.session),
         threads=params.runtime.intra_op_num_threads or os.cpu_count(),
         peak_rss_mb=peak_rss_mb(),
+        duplicate_ids=count_duplicate_ids(Path(params.infer.output)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 class Tally:
     """Totals over scored blocks, for `metrics/infer.json`; blocks' tallies add up."""
 
+    blocks: int = 0
+    resumed_blocks: int = 0  # blocks whose part file a rerun found finished, so they were not scored again
     rows: int = 0
     skipped: int = 0
     tokens: int = 0
@@ -33,13 +36,16 @@ class Tally:
 
 
 def build_metrics(
-    tally: Tally, seconds: float, *, engine: str, provider: str, threads: int, peak_rss_mb: float
+    tally: Tally, seconds: float, *, engine: str, provider: str, threads: int, peak_rss_mb: float, duplicate_ids: int
 ) -> dict:
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput, engine, provider,
     onnxruntime threads (all sessions together), peak memory (of the largest process), and reference accuracy.
     """
     metrics = {
         "rows": tally.rows,
+        "blocks": tally.blocks,
+        "resumed_blocks": tally.resumed_blocks,
+        "duplicate_ids": duplicate_ids,
         "skipped": tally.skipped,
         "text_issues": tally.text_issues,
         "tokens": tally.tokens,
@@ -59,3 +65,19 @@ def build_metrics(
     if tally.reference_total:
         metrics["token_accuracy"] = round(tally.reference_correct / tally.reference_total, 5)
     return metrics
+
+
+def warn_about_data(metrics: dict, log: logging.Logger) -> None:
+    """Say what the dataset's rows had wrong that scoring carried on through (per `infer.bad_rows`)."""
+    if metrics["duplicate_ids"]:
+        log.warning(
+            "%d rows share their id with an earlier row; every row is kept in input order, "
+            "but make ids unique before joining predictions back on them",
+            metrics["duplicate_ids"],
+        )
+    if invalid := metrics["text_issues"].get("invalid_utf8"):
+        log.warning(
+            "%d texts are not valid UTF-8 and were read with U+FFFD in place of the bad bytes; "
+            "if the dataset is in another encoding, write it as UTF-8",
+            invalid,
+        )

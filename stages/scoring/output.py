@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.core.atomic import atomic_path
@@ -51,3 +52,9 @@ def write_predictions(tables: Iterable[pa.Table], output: Path, source: str) -> 
                 writer.close()
         if writer is None:
             raise empty_dataset(source)
+
+
+def count_duplicate_ids(output: Path) -> int:
+    """Rows of the written predictions whose id an earlier row already has (only the id column is read)."""
+    ids = pq.read_table(output, columns=["id"]).column("id")
+    return len(ids) - pc.count_distinct(ids).as_py()

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from stages.core.atomic import atomic_path, ensure_directory, write_json
 from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
+from stages.scoring.dataset import open_dataset
 from stages.scoring.metrics import Tally
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,16 @@ NEUTRAL_INFER_PARAMS = ("output", "metrics", "engine", "ray_actors", "ray_cpus_p
 
 def fingerprint(params: Params) -> str:
     """What the parts depend on: the input file, the exported model, and the params that shape outputs."""
-    source = Path(params.infer.input).stat()
+    source = open_dataset(params.infer.input)
+    info = source.info()
     onnx_dir = Path(params.export.output)
     scoring = {key: value for key, value in asdict(params.infer).items() if key not in NEUTRAL_INFER_PARAMS}
     identity = {
-        "input": [str(Path(params.infer.input).resolve()), source.st_size, source.st_mtime_ns],
+        "input": [type(source.filesystem).__name__, source.path, info.size, info.mtime_ns],
         "model": (onnx_dir / SIDECAR_FILE).read_text(encoding="utf-8"),
-        "model_size": (onnx_dir / ONNX_FILE).stat().st_size,
+        "model_files": [
+            [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(onnx_dir.glob(f"{ONNX_FILE}*"))
+        ],
         "infer": scoring,
         "providers": list(params.runtime.providers),
     }

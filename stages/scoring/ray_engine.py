@@ -16,7 +16,6 @@ this machine (`ray start`) or a new one of its own. Every node must reach `infer
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -34,9 +33,9 @@ from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.session import CUDA, provider_of
-from stages.scoring.dataset import csv_convert_options, empty_dataset, id_array, iter_blocks, jsonl_records, make_block
+from stages.scoring.dataset import csv_convert_options, empty_dataset, iter_blocks, jsonl_batches, make_block
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import write_predictions
+from stages.scoring.output import count_duplicate_ids, write_predictions
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel, load_framing
 from stages.scoring.windows import check_stride
@@ -58,7 +57,7 @@ class BlockScorer:
         values = batch.column(self.infer.text_column).to_pylist()
         if self.texts_are_json:
             values = [json.loads(value) for value in values]
-        block = make_block(batch.column(self.infer.id_column).combine_chunks(), values)
+        block = make_block(batch.column(self.infer.id_column).combine_chunks(), values, self.infer.input)
         table, tally = score_rows(self.served, block, self.infer)
         report = {"tally": dataclasses.asdict(tally), "provider": provider_of(self.served.session)}
         report["peak_rss_mb"] = peak_rss_mb()
@@ -78,19 +77,8 @@ class JsonLinesDatasource(FileBasedDatasource):
         self.id_column, self.text_column, self.block_rows = infer.id_column, infer.text_column, infer.block_rows
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        ids: list = []
-        values: list[str] = []
-        for record in jsonl_records(io.TextIOWrapper(f, encoding="utf-8", errors="replace"), path):
-            ids.append(record.get(self.id_column))
-            values.append(json.dumps(record.get(self.text_column), ensure_ascii=False))
-            if len(values) == self.block_rows:
-                yield self._block(ids, values, path)
-                ids, values = [], []
-        if values:
-            yield self._block(ids, values, path)
-
-    def _block(self, ids: list, values: list[str], path: str) -> pa.Table:
-        return pa.table({self.id_column: id_array(ids, Path(path)), self.text_column: pa.array(values, pa.string())})
+        for batch in jsonl_batches(f, path, self.text_column, self.id_column, self.block_rows):
+            yield pa.Table.from_batches([batch])
 
 
 def read_rows(source: Path, infer: InferParams) -> ray.data.Dataset:
@@ -186,7 +174,9 @@ def score_with_ray(params: Params) -> dict:
     source = Path(infer.input).resolve()
     onnx_dir = Path(params.export.output).resolve()
     check_stride(infer.long_text, infer.stride, load_framing(onnx_dir))
-    if next(iter_blocks(source, infer.text_column, infer.id_column, 1), None) is None:  # also checks file and columns
+    if (
+        next(iter_blocks(infer.input, infer.text_column, infer.id_column, 1), None) is None
+    ):  # also checks file and columns
         raise empty_dataset(infer.input)
     runtime = actor_runtime(params)
     started_ray = connect()
@@ -218,4 +208,5 @@ def score_with_ray(params: Params) -> dict:
         provider=",".join(sorted({report["provider"] for report in reports})),
         threads=infer.ray_actors * runtime.intra_op_num_threads,
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
+        duplicate_ids=count_duplicate_ids(Path(infer.output)),
     )

@@ -105,7 +105,7 @@ def merge_windows(
 def score_block(served: ServedModel, prepared: PreparedBlock, params: InferParams) -> tuple[pa.Table, Tally]:
     """Score a prepared block; returns its predictions table (input order) and its tally."""
     block, encoded = prepared.block, prepared.encoded
-    tally = Tally(rows=len(block.texts), skipped=sum(prepared.skipped))
+    tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(prepared.skipped))
     tally.text_issues = dict(Counter(issue for issue in block.issues if issue is not None))
     predictions = predict_rows(served, prepared, params, tally)
     names = np.asarray(served.labels, dtype=object)

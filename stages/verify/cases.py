@@ -37,7 +37,7 @@ def run_pairs(
 def sample_texts(params: Params) -> list[str]:
     """`parity.samples` texts drawn with `parity.seed` from the start of the dataset."""
     pool_size = SAMPLE_POOL_FACTOR * params.parity.samples
-    blocks = iter_blocks(Path(params.infer.input), params.infer.text_column, params.infer.id_column, pool_size)
+    blocks = iter_blocks(params.infer.input, params.infer.text_column, params.infer.id_column, pool_size)
     pool = next(blocks, None)
     if pool is None:
         raise empty_dataset(params.infer.input)

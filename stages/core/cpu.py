@@ -1,0 +1,57 @@
+"""What the CPU at hand can do, read from /proc/cpuinfo: the instruction sets that decide int8 and bf16 speed."""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # int8 dot products without u8s8 saturation
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # native bf16 (x86), bf16 (aarch64 Features)
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The first CPU's flags (x86 `flags`, aarch64 `Features`); empty where /proc/cpuinfo is not readable."""
+    try:
+        lines = CPUINFO.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return frozenset()
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's model name, or the machine type where it is not reported."""
+    try:
+        for line in CPUINFO.read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def has_vnni() -> bool:
+    """Whether onnxruntime's u8s8 int8 kernels run without saturating here: VNNI on x86, always elsewhere."""
+    return not is_x86() or bool(cpu_flags() & VNNI_FLAGS)
+
+
+def has_native_bf16() -> bool:
+    """Whether bf16 matmuls run in hardware here (else torch emulates them, several times slower than fp32)."""
+    return bool(cpu_flags() & BF16_FLAGS)
+
+
+def describe_cpu() -> str:
+    """Model name and the instruction sets that matter here, e.g. `AMD EPYC 7B13 (avx2 fma)`."""
+    present = [flag for flag in SHOWN_FLAGS if flag in cpu_flags()]
+    return f"{cpu_model()} ({' '.join(present) or 'no x86 SIMD flags read'})"
