@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rounds=args.rounds,
         warmup=args.warmup,
         threads=args.threads,
+        truncation_side=params.model.truncation_side,
         graph_optimization_level=args.graph_optimization_level,
         tmp_dir=args.tmp_dir,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -20,7 +21,8 @@ from stages.core.runner import run_stage
 from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
 from stages.graph.precision import apply_precision
-from stages.model.directory import load_model_dir
+from stages.model.backbone import save_tokenizer
+from stages.model.directory import CONFIG_FILE, load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ def main() -> None:
             "precision_conversion": conversion,
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params.export, spec.input_names, facts)
-        tokenizer.save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
+        shutil.copy2(model_dir / CONFIG_FILE, staging / CONFIG_FILE)  # what Optimum and pipelines read first
         (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
     log.info(

@@ -12,6 +12,7 @@ from stages.core.runner import run_stage
 from stages.model.backbone import load_backbone
 from stages.model.checkpoint import sha256_of
 from stages.model.directory import HeadSpec, build_model, write_model_dir
+from stages.model.hub import HubLayout
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def main() -> None:
         source_checkpoint=str(checkpoint),
         source_sha256=sha256_of(checkpoint),
     )
-    write_model_dir(model, tokenizer, spec, Path(params.output))
+    layout = write_model_dir(model, tokenizer, spec, Path(params.output))
     parameters = sum(tensor.numel() for tensor in model.parameters())
     log.info(
         "wrote %s: %s, %.1fM parameters, inputs %s",
@@ -41,6 +42,10 @@ def main() -> None:
         parameters / 1e6,
         spec.input_names,
     )
+    if isinstance(layout, HubLayout):
+        log.info("%s loads as a %s with AutoModelForTokenClassification", params.output, layout.architecture)
+    else:
+        log.info("%s keeps the seed's weight names, not a transformers class's: %s", params.output, layout)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 Each cell runs `load_checkpoint` (a checkpoint saved the seed's way), `export` and the `parity` gate
 on a tiny model of the family trained on the demo's rule labels. A cell passes the gate, or ends
 in a user error (exit 2) whose one line names the unsupported combination and what to use instead.
+The first column checks that `AutoModelForTokenClassification` loads the normalised model directory
+and gives the project's logits, or says why the family's class is not the seed's model.
 
     python -m tests.support_matrix     # run every cell and rewrite the README's support table
 """
@@ -16,8 +18,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from transformers import AutoModelForTokenClassification
+
 from stages import export, load_checkpoint, parity
 from stages.core.errors import UserError
+from stages.model.directory import load_model_dir
+from stages.model.hub import hub_layout
 from tests.conftest import REPO, build_workspace
 
 FAMILIES = {
@@ -34,6 +42,7 @@ EXPECTED_INPUTS = {  # the graph takes only the inputs the backbone uses
     family: TYPED if family in ("bert", "electra") else TYPED[:2] for family in FAMILIES
 }
 PRECISIONS = ("fp32", "int8", "fp16")
+HUB_ATOL = 1e-5  # fp32: the same weights in the same modules
 TABLE_START, TABLE_END = "<!-- support-matrix:start -->", "<!-- support-matrix:end -->"
 
 
@@ -62,15 +71,42 @@ def run_cell(workspace, exporter: str, precision: str) -> Outcome:
     return Outcome(exporter, precision, True, "", report, sidecar)
 
 
+def hub_outcome(workspace) -> Outcome:
+    """Does AutoModelForTokenClassification load `model.output` and give the project's torch logits?"""
+    directory = Path(workspace.params["model"]["output"])
+    model, spec = load_model_dir(directory)
+    if spec.hub_prefix is None:
+        reason = hub_layout(model)
+        return Outcome("transformers", "fp32", False, f"– the seed's names kept: {reason}", {}, {})
+    loaded, info = AutoModelForTokenClassification.from_pretrained(directory, output_loading_info=True)
+    missing_or_unexpected = info["missing_keys"] or info["unexpected_keys"]
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(0, model.config.vocab_size, (3, 17)))
+    mask = torch.ones_like(ids)
+    mask[0, 9:] = 0
+    with torch.inference_mode():
+        theirs = loaded.eval()(input_ids=ids, attention_mask=mask).logits
+        ours = model(ids, mask)
+    largest = float((theirs - ours)[mask.bool()].abs().max())
+    passed = not missing_or_unexpected and largest <= HUB_ATOL
+    line = "" if passed else f"loading info {info}, max abs diff {largest:.2e}"
+    return Outcome(
+        "transformers", "fp32", passed, line, {"max_abs_diff": largest}, {"architecture": type(loaded).__name__}
+    )
+
+
 def run_family(root: Path, family: str) -> list[Outcome]:
     """Every cell of one family's row, in `root` (which becomes the working directory)."""
     os.chdir(root)
     workspace = build_workspace(root, family)
     load_checkpoint.main()
-    return [run_cell(workspace, exporter, precision) for exporter in EXPORTERS for precision in PRECISIONS]
+    cells = [run_cell(workspace, exporter, precision) for exporter in EXPORTERS for precision in PRECISIONS]
+    return [hub_outcome(workspace), *cells]
 
 
 def cell_text(outcome: Outcome) -> str:
+    if outcome.exporter == "transformers":
+        return f"✓ {outcome.sidecar['architecture']}" if outcome.passed else outcome.line
     return "✓" if outcome.passed else f"✗ {outcome.line}"
 
 
@@ -79,7 +115,8 @@ def render_row(family: str, outcomes: list[Outcome]) -> str:
 
 
 def render_table(rows: dict[str, list[Outcome]]) -> str:
-    header = ["family", *(f"{exporter} {precision}" for exporter in EXPORTERS for precision in PRECISIONS)]
+    cells = [f"{exporter} {precision}" for exporter in EXPORTERS for precision in PRECISIONS]
+    header = ["family", "Hugging Face directory (`model.output`)", *cells]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *(render_row(family, outcomes) for family, outcomes in rows.items())])
 

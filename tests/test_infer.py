@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +14,7 @@ import pytest
 
 from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
+from tests.conftest import REPO
 
 METRIC_KEYS = {
     "rows",
@@ -115,3 +119,21 @@ def test_reference_hook_named_in_params_scores_token_accuracy(make_workspace):
     workspace.write_params(infer={"reference": "tests.no_such_module:always_o"})
     with pytest.raises(UserError, match=r"infer\.reference = 'tests\.no_such_module:always_o' cannot be loaded"):
         infer.main()
+
+
+def test_scoring_imports_neither_torch_nor_transformers(make_workspace):
+    workspace, _ = scored(make_workspace)
+    probe = (
+        "import sys; from stages import infer; infer.main(); "
+        "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=workspace.root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

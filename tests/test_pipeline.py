@@ -11,8 +11,13 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
 from onnx import numpy_helper
+
+from tests.backbones import make_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = (
@@ -26,6 +31,8 @@ PIPELINE_FILES = (
     "models/demo",
 )
 
+BERT_ROWS = 1500
+
 pytestmark = pytest.mark.slow
 
 
@@ -38,10 +45,8 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A copy of the pipeline, committed to a fresh git repo, after one `dvc repro`."""
-    root = tmp_path_factory.mktemp("demo")
+def copy_pipeline(root: Path) -> None:
+    """The pipeline's files (code, params, demo artefacts) under `root`, committed to a fresh git repository."""
     for name in PIPELINE_FILES:
         source, target = REPO / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +57,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     for command in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pipeline"],
     ):
         subprocess.run(command, cwd=root, check=True)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the pipeline after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("demo")
+    copy_pipeline(root)
     return root, run([sys.executable, "-m", "dvc", "repro"], root)
 
 
@@ -106,3 +118,24 @@ def test_int8_experiment_passes_parity_on_the_demo(demo):
     assert parity["passed"] and parity["precision"] == "int8" and parity["label_agreement"] >= 0.99
     metrics = json.loads((root / "metrics/infer.json").read_text())
     assert metrics["token_accuracy"] >= 0.95
+
+
+def test_a_bert_checkpoint_saved_the_seeds_way_runs_every_stage_at_int8(tmp_path):
+    """Another family than the demo's, at int8, on real text: all five stages, the benchmark included."""
+    copy_pipeline(tmp_path)
+    model = make_backbone(tmp_path / "models/bert/backbone", "bert")  # trained on the demo's rule labels
+    torch.save(model.state_dict(), tmp_path / "models/bert/model.ckpt")
+    pq.write_table(pq.read_table(REPO / "data/demo.parquet").slice(0, BERT_ROWS), tmp_path / "data/rows.parquet")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text(encoding="utf-8"))
+    params["model"].update(backbone="models/bert/backbone", checkpoint="models/bert/model.ckpt", max_length=128)
+    params["export"].update(precision="int8")
+    params["infer"].update(input="data/rows.parquet")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    result = run([sys.executable, "-m", "dvc", "repro"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parity = json.loads((tmp_path / "metrics/parity.json").read_text())
+    assert parity["passed"] and parity["precision"] == "int8"
+    assert parity["cases"]["rows"]["label_agreement"] >= 0.99  # int8 vs torch fp32, on real rows
+    assert json.loads((tmp_path / "metrics/infer.json").read_text())["rows"] == BERT_ROWS
+    engines = {row["engine"] for row in json.loads((tmp_path / "metrics/benchmark.json").read_text())["engines"]}
+    assert {"torch-fp32", "ort-fp32", "ort-int8"} <= engines

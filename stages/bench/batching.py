@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from stages.bench.harness import read_texts
 from stages.bench.subject import SIZES, export_fp32, model_under_test
@@ -28,7 +27,7 @@ from stages.core.params import RuntimeParams, load_params
 from stages.core.runner import run_stage
 from stages.graph.session import CPU, create_session, onnx_logits
 from stages.scoring.batching import pad_batch, plan_batches
-from stages.scoring.tokens import Framing, encode_texts
+from stages.scoring.tokens import Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows
 
 
@@ -46,16 +45,16 @@ class ModeResult:
 
 def score(
     session: ort.InferenceSession,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: TextTokenizer,
+    framing: Framing,
     texts: list[str],
-    max_length: int,
     batching: Callable[[list[Window]], list[np.ndarray]],
 ) -> tuple[int, int]:
     """Tokenise, window, batch and run all texts; returns (real tokens, padded slots)."""
-    windows = make_windows(encode_texts(tokenizer, texts), Framing.of(tokenizer, max_length), "truncate", 0)
+    windows = make_windows(tokenizer.encode(texts), framing, "truncate", 0)
     tokens = slots = 0
     for indices in batching(windows):
-        arrays = pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_token_id)
+        arrays = pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id)
         onnx_logits(session, arrays)
         tokens += int(arrays["attention_mask"].sum())
         slots += arrays["attention_mask"].size
@@ -78,6 +77,7 @@ def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, thr
     infer = params.infer
     texts = read_texts(infer.input, infer.text_column, infer.id_column, rows)
     model, tokenizer = model_under_test(size, params)
+    framing = tokenizer.framing(max_length, params.model.truncation_side)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:
         session = create_session(export_fp32(model, Path(scratch)), RuntimeParams((CPU,), threads, "all"))
@@ -85,11 +85,11 @@ def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, thr
         modes = {"fixed-order": fixed_order(batch_size), "length-aware": length_aware(batch_size)}
         results = {name: ModeResult(name, [], 0, 0) for name in modes}
         for batching in modes.values():
-            score(session, tokenizer, texts[:batch_size], max_length, batching)  # warm-up
+            score(session, tokenizer, framing, texts[:batch_size], batching)  # warm-up
         for _ in range(rounds):
             for name, batching in modes.items():
                 started = time.perf_counter()
-                tokens, slots = score(session, tokenizer, texts, max_length, batching)
+                tokens, slots = score(session, tokenizer, framing, texts, batching)
                 results[name].seconds.append(time.perf_counter() - started)
                 results[name].tokens, results[name].slots = tokens, slots
     return list(results.values())

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from stages.bench.engines import Engine
 from stages.bench.flops import flops_per_slot
@@ -22,7 +21,7 @@ from stages.core.memory import rss_mb
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
 from stages.scoring.dataset import iter_blocks
-from stages.scoring.tokens import Framing, encode_texts
+from stages.scoring.tokens import Framing, TextTokenizer
 from stages.scoring.windows import make_windows
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,7 @@ class BenchmarkSettings:
     rounds: int
     warmup: int
     threads: int
+    truncation_side: str  # which end of a long text is kept (model.truncation_side)
     graph_optimization_level: str = "all"
     tmp_dir: str | None = None  # where the ONNX models are written (None: the system's temporary directory)
 
@@ -81,14 +81,14 @@ def read_texts(dataset: str, text_column: str, id_column: str, rows: int) -> lis
     return texts
 
 
-def tokenize_batch(tokenizer: PreTrainedTokenizerBase, framing: Framing, texts: Sequence[str]) -> dict[str, np.ndarray]:
+def tokenize_batch(tokenizer: TextTokenizer, framing: Framing, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """Tokenise, truncate to one window and right-pad: what every engine's round does per batch."""
-    windows = make_windows(encode_texts(tokenizer, texts), framing, "truncate", 0)
-    return pad_batch([window.input_ids for window in windows], tokenizer.pad_token_id)
+    windows = make_windows(tokenizer.encode(texts), framing, "truncate", 0)
+    return pad_batch([window.input_ids for window in windows], tokenizer.pad_id)
 
 
 def plan_workload(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, framing: Framing, model: CustomModel, batch: int
+    texts: list[str], tokenizer: TextTokenizer, framing: Framing, model: CustomModel, batch: int
 ) -> Workload:
     """Fixed batches of `batch` rows in dataset order, and their token and FLOP counts."""
     batches = [texts[start : start + batch] for start in range(0, len(texts), batch)]
@@ -110,7 +110,7 @@ def plan_workload(
 
 
 def time_round(
-    engine: Engine, workload: Workload, tokenizer: PreTrainedTokenizerBase, framing: Framing, timings: EngineTimings
+    engine: Engine, workload: Workload, tokenizer: TextTokenizer, framing: Framing, timings: EngineTimings
 ) -> None:
     """One end-to-end round: tokenise and run every batch; adds to `timings`."""
     labels = []
@@ -132,7 +132,7 @@ def time_round(
 def time_engines(
     engines: list[Engine],
     workload: Workload,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: TextTokenizer,
     framing: Framing,
     settings: BenchmarkSettings,
 ) -> dict[str, EngineTimings]:

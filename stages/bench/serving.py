@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from stages.bench.engines import Engine, Skipped, cpu_engines, cuda_engines
 from stages.bench.flops import FLOPS_FORMULA
@@ -21,7 +20,7 @@ from stages.core.params import RuntimeParams
 from stages.graph.metadata import library_versions
 from stages.graph.session import CPU
 from stages.model.token_model import CustomModel
-from stages.scoring.tokens import Framing
+from stages.scoring.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,14 @@ def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings
 
 
 def run_benchmark(
-    model: CustomModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], settings: BenchmarkSettings
+    model: CustomModel, tokenizer: TextTokenizer, texts: list[str], settings: BenchmarkSettings
 ) -> dict[str, Any]:
     """Export, build every engine, time them in alternating rounds between two peak measurements; the report."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
         model.eval()
-        framing = Framing.of(tokenizer, settings.length)
+        framing = tokenizer.framing(settings.length, settings.truncation_side)
         workload = plan_workload(texts, tokenizer, framing, model, settings.batch)
         with tempfile.TemporaryDirectory(prefix="benchmark-", dir=settings.tmp_dir) as scratch:
             engines, skipped = build_engines(model, Path(scratch), settings)

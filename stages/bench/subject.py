@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from stages.core.params import ExportParams, Params
 from stages.graph.exporter import export_graph
@@ -17,6 +16,7 @@ from stages.graph.precision import apply_precision
 from stages.model.backbone import load_backbone, mdeberta_v3_config
 from stages.model.directory import load_model_dir
 from stages.model.token_model import CustomModel
+from stages.scoring.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,16 @@ SIZES = ("demo", "base")
 BASE_NUM_LABELS, BASE_DROPOUT = 4, 0.2
 
 
-def model_under_test(size: str, params: Params) -> tuple[CustomModel, PreTrainedTokenizerBase]:
+def model_under_test(size: str, params: Params) -> tuple[CustomModel, TextTokenizer]:
     """`demo`: the pipeline's normalised model (`model.output`) and its tokenizer; `base`: a seeded
     random-weight model of mdeberta-v3-base's exact shape, fed by `model.backbone`'s tokenizer."""
     if size == "demo":
         model, _ = load_model_dir(Path(params.model.output))
-        return model, AutoTokenizer.from_pretrained(params.model.output, local_files_only=True)
+        return model, TextTokenizer.load(Path(params.model.output))
     torch.manual_seed(0)
     model = CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
-    return model, load_backbone(params.model)[1]
+    tokenizer = load_backbone(params.model)[1]
+    return model, TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
 
 
 def export_fp32(model: CustomModel, directory: Path) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, DebertaV2Config, PretrainedConfig, PreTrainedTokenizerBase
 
@@ -13,6 +15,7 @@ log = logging.getLogger(__name__)
 
 # Backbones whose position ids start after the padding index.
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
@@ -44,6 +47,20 @@ def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedToke
     if not tokenizer.is_fast:
         raise UserError(f"backbone {source!r} has no fast tokenizer (tokenizer.json); character offsets need one")
     return config, tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Save the tokenizer so that older transformers releases load it too (Optimum pins transformers < 4.58).
+
+    transformers 5 names its generic fast tokenizer `TokenizersBackend` in tokenizer_config.json, a name
+    older releases do not know; `PreTrainedTokenizerFast` is the same class to both.
+    """
+    tokenizer.save_pretrained(directory)
+    config_file = directory / TOKENIZER_CONFIG
+    settings = json.loads(config_file.read_text(encoding="utf-8"))
+    if settings.get("tokenizer_class") == "TokenizersBackend":
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def position_limit(config: PretrainedConfig) -> int | None:

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from stages.core.atomic import atomic_directory
 from stages.core.errors import UserError
+from stages.model.backbone import save_tokenizer
 from stages.model.checkpoint import compare_keys, describe_mismatch, read_checkpoint, strip_wrapper_prefixes
+from stages.model.hub import HubLayout, from_hub_state, hub_config, hub_layout, to_hub_state, unused_keys
 from stages.model.token_model import CustomModel
 
 log = logging.getLogger(__name__)
 
 HEAD_FILE = "head.json"
+CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 HEAD_FORMAT = "token-linear/1"
 # Buffers that older transformers releases saved and current ones rebuild: safe to drop.
@@ -41,6 +45,7 @@ class HeadSpec:
     source_checkpoint: str
     source_sha256: str
     format: str = HEAD_FORMAT
+    hub_prefix: str | None = None  # the encoder's name in the weights file: a Hugging Face layout; None: the seed's
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -68,24 +73,39 @@ def build_model(config: PretrainedConfig, num_labels: int, classifier_dropout: f
     return model.eval()
 
 
-def write_model_dir(model: CustomModel, tokenizer: PreTrainedTokenizerBase, spec: HeadSpec, target: Path) -> None:
-    """Write the normalised model directory atomically."""
+def write_model_dir(
+    model: CustomModel, tokenizer: PreTrainedTokenizerBase, spec: HeadSpec, target: Path
+) -> HubLayout | str:
+    """Write the normalised model directory atomically: a standard Hugging Face token-classification directory
+    where the family's class is the seed's model; returns that layout, or why the seed's names were kept."""
+    layout = hub_layout(model)
+    weights = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+    architecture = None
+    if isinstance(layout, HubLayout):
+        weights, architecture = to_hub_state(weights, layout), layout.architecture
+        spec = replace(spec, hub_prefix=layout.prefix)
     with atomic_directory(target) as staging:
-        weights = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
         save_file(weights, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-        model.config.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        hub_config(model.config, spec.labels, architecture).save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
         (staging / HEAD_FILE).write_text(spec.to_json(), encoding="utf-8")
+    return layout
 
 
 def load_model_dir(directory: Path) -> tuple[CustomModel, HeadSpec]:
     """Load a normalised model directory (written by stage `load_checkpoint`) in eval mode."""
     if not (directory / HEAD_FILE).is_file():
         raise UserError(
-            f"normalised model directory {directory} not found (model.output); run stage load_checkpoint first (`dvc repro` runs it)"
+            f"normalised model directory {directory} not found (model.output); "
+            "run stage load_checkpoint first (`dvc repro` runs it)"
         )
     spec = HeadSpec.from_file(directory / HEAD_FILE)
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    torch.manual_seed(0)  # weights the file does not hold (an unused pooler) start the same every time
     model = CustomModel(config, spec.num_labels, spec.classifier_dropout)
-    model.load_state_dict(load_file(directory / WEIGHTS_FILE), strict=True)
+    state = load_file(directory / WEIGHTS_FILE)
+    if spec.hub_prefix is not None:
+        state = from_hub_state(state, spec.hub_prefix)
+        state.update({key: model.state_dict()[key] for key in unused_keys(model)})
+    model.load_state_dict(state, strict=True)
     return model.eval(), spec

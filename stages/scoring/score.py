@@ -23,7 +23,7 @@ from stages.scoring.output import output_schema
 from stages.scoring.reference import load_reference
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
-from stages.scoring.tokens import EncodedText, encode_texts
+from stages.scoring.tokens import EncodedText
 from stages.scoring.windows import Window, make_windows, most_central_window
 
 
@@ -56,7 +56,7 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams) -> Pre
     """Apply the bad-row policy, tokenise, and cut windows (the CPU work that can run ahead of the model)."""
     skipped = [params.bad_rows == "skip" and issue is not None for issue in block.issues]
     texts = ["" if skip else text for text, skip in zip(block.texts, skipped, strict=True)]
-    encoded = encode_texts(served.tokenizer, texts)
+    encoded = served.tokenizer.encode(texts)
     windows = make_windows(encoded, served.framing, params.long_text, params.stride)
     return PreparedBlock(block, texts, skipped, encoded, windows)
 
@@ -151,7 +151,7 @@ def add_reference_accuracy(
     if reference_label is None:
         return
     for tokens, prediction in zip(encoded, predictions, strict=True):
-        pieces = served.tokenizer.convert_ids_to_tokens(tokens.input_ids[prediction.positions].tolist())
+        pieces = served.tokenizer.pieces(tokens.input_ids[prediction.positions])
         expected = [reference_label(piece) for piece in pieces]
         predicted = [served.labels[label_id] for label_id in prediction.label_ids]
         tally.reference_correct += sum(map(str.__eq__, expected, predicted))

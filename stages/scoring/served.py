@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from stages.core.params import RuntimeParams
 from stages.graph.metadata import ONNX_FILE, read_sidecar
 from stages.graph.session import create_session
-from stages.scoring.tokens import Framing
+from stages.scoring.tokens import Framing, TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -19,32 +18,28 @@ class ServedModel:
     """What scoring needs from an exported model directory."""
 
     session: ort.InferenceSession
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: TextTokenizer
     labels: tuple[str, ...]
     framing: Framing
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.pad_token_id
+        return self.tokenizer.pad_id
 
     @classmethod
     def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:
         """The model in `onnx_dir` on `runtime`'s provider; `tf32=False` for an fp32 check on CUDA."""
         metadata = read_sidecar(onnx_dir)
-        tokenizer = load_tokenizer(onnx_dir)
+        tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
             session=create_session(onnx_dir / ONNX_FILE, runtime, tf32=tf32),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
-            framing=Framing.of(tokenizer, int(metadata["max_length"])),
+            framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),
         )
-
-
-def load_tokenizer(onnx_dir: Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved beside the exported model."""
-    return AutoTokenizer.from_pretrained(onnx_dir, local_files_only=True)
 
 
 def load_framing(onnx_dir: Path) -> Framing:
     """The exported model's window framing, without starting a session."""
-    return Framing.of(load_tokenizer(onnx_dir), int(read_sidecar(onnx_dir)["max_length"]))
+    metadata = read_sidecar(onnx_dir)
+    return TextTokenizer.load(onnx_dir).framing(int(metadata["max_length"]), metadata["truncation_side"])

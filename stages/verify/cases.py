@@ -18,7 +18,6 @@ from stages.model.token_model import CustomModel, torch_logits
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.dataset import empty_dataset, iter_blocks
 from stages.scoring.served import ServedModel
-from stages.scoring.tokens import encode_texts
 from stages.scoring.windows import make_windows
 from stages.verify.compare import CaseReport, compare_case
 
@@ -48,7 +47,7 @@ def sample_texts(params: Params) -> list[str]:
 
 def dataset_batches(texts: list[str], served: ServedModel, params: Params) -> Iterator[dict[str, np.ndarray]]:
     """Dataset rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
-    encoded = encode_texts(served.tokenizer, texts)
+    encoded = served.tokenizer.encode(texts)
     windows = make_windows(encoded, served.framing, params.infer.long_text, params.infer.stride)
     batch_size = params.parity.batch_size
     budget = batch_size * served.framing.max_length
