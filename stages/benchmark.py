@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.bench.harness import BenchmarkSettings, read_texts
-from stages.bench.report import format_report, plot_rows
+from stages.bench.report import format_report, plot_rows, summary
 from stages.bench.serving import run_benchmark
 from stages.bench.subject import SIZES, model_under_test
 from stages.core.atomic import write_json
@@ -39,9 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=positive, default=len(os.sched_getaffinity(0)), help="torch and onnxruntime intra-op threads"
     )
-    parser.add_argument("--graph-optimization-level", choices=("disable", "basic", "extended", "all"), default="all")
     parser.add_argument("--tmp-dir", default=None, help="where the ONNX models are exported (default: the system's)")
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/benchmark.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/benchmark.json"), help="a few numbers per engine")
+    parser.add_argument("--report", type=Path, default=Path("metrics/benchmark_report.json"), help="the full report")
     parser.add_argument("--plots", type=Path, default=Path("metrics/benchmark_plots.json"))
     return parser.parse_args(argv)
 
@@ -72,14 +72,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         warmup=args.warmup,
         threads=args.threads,
         truncation_side=params.model.truncation_side,
-        graph_optimization_level=args.graph_optimization_level,
+        runtime=params.runtime.on_cpu(args.threads),
         tmp_dir=args.tmp_dir,
     )
     model, tokenizer = model_under_test(settings.size, params)
     texts = read_texts(params.infer.input, params.infer.text_column, params.infer.id_column, settings.rows)
     report = run_benchmark(model, tokenizer, texts, settings)
     print(format_report(report))
-    write_json(args.metrics, report)
+    write_json(args.report, report)
+    write_json(args.metrics, summary(report))
     write_json(args.plots, plot_rows(report))
 
 

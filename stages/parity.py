@@ -20,7 +20,7 @@ from stages.graph.session import provider_of
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, plot_data, sample_texts
-from stages.verify.compare import build_report, explain_failure, format_table
+from stages.verify.compare import build_report, case_details, explain_failure, format_table
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def main() -> None:
     cases, compared = check_parity(model, served, params, sample_texts(params), tolerance)
     report = build_report(cases, tolerance, precision, provider_of(served.session))
     write_json(Path(params.parity.report), report)
+    write_json(Path(params.parity.details), case_details(cases))
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
     print(format_table(cases), file=sys.stderr)

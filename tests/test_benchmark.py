@@ -44,11 +44,13 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     benchmark.main(
         [
             *("--rows", "16", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0", "--threads", "1"),
-            *("--metrics", "out/benchmark.json", "--plots", "out/benchmark_plots.json"),
+            *("--metrics", "out/benchmark.json", "--report", "out/report.json", "--plots", "out/benchmark_plots.json"),
         ]
     )
-    report = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
+    report = json.loads(Path("out/report.json").read_text(encoding="utf-8"))
     rows = {row["engine"]: row for row in report["engines"]}
+    summary = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
+    assert summary["ort-fp32"]["texts_per_s"] == rows["ort-fp32"]["texts_per_s"] and set(summary) == set(rows)
     skipped = {item["engine"]: item["reason"] for item in report["skipped"]}
     cpu_engines = {"torch-fp32", "ort-fp32", "ort-int8", "ort-int8-vnni" if not has_vnni() else "ort-int8-no-vnni"}
     assert cpu_engines <= set(rows)

@@ -23,9 +23,9 @@ import torch
 
 from stages.bench.harness import read_texts
 from stages.bench.subject import SIZES, export_fp32, model_under_test
-from stages.core.params import RuntimeParams, load_params
+from stages.core.params import load_params
 from stages.core.runner import run_stage
-from stages.graph.session import CPU, create_session, onnx_logits
+from stages.graph.session import create_session, onnx_logits
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.tokens import Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows
@@ -80,7 +80,7 @@ def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, thr
     framing = tokenizer.framing(max_length, params.model.truncation_side)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:
-        session = create_session(export_fp32(model, Path(scratch)), RuntimeParams((CPU,), threads, "all"))
+        session = create_session(export_fp32(model, Path(scratch)), params.runtime.on_cpu(threads))
         del model
         modes = {"fixed-order": fixed_order(batch_size), "length-aware": length_aware(batch_size)}
         results = {name: ModeResult(name, [], 0, 0) for name in modes}

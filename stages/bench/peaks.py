@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from stages.core.cpu import has_native_bf16, has_vnni
 from stages.core.params import RuntimeParams
 from stages.graph.precision import quiet_root_logger
-from stages.graph.session import CPU, create_session
+from stages.graph.session import create_session
 
 PEAK_SHAPE = (2048, 768, 3072)  # [m x k] x [k x n]: an FFN-sized product
 PEAK_WARMUP, PEAK_REPEATS = 2, 5
@@ -63,14 +63,13 @@ def int8_matmul_model(right: np.ndarray) -> bytes:
         return target.read_bytes()
 
 
-def matmul_peak_samples(threads: int) -> dict[str, list[float]]:
+def matmul_peak_samples(runtime: RuntimeParams) -> dict[str, list[float]]:
     """Seconds of one [m x k] x [k x n] product in onnxruntime fp32 and dynamic int8, torch fp32, and torch bf16
     where this CPU has native bf16 (elsewhere torch emulates it, for minutes)."""
     m, k, n = PEAK_SHAPE
     rng = np.random.default_rng(0)
     left = rng.standard_normal((m, k), dtype=np.float32)
     right = rng.standard_normal((k, n), dtype=np.float32)
-    runtime = RuntimeParams((CPU,), threads, "all")
     fp32_session = create_session(matmul_model(right), runtime)
     int8_session = create_session(int8_matmul_model(right), runtime)
     torch_left, torch_right = torch.from_numpy(left), torch.from_numpy(right)

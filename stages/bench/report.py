@@ -102,6 +102,14 @@ def model_summary(model: CustomModel) -> dict[str, Any]:
     }
 
 
+SUMMARY_KEYS = ("texts_per_s", "vs_torch_fp32", "label_agreement", "fraction_of_peak", "peak_rss_mb")
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The metrics file `dvc exp show` lists: a few numbers per engine (the full report is written apart)."""
+    return {row["engine"]: {key: row[key] for key in SUMMARY_KEYS} for row in report["engines"]}
+
+
 def plot_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """For `dvc plots`: texts per second by engine."""
     return [{"engine": row["engine"], "texts_per_s": row["texts_per_s"]} for row in report["engines"]]

@@ -16,9 +16,7 @@ from stages.bench.harness import BenchmarkSettings, plan_workload, time_engines
 from stages.bench.peaks import PEAK_SHAPE, matmul_peak_samples, summarise_peaks
 from stages.bench.report import RSS_NOTE, describe_machine, engine_rows, model_summary
 from stages.bench.subject import converted_copy, export_fp32
-from stages.core.params import RuntimeParams
 from stages.graph.metadata import library_versions
-from stages.graph.session import CPU
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
 
@@ -29,7 +27,7 @@ INT8_TARGETS = ("vnni", "no_vnni")  # both, to show what 7-bit weights cost and 
 
 def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Engine], list[Skipped]]:
     """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every engine."""
-    runtime = RuntimeParams((CPU,), settings.threads, settings.graph_optimization_level)
+    runtime = settings.runtime
     fp32_path = export_fp32(model, workdir / "fp32")
     int8_paths = {target: converted_copy(fp32_path, workdir / target, "int8", target) for target in INT8_TARGETS}
     engines, skipped = cpu_engines(model, fp32_path, int8_paths, runtime)
@@ -51,9 +49,9 @@ def run_benchmark(
         workload = plan_workload(texts, tokenizer, framing, model, settings.batch)
         with tempfile.TemporaryDirectory(prefix="benchmark-", dir=settings.tmp_dir) as scratch:
             engines, skipped = build_engines(model, Path(scratch), settings)
-            peak_samples = [matmul_peak_samples(settings.threads)]
+            peak_samples = [matmul_peak_samples(settings.runtime)]
             timings = time_engines(engines, workload, tokenizer, framing, settings)
-            peak_samples.append(matmul_peak_samples(settings.threads))
+            peak_samples.append(matmul_peak_samples(settings.runtime))
     finally:
         torch.set_num_threads(previous_threads)
     peaks = summarise_peaks(peak_samples)

@@ -14,7 +14,7 @@ from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.precision import apply_precision
 from stages.model.backbone import load_backbone, mdeberta_v3_config
-from stages.model.directory import load_model_dir
+from stages.model.directory import HeadSpec, load_model_dir, write_model_dir
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
 
@@ -24,16 +24,41 @@ SIZES = ("demo", "base")
 BASE_NUM_LABELS, BASE_DROPOUT = 4, 0.2
 
 
+def base_model() -> CustomModel:
+    """A seeded random-weight model of mdeberta-v3-base's exact shape."""
+    torch.manual_seed(0)
+    return CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
+
+
 def model_under_test(size: str, params: Params) -> tuple[CustomModel, TextTokenizer]:
-    """`demo`: the pipeline's normalised model (`model.output`) and its tokenizer; `base`: a seeded
-    random-weight model of mdeberta-v3-base's exact shape, fed by `model.backbone`'s tokenizer."""
+    """`demo`: the pipeline's normalised model (`model.output`) and its tokenizer; `base`: the random
+    mdeberta-v3-base-shaped model, fed by `model.backbone`'s tokenizer."""
     if size == "demo":
         model, _ = load_model_dir(Path(params.model.output))
         return model, TextTokenizer.load(Path(params.model.output))
-    torch.manual_seed(0)
-    model = CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
     tokenizer = load_backbone(params.model)[1]
-    return model, TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
+    return base_model(), TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
+
+
+def normalised_model(size: str, params: Params, target: Path) -> tuple[Path, CustomModel]:
+    """A normalised model directory for the model under test: `model.output` itself, or the base model written
+    to `target` with `model.backbone`'s tokenizer (as `load_checkpoint` writes one)."""
+    if size == "demo":
+        return Path(params.model.output), load_model_dir(Path(params.model.output))[0]
+    model = base_model()
+    labels = tuple(f"LABEL_{index}" for index in range(BASE_NUM_LABELS))
+    spec = HeadSpec(
+        num_labels=BASE_NUM_LABELS,
+        labels=labels,
+        classifier_dropout=BASE_DROPOUT,
+        input_names=model.input_names,
+        max_length=params.model.max_length,
+        truncation_side=params.model.truncation_side,
+        source_checkpoint="random weights, mdeberta-v3-base shape, seed 0",
+        source_sha256="",
+    )
+    write_model_dir(model, load_backbone(params.model)[1], spec, target)
+    return target, model
 
 
 def export_fp32(model: CustomModel, directory: Path) -> Path:

@@ -83,10 +83,16 @@ class RuntimeParams:
     providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
     intra_op_num_threads: int = field(metadata=_range(0))
     graph_optimization_level: Literal["disable", "basic", "extended", "all"]
+    cpu_memory_arena: bool
+    intra_op_spinning: bool
 
     def __post_init__(self) -> None:
         if not self.providers:
             raise UserError("runtime.providers is empty; list at least CPUExecutionProvider")
+
+    def on_cpu(self, threads: int) -> RuntimeParams:
+        """These settings on the CPU provider alone, with `threads` intra-op threads."""
+        return dataclasses.replace(self, providers=("CPUExecutionProvider",), intra_op_num_threads=threads)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class ParityParams:
     fp16: Tolerance
     seed: int
     report: str
+    details: str
     plots: str
 
     def tolerance(self, precision: str) -> Tolerance:
@@ -135,6 +142,7 @@ class InferParams:
     stride: int = field(metadata=_range(0))
     batch_size: int = field(metadata=_range(1))
     max_batch_tokens: int = field(metadata=_range(1))
+    max_batch_attention: int = field(metadata=_range(1))
     block_rows: int = field(metadata=_range(1))
     bad_rows: Literal["score", "skip"]
     probabilities: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 
 from stages.core.errors import UserError
 from stages.core.params import ExportParams
+from stages.graph.rewrites import narrowed_relative_attention
 from stages.model.token_model import CustomModel, GraphInputs
 
 OUTPUT_NAME = "logits"
@@ -27,6 +29,11 @@ def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor
         "token_type_ids": torch.zeros(shape, dtype=dtype),
     }
     return tuple(tensors[name] for name in model.input_names)
+
+
+def export_rewrites(exporter: str) -> contextlib.AbstractContextManager:
+    """The exact rewrites an exporter keeps symbolic in the sequence length: dynamo's; tracing would bake them in."""
+    return narrowed_relative_attention() if exporter == "dynamo" else contextlib.nullcontext()
 
 
 def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
@@ -48,7 +55,7 @@ def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:
     inputs = dummy_inputs(model, params)
     names = list(model.input_names)
     large = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()) > SINGLE_FILE_LIMIT
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), export_rewrites(params.exporter):
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
         if params.exporter == "dynamo":
             batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)

@@ -18,12 +18,18 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.n
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
 
 
-def plan_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> Iterator[np.ndarray]:
-    """Indices grouped longest first into batches of at most `max_rows` rows and `max_tokens` padded slots."""
+def plan_batches(
+    lengths: Sequence[int], max_rows: int, max_tokens: int, max_attention: int | None = None
+) -> Iterator[np.ndarray]:
+    """Indices grouped longest first into batches of at most `max_rows` rows, `max_tokens` padded slots and
+    `max_attention` rows x length^2 (attention's memory grows with the square of the padded length)."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     start = 0
     while start < len(order):
-        longest = lengths[order[start]]
-        rows = max(1, min(max_rows, max_tokens // max(longest, 1)))
+        longest = max(lengths[order[start]], 1)
+        rows = min(max_rows, max_tokens // longest)
+        if max_attention is not None:
+            rows = min(rows, max_attention // longest**2)
+        rows = max(1, rows)
         yield order[start : start + rows]
         start += rows

@@ -24,7 +24,7 @@ from stages.core.params import Params
 from stages.graph.session import provider_of
 from stages.scoring.dataset import iter_blocks, row_count
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, write_predictions
+from stages.scoring.output import count_duplicate_ids, release_freed_memory, write_predictions
 from stages.scoring.parts import PartFiles, fingerprint
 from stages.scoring.score import PreparedBlock, prepare_block, score_block
 from stages.scoring.served import ServedModel
@@ -100,6 +100,7 @@ def score_dataset(params: Params, served: ServedModel) -> Tally:
 
 def score_locally(params: Params) -> dict:
     """Engine `local`: score the dataset in this process (resumably); returns the metrics."""
+    release_freed_memory()
     served = ServedModel.load(Path(params.export.output), params.runtime)
     check_stride(params.infer.long_text, params.infer.stride, served.framing)
     started = time.perf_counter()

@@ -35,7 +35,7 @@ from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.session import CUDA, provider_of
 from stages.scoring.dataset import csv_convert_options, empty_dataset, iter_blocks, jsonl_batches, make_block
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, write_predictions
+from stages.scoring.output import count_duplicate_ids, release_freed_memory, write_predictions
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel, load_framing
 from stages.scoring.windows import check_stride
@@ -49,6 +49,7 @@ class BlockScorer:
     """A Ray Data actor: one onnxruntime session, scoring blocks of rows with the local engine's code."""
 
     def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, texts_are_json: bool) -> None:
+        release_freed_memory()
         self.served = ServedModel.load(Path(onnx_dir), runtime)
         self.infer = infer
         self.texts_are_json = texts_are_json

@@ -1,7 +1,7 @@
 """Reference labels for the tokens scored, so `infer` can report a token accuracy against them.
 
 `infer.reference` names a function `module:function` that maps one token piece (as the tokenizer
-spells it) to its expected label name; the demo's is `stages.demo.rules:rule_label`. Scoring code
+spells it) to its expected label name, and depends on nothing else (its answers are cached); the demo's is `stages.demo.rules:rule_label`. Scoring code
 never imports it by name: it reaches it only through the param.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from stages.core.errors import UserError
 
 ReferenceLabel = Callable[[str], str]
+PIECES_CACHED = 1 << 18
 
 
 @functools.cache
@@ -30,4 +31,4 @@ def load_reference(spec: str) -> ReferenceLabel | None:
         ) from None
     if not callable(function):
         raise UserError(f"infer.reference = {spec!r} is not a function")
-    return function
+    return functools.lru_cache(maxsize=PIECES_CACHED)(function)  # a function of the piece alone; vocabularies repeat

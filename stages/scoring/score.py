@@ -67,7 +67,8 @@ def predict_rows(served: ServedModel, block: PreparedBlock, params: InferParams,
     window_probabilities: list[np.ndarray] = [np.empty((0, len(served.labels)), np.float32)] * len(windows)
     prefix = len(served.framing.prefix)
     started = time.perf_counter()
-    for indices in plan_batches([len(window) for window in windows], params.batch_size, params.max_batch_tokens):
+    lengths = [len(window) for window in windows]
+    for indices in plan_batches(lengths, params.batch_size, params.max_batch_tokens, params.max_batch_attention):
         arrays = pad_batch([windows[index].input_ids for index in indices], served.pad_id)
         probabilities = softmax(onnx_logits(served.session, arrays))
         tally.token_slots += arrays["attention_mask"].size

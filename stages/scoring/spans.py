@@ -27,28 +27,23 @@ def aggregate_spans(
     ignore: frozenset[str],
 ) -> list[dict]:
     """Adjacent tokens of one entity merged into spans: label, start, end, text, score (mean token score)."""
-    spans: list[dict] = []
-    group: list[int] = []
+    firsts: list[int] = []  # each group's first token
+    entities: list[str] = []
     current = None
-
-    def close() -> None:
-        if group and current not in ignore:
-            start, end = int(starts[group[0]]), int(ends[group[-1]])
-            spans.append(
-                {
-                    "label": current,
-                    "start": start,
-                    "end": end,
-                    "text": text[start:end],
-                    "score": float(scores[group].mean()),
-                }
-            )
-
     for index, label in enumerate(labels):
         entity, begins = entity_of(label)
         if entity != current or begins:
-            close()
-            group, current = [], entity
-        group.append(index)
-    close()
+            firsts.append(index)
+            entities.append(entity)
+            current = entity
+    if not firsts:
+        return []
+    lasts = [*(first - 1 for first in firsts[1:]), len(labels) - 1]
+    means = np.add.reduceat(np.asarray(scores, dtype=np.float64), firsts) / (np.asarray(lasts) - firsts + 1)
+    spans = []
+    for entity, first, last, mean in zip(entities, firsts, lasts, means.tolist(), strict=True):
+        if entity in ignore:
+            continue
+        start, end = int(starts[first]), int(ends[last])
+        spans.append({"label": entity, "start": start, "end": end, "text": text[start:end], "score": mean})
     return spans

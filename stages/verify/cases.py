@@ -19,7 +19,7 @@ from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.dataset import empty_dataset, iter_blocks
 from stages.scoring.served import ServedModel
 from stages.scoring.windows import make_windows
-from stages.verify.compare import CaseReport, compare_case
+from stages.verify.compare import ROWS_CASE, CaseReport, compare_case
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
@@ -79,7 +79,7 @@ def check_parity(
 ) -> tuple[list[CaseReport], Pairs]:
     """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
     rows = run_pairs(model, served.session, dataset_batches(texts, served, params))
-    cases = [compare_case("rows", rows, tolerance)]
+    cases = [compare_case(ROWS_CASE, rows, tolerance)]
     compared = list(rows)
     for index, (batch, length) in enumerate(grid_shapes(params.parity, served.framing.max_length)):
         arrays = grid_batch(batch, length, model.config.vocab_size, params.parity.seed + index)

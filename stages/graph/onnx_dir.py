@@ -1,0 +1,45 @@
+"""The exported model directory: the ONNX graph in the served precision, stamped with its metadata, beside the
+tokenizer and config it is fed and read with. The export stage and the benchmarks both write it here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stages.core.atomic import atomic_directory
+from stages.core.params import ExportParams
+from stages.graph.exporter import export_graph
+from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
+from stages.graph.precision import apply_precision
+from stages.graph.rewrites import has_relative_attention
+from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
+
+NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
+
+
+def write_onnx_dir(model_dir: Path, params: ExportParams, target: Path) -> dict[str, Any]:
+    """Export the normalised model in `model_dir` into `target` (atomically); returns the metadata written."""
+    model, spec = load_model_dir(model_dir)
+    with atomic_directory(target) as staging:
+        export_graph(model, params, staging / ONNX_FILE)
+        conversion = apply_precision(staging / ONNX_FILE, params.precision, params.int8_target)
+        facts = {
+            "model_type": model.config.model_type,
+            "labels": list(spec.labels),
+            "max_length": spec.max_length,
+            "truncation_side": spec.truncation_side,
+            "source_checkpoint": spec.source_checkpoint,
+            "source_sha256": spec.source_sha256,
+            "precision_conversion": conversion,
+            "rewrites": ["narrowed_relative_attention"]
+            if params.exporter == "dynamo" and has_relative_attention(model)
+            else [],
+        }
+        metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
+        for item in model_dir.iterdir():
+            if item.is_file() and item.name not in NOT_COPIED:
+                shutil.copy2(item, staging / item.name)
+        (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return metadata
