@@ -116,10 +116,11 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
     found = {}
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
+            state = (experiment.get("executor") or {}).get("state")
             for revision in experiment["revs"]:
                 data = revision.get("data") or {}
                 found[revision.get("name") or revision["rev"]] = {
-                    "status": data.get("status"),
+                    "state": state,
                     "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
                     "metrics": {path: item.get("data", {}) for path, item in (data.get("metrics") or {}).items()},
                 }
@@ -143,16 +144,22 @@ def test_a_queued_sweep_shows_each_variants_verdict_speed_and_memory(demo):
     shown = run([sys.executable, "-m", "dvc", "exp", "show", "--json"], root)
     found = experiments(json.loads(shown.stdout))
     assert len(found) == len(variants), (status, found)
+    assert status.count("Success") == len(variants), status
     seen = set()
     for experiment in found.values():
-        assert experiment["status"] == "Success", experiment
+        assert experiment["state"] in (None, "success"), experiment  # DVC drops the executor once collected
         parity, scoring = experiment["metrics"]["metrics/parity.json"], experiment["metrics"]["metrics/infer.json"]
         assert parity["passed"] is True and parity["label_agreement"] >= 0.99
         assert scoring["texts_per_s"] > 0 and scoring["peak_rss_mb"] > 0
         seen.add((experiment["params"]["export"]["precision"], experiment["params"]["infer"]["max_batch_tokens"]))
     assert seen == set(variants)
-    table = run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], root).stdout
-    assert len(table.splitlines()[0].split(",")) < 120, "dvc exp show should fit a screen, not list every grid case"
+    columns = sum(len(leaves(metrics)) for metrics in experiment["metrics"].values())
+    assert columns < 80, f"{columns} metric columns: dvc exp show should fit a screen, not list every grid case"
+
+
+def leaves(tree: dict) -> list:
+    """The scalar values of a nested metrics dict: one column each in `dvc exp show`."""
+    return [leaf for value in tree.values() for leaf in (leaves(value) if isinstance(value, dict) else [value])]
 
 
 def test_int8_experiment_passes_parity_on_the_demo(demo):
