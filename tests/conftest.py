@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -24,6 +26,16 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"this test must run in CI but cannot: {reason}")
     pytest.skip(reason)
+
+
+def loopback_namespaces_usable() -> str | None:
+    """Why a private loopback-only cluster cannot run here, or None if it can."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "needs unshare (util-linux) and ip (iproute2)"
+    probe = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "ip", "link", "set", "lo", "up"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        return "cannot create network/PID namespaces (needs root or user namespaces)"
+    return None
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Engine `ray`: on a real Ray cluster, the local engine's predictions file and metrics keys.
+"""Engine `ray`: on a real two-node Ray cluster, the local engine's predictions file and metrics keys.
 
-The cluster (`ray start --head`) and the driver run in private network and PID namespaces: the only
-network there is loopback, so no Ray traffic leaves the machine (Ray binds to the machine's
-interface even with --node-ip-address=127.0.0.1), and `ray stop` sees only this cluster's processes.
+The cluster (`ray start --head`, and a second node joining it with `ray start --address`, each with its
+own CPU count) and the driver run in private network and PID namespaces: the only network there is
+loopback, so no Ray traffic leaves the machine (Ray binds to the machine's interface even with
+--node-ip-address=127.0.0.1), and `ray stop` sees only this cluster's processes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
 from stages.core.params import load_params
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO, loopback_namespaces_usable, unavailable
 
 # Each scenario is scored by the local engine, then by the ray engine on one cluster.
 SCENARIOS = {
@@ -40,7 +41,12 @@ SCENARIOS = {
         "probabilities": True,
     },
     "csv": {"input": "data.csv", "span_ignore_labels": []},
+    # One actor per node (the head has one CPU): rows are scored on both nodes.
+    "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
+    # The driver is SIGKILLed once 3 blocks are finished; the rerun scores only the rest.
+    "driver_killed": {"block_rows": 1},
 }
+INTERRUPTED = "driver_killed"
 SAME_METRICS = (
     "rows",
     "skipped",
@@ -53,26 +59,19 @@ SAME_METRICS = (
 )
 
 
-def loopback_namespaces_usable() -> str | None:
-    """Why a private loopback-only cluster cannot run here, or None if it can."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs unshare (util-linux) and ip (iproute2)"
-    probe = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "ip", "link", "set", "lo", "up"]
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        return "cannot create network/PID namespaces (needs root or user namespaces)"
-    return None
-
-
 def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """Start a 2-CPU Ray head on 127.0.0.1 in private namespaces, run `commands` against it, stop it."""
+    """Start a Ray head (1 CPU) and a second node (2 CPUs) on 127.0.0.1 in private namespaces, run `commands`
+    against the cluster, stop it."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     script = "\n".join(
         [
             "set -u",
             "ip link set lo up",
-            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=2 --num-gpus=0 "
+            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 "
             f"--disable-usage-stats --include-dashboard=false --temp-dir={temp_dir} >ray-start.log 2>&1 "
             "|| { cat ray-start.log; exit 3; }",
+            "ray start --address=127.0.0.1:6380 --node-ip-address=127.0.0.1 --num-cpus=2 --num-gpus=0 "
+            ">ray-worker.log 2>&1 || { cat ray-worker.log; exit 3; }",
             "export RAY_ADDRESS=127.0.0.1:6380",
             "rc=0",
             *[f"{command} || {{ rc=$?; echo 'failed: '{shlex.quote(command)}; }}" for command in commands],
@@ -82,7 +81,8 @@ def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 90
     )
     # The cluster's own auth token, so that a token in the user's ~/.ray cannot lock the driver out.
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env = {**os.environ, "PYTHONPATH": str(REPO), **token}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this environment's `ray`
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": path, **token}
     env.pop("RAY_ADDRESS", None)
     try:
         return subprocess.run(
@@ -136,7 +136,11 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
         scenario.update(engine="ray", output=f"out/ray-{name}.parquet")
         workspace.write_params(infer={**scenario, "metrics": f"metrics/ray-{name}.json"})
         shutil.copy("params.yaml", f"params-{name}.yaml")
-        commands.append(f"cp params-{name}.yaml params.yaml && {shlex.quote(sys.executable)} -m stages.infer")
+        score = f"{shlex.quote(sys.executable)} -m stages.infer"
+        if name == INTERRUPTED:
+            interrupt = f"{shlex.quote(sys.executable)} -m tests.interrupt out/ray-{name}.parquet.parts 3 --"
+            score = f"{interrupt} {score} && test ! -e out/ray-{name}.parquet && {score}"
+        commands.append(f"cp params-{name}.yaml params.yaml && {score}")
 
     result = run_on_loopback_cluster(workspace.root, commands)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
@@ -156,6 +160,11 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
     assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
     assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
     assert json.loads(Path("metrics/ray-parquet_two_actors.json").read_text())["threads"] == 2
+    per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
+    assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
+    assert Path(f"out/ray-{INTERRUPTED}.parquet").read_bytes() == Path(f"out/local-{INTERRUPTED}.parquet").read_bytes()
+    resumed = json.loads(Path(f"metrics/ray-{INTERRUPTED}.json").read_text())
+    assert 3 <= resumed["resumed_blocks"] < resumed["blocks"] == 44, resumed
 
 
 def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):

@@ -30,8 +30,8 @@ from stages.scoring.ray_engine import score_with_ray
 
 log = logging.getLogger(__name__)
 
-# (engine, actors, CPUs per actor): on 2 cores the pool must leave a CPU for Ray Data's read tasks.
-CONFIGS = (("local", 0, 0.0), ("ray", 1, 1.0), ("ray", 2, 0.5))
+# (engine, actors, CPUs per actor): the driver reads the dataset itself, so the pool may hold every CPU.
+CONFIGS = (("local", 0, 0.0), ("ray", 1, 1.0), ("ray", 2, 1.0))
 
 
 def engine_params(params: Params, engine: str, actors: int, cpus: float, output_dir: Path) -> Params:

@@ -3,13 +3,14 @@
 A background thread reads and tokenises the next block while the model scores the current one.
 Each block becomes a part file as it finishes; a rerun after a crash (SIGKILL included) continues
 from the finished parts if the input, model and params are unchanged. When all parts are done they
-are joined into the output file, which appears by an atomic rename.
+become the output (`stages.scoring.output`): one file, or a directory of the parts themselves.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -24,8 +25,8 @@ from stages.core.params import Params
 from stages.graph.session import provider_of
 from stages.scoring.dataset import iter_blocks, row_count
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, release_freed_memory, write_predictions
-from stages.scoring.parts import PartFiles, fingerprint
+from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
+from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import PreparedBlock, prepare_block, score_block
 from stages.scoring.served import ServedModel
 from stages.scoring.windows import check_stride
@@ -80,21 +81,20 @@ def blocks_to_score(
 
 def score_dataset(params: Params, served: ServedModel) -> Tally:
     """Score every row of `infer.input` into `infer.output`, resuming from finished parts."""
-    output = Path(params.infer.output)
-    parts = PartFiles(output, fingerprint(params))
+    output = output_location(params.infer.output)
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
     with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
         for index, prepared, done in prefetch(blocks_to_score(params, served, parts)):
             if prepared is None:
-                done.resumed_blocks = 1
+                done.resumed_blocks, done.resumed_rows = 1, done.rows
             else:
                 table, done = score_block(served, prepared, params.infer)
                 parts.save(index, table, done)
             tally.add(done)
             progress.update(done.rows)
-    write_predictions(parts.tables(), output, params.infer.input)
-    parts.remove()
+    finish_output(parts, output, params.infer.input)
     return tally
 
 
@@ -112,5 +112,6 @@ def score_locally(params: Params) -> dict:
         provider=provider_of(served.session),
         threads=params.runtime.intra_op_num_threads or os.cpu_count(),
         peak_rss_mb=peak_rss_mb(),
-        duplicate_ids=count_duplicate_ids(Path(params.infer.output)),
+        duplicate_ids=count_duplicate_ids(output_location(params.infer.output)),
+        rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
     )

@@ -13,6 +13,7 @@ class Tally:
 
     blocks: int = 0
     resumed_blocks: int = 0  # blocks whose part file a rerun found finished, so they were not scored again
+    resumed_rows: int = 0
     rows: int = 0
     skipped: int = 0
     tokens: int = 0
@@ -36,15 +37,26 @@ class Tally:
 
 
 def build_metrics(
-    tally: Tally, seconds: float, *, engine: str, provider: str, threads: int, peak_rss_mb: float, duplicate_ids: int
+    tally: Tally,
+    seconds: float,
+    *,
+    engine: str,
+    provider: str,
+    threads: int,
+    peak_rss_mb: float,
+    duplicate_ids: int,
+    rows_per_node: dict[str, int],
 ) -> dict:
-    """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput, engine, provider,
-    onnxruntime threads (all sessions together), peak memory (of the largest process), and reference accuracy.
+    """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
+    this run; a rerun skips finished blocks), engine, provider, onnxruntime threads (all sessions together), rows
+    scored on each machine, peak memory (of the largest process), and reference accuracy.
     """
+    scored = tally.rows - tally.resumed_rows
     metrics = {
         "rows": tally.rows,
         "blocks": tally.blocks,
         "resumed_blocks": tally.resumed_blocks,
+        "resumed_rows": tally.resumed_rows,
         "duplicate_ids": duplicate_ids,
         "skipped": tally.skipped,
         "text_issues": tally.text_issues,
@@ -54,11 +66,12 @@ def build_metrics(
         "padding_ratio": round(1 - tally.tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
         "seconds": round(seconds, 3),
         "model_seconds": round(tally.model_seconds, 3),
-        "texts_per_s": round(tally.rows / seconds, 2),
+        "texts_per_s": round(scored / seconds, 2),
         "tokens_per_s": round(tally.tokens / seconds, 1),
         "engine": engine,
         "provider": provider,
         "threads": threads,
+        "rows_per_node": dict(sorted(rows_per_node.items())),
         "peak_rss_mb": peak_rss_mb,
         "label_counts": tally.label_counts,
     }

@@ -1,7 +1,9 @@
 """Part files: each scored block saved as it finishes, so a run killed at any moment resumes where it stopped.
 
-The parts of one run live in `<output>.parts/` with a manifest holding the run's fingerprint (input,
-model and the params that shape outputs); parts from another fingerprint are discarded.
+The parts of one run live in `<output>.parts/` beside the output (a local directory or an object-store
+prefix) with a manifest holding the run's fingerprint (input, model and the params that shape outputs);
+parts from another fingerprint are discarded. Each part is written whole (temporary name, then rename
+or copy), after its tally: a part that exists is finished.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -17,21 +18,23 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.core.atomic import atomic_path, ensure_directory, write_json
 from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
 from stages.scoring.dataset import open_dataset
 from stages.scoring.metrics import Tally
+from stages.scoring.storage import Location, atomic_file, storage_error
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PART_PREFIX = "part-"
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = ("output", "metrics", "engine", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor")
 
 
 def fingerprint(params: Params) -> str:
-    """What the parts depend on: the input file, the exported model, and the params that shape outputs."""
+    """What the parts depend on: the input as its filesystem describes it (size, modification time; not
+    read), the exported model, and the params that shape outputs."""
     source = open_dataset(params.infer.input)
     info = source.info()
     onnx_dir = Path(params.export.output)
@@ -48,39 +51,60 @@ def fingerprint(params: Params) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def parts_beside(output: Location) -> Location:
+    """Where the parts of `output` are kept until it is complete."""
+    return output.sibling(output.base_name + ".parts")
+
+
 class PartFiles:
-    """The finished blocks of one run, kept in `<output>.parts/` until the output file is complete."""
+    """The finished blocks of one run, kept in a directory until the output is complete."""
 
-    def __init__(self, output: Path, key: str) -> None:
-        self.directory = output.with_name(output.name + ".parts")
-        manifest = self.directory / MANIFEST
-        if self.directory.exists() and not (
-            manifest.is_file() and json.loads(manifest.read_text())["fingerprint"] == key
-        ):
-            log.info("discarding %s: it belongs to another input, model or params", self.directory)
-            shutil.rmtree(self.directory)
-        ensure_directory(self.directory)
-        write_json(manifest, {"fingerprint": key})
+    def __init__(self, directory: Location) -> None:
+        self.directory = directory
+        self.names = {part.base_name for part in directory.files(PART_PREFIX) if part.suffix == ".parquet"}
 
-    def path(self, index: int) -> Path:
-        return self.directory / f"part-{index:06d}.parquet"
+    @classmethod
+    def for_run(cls, directory: Location, key: str) -> PartFiles:
+        """The parts a previous run with the same fingerprint `key` left, or a fresh, empty directory."""
+        manifest = directory.child(MANIFEST)
+        if directory.exists() and not (manifest.exists() and json.loads(manifest.read_text())["fingerprint"] == key):
+            log.info("discarding %s: it belongs to another input, model or params", directory.name)
+            directory.delete()
+        if not manifest.exists():
+            directory.make_directory()
+            manifest.write_text(json.dumps({"fingerprint": key}))
+        return cls(directory)
+
+    def part(self, index: int) -> Location:
+        return self.directory.child(f"{PART_PREFIX}{index:06d}.parquet")
+
+    def tally_of(self, index: int) -> Location:
+        return self.directory.child(f"{PART_PREFIX}{index:06d}.json")
 
     def finished(self, index: int) -> Tally | None:
         """The tally of a finished block, or None."""
-        if not self.path(index).is_file():
+        if f"{PART_PREFIX}{index:06d}.parquet" not in self.names:
             return None
-        return Tally(**json.loads(self.path(index).with_suffix(".json").read_text()))
+        return Tally(**json.loads(self.tally_of(index).read_text()))
 
     def save(self, index: int, table: pa.Table, tally: Tally) -> None:
         """Write the tally, then the part: a part file exists only once both are complete."""
-        write_json(self.path(index).with_suffix(".json"), asdict(tally))
-        with atomic_path(self.path(index)) as temporary:
-            pq.write_table(table, temporary, compression="zstd")
+        self.tally_of(index).write_text(json.dumps(asdict(tally)))
+        with atomic_file(self.part(index)) as temporary:
+            pq.write_table(table, temporary.path, filesystem=temporary.filesystem, compression="zstd")
+        self.names.add(f"{PART_PREFIX}{index:06d}.parquet")
+
+    def indices(self) -> list[int]:
+        """The finished blocks, in order."""
+        return sorted(int(name[len(PART_PREFIX) : -len(".parquet")]) for name in self.names)
 
     def tables(self) -> Iterator[pa.Table]:
-        """The finished parts, in block order."""
-        for path in sorted(self.directory.glob("part-*.parquet")):
-            yield pq.read_table(path)
+        """The finished parts' tables, in block order."""
+        for part in map(self.part, self.indices()):
+            try:
+                yield pq.read_table(part.path, filesystem=part.filesystem)
+            except (OSError, pa.ArrowException) as error:
+                raise storage_error(part, error) from None
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory)
+        self.directory.delete()

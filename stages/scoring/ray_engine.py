@@ -1,16 +1,16 @@
-"""Engine `ray` of stage `infer`: the local engine's scoring, spread over a Ray Data actor pool.
+"""Engine `ray` of stage `infer`: the local engine's blocks, scored on a Ray Data actor pool, resumably.
 
-Ray Data reads the dataset (Parquet and CSV with the local engine's column types; JSON Lines line by
-line, as the local engine reads them), cuts it into blocks of `infer.block_rows` rows, and
-`map_batches` hands each block to an actor that holds one onnxruntime session and runs
-`stages.scoring.score.score_rows`: bad rows, long texts, labels and spans are the local engine's.
-Blocks come back in input order (`preserve_order`); the driver writes them into `infer.output`
-(atomically) and adds up their tallies into the local engine's `metrics/infer.json` keys.
+The driver reads the dataset once, as the local engine does (same reader, same blocks of
+`infer.block_rows` rows, same bad-row checks), into `<output>.parts/input.parquet`: one row group per
+block. Ray Data then hands the numbers of the unfinished blocks to an actor pool spread over the
+cluster's nodes; each actor holds one onnxruntime session, reads its block's row group, scores it with
+`stages.scoring.score.score_rows` and writes the block's part file, exactly as the local engine would.
+The driver only collects tallies, then finishes the output like the local engine. So a driver killed
+at any moment resumes from the finished parts, and both engines write identical outputs.
 
 The driver joins the cluster at `RAY_ADDRESS` when it is set, and otherwise the one last started on
-this machine (`ray start`) or a new one of its own. Every node must reach `infer.input` and
-`export.output` at the driver's absolute paths (a shared filesystem); only the driver writes
-`infer.output`.
+this machine (`ray start`) or a new one of its own. Every node must reach `export.output` at the
+driver's absolute path and `infer.output` at its URL (or the same absolute path on a shared disk).
 """
 
 from __future__ import annotations
@@ -21,74 +21,84 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data.datasource import FileBasedDatasource
 
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.session import CUDA, provider_of
-from stages.scoring.dataset import csv_convert_options, empty_dataset, iter_blocks, jsonl_batches, make_block
+from stages.scoring.dataset import Block, empty_dataset, iter_blocks
 from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, release_freed_memory, write_predictions
+from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
+from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel, load_framing
+from stages.scoring.storage import Location, atomic_file, storage_error
 from stages.scoring.windows import check_stride
 
 log = logging.getLogger(__name__)
 
-REPORT_COLUMN = "__block_report"  # a block's tally, provider and memory (JSON, first row only); never written
+STAGED_INPUT = "input.parquet"
+
+
+def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
+    """The dataset's blocks as one Parquet row group each, beside the parts (kept for a rerun); their count."""
+    staged = parts.directory.child(STAGED_INPUT)
+    if staged.exists():
+        return staged_reader(staged).num_row_groups
+    blocks = 0
+    with atomic_file(staged) as temporary:
+        writer = None
+        try:
+            for block in iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows):
+                table = pa.table({"id": block.ids, "text": block.texts, "issue": pa.array(block.issues, pa.string())})
+                if writer is None:
+                    writer = pq.ParquetWriter(temporary.path, table.schema, filesystem=temporary.filesystem)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+                blocks += 1
+        finally:
+            if writer is not None:
+                writer.close()
+        if not blocks:
+            raise empty_dataset(infer.input)
+    return blocks
+
+
+def staged_reader(staged: Location) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(staged.filesystem.open_input_file(staged.path))
+    except (OSError, pa.ArrowException) as error:
+        raise storage_error(staged, error) from None
 
 
 class BlockScorer:
-    """A Ray Data actor: one onnxruntime session, scoring blocks of rows with the local engine's code."""
+    """A Ray Data actor: one onnxruntime session; scores staged blocks into part files."""
 
-    def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, texts_are_json: bool) -> None:
+    def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, parts: Location) -> None:
         release_freed_memory()
         self.served = ServedModel.load(Path(onnx_dir), runtime)
         self.infer = infer
-        self.texts_are_json = texts_are_json
+        self.parts = PartFiles(parts)
+        self.staged = staged_reader(parts.child(STAGED_INPUT))
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        values = batch.column(self.infer.text_column).to_pylist()
-        if self.texts_are_json:
-            values = [json.loads(value) for value in values]
-        block = make_block(batch.column(self.infer.id_column).combine_chunks(), values, self.infer.input)
-        table, tally = score_rows(self.served, block, self.infer)
-        report = {"tally": dataclasses.asdict(tally), "provider": provider_of(self.served.session)}
-        report["peak_rss_mb"] = peak_rss_mb()
-        reports = [json.dumps(report), *[None] * (table.num_rows - 1)] if table.num_rows else []
-        return table.append_column(REPORT_COLUMN, pa.array(reports, pa.string()))
-
-
-class JsonLinesDatasource(FileBasedDatasource):
-    """JSON Lines read as the local engine reads them: bad UTF-8 replaced, blank lines skipped.
-
-    Text values are passed on JSON-encoded, so that a column mixing strings, nulls and numbers
-    reaches `make_block` as it is (Arrow's JSON reader would reject it).
-    """
-
-    def __init__(self, path: str, infer: InferParams) -> None:
-        super().__init__(path)
-        self.id_column, self.text_column, self.block_rows = infer.id_column, infer.text_column, infer.block_rows
-
-    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        for batch in jsonl_batches(f, path, self.text_column, self.id_column, self.block_rows):
-            yield pa.Table.from_batches([batch])
-
-
-def read_rows(source: Path, infer: InferParams) -> ray.data.Dataset:
-    """The dataset's id and text columns as Ray Data reads them, typed as the local engine types them."""
-    if source.suffix == ".parquet":
-        return ray.data.read_parquet(str(source), columns=[infer.id_column, infer.text_column])
-    if source.suffix == ".csv":
-        return ray.data.read_csv(str(source), convert_options=csv_convert_options(infer.text_column, infer.id_column))
-    return ray.data.read_datasource(JsonLinesDatasource(str(source), infer))
+        reports = []
+        for index in batch.column("block").to_pylist():
+            rows = self.staged.read_row_group(index)
+            issues = rows.column("issue").to_pylist()
+            block = Block(rows.column("id").combine_chunks(), rows.column("text").to_pylist(), issues)
+            table, tally = score_rows(self.served, block, self.infer)
+            self.parts.save(index, table, tally)
+            report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
+            reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))
+        return pa.table({"report": pa.array(reports, pa.string())})
 
 
 def actor_runtime(params: Params) -> RuntimeParams:
@@ -105,32 +115,26 @@ def actor_runtime(params: Params) -> RuntimeParams:
     return dataclasses.replace(params.runtime, providers=providers, intra_op_num_threads=threads)
 
 
-def scored_rows(params: Params, source: Path, onnx_dir: Path) -> ray.data.Dataset:
-    """The lazy pipeline: read, cut into blocks of `infer.block_rows` rows, score on the actor pool."""
+def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
+    """Score `blocks` on an actor pool spread over the cluster; each block's report, as the actors finish them."""
     infer = params.infer
-    # Exact blocks: the actors batch (and pad) exactly as the local engine does.
-    blocks = read_rows(source, infer).repartition(target_num_rows_per_block=infer.block_rows, strict=True)
-    return blocks.map_batches(
+    pending = ray.data.from_items([{"block": index} for index in blocks], override_num_blocks=len(blocks))
+    scored = pending.map_batches(
         BlockScorer,
         fn_constructor_kwargs={
-            "onnx_dir": str(onnx_dir),
+            "onnx_dir": str(Path(params.export.output).resolve()),
             "runtime": actor_runtime(params),
             "infer": infer,
-            "texts_are_json": source.suffix == ".jsonl",
+            "parts": parts.directory,
         },
-        batch_size=infer.block_rows,
+        batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=infer.ray_actors),
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
+        scheduling_strategy="SPREAD",  # actors on as many nodes as the pool allows
     )
-
-
-def scored_tables(rows: ray.data.Dataset, reports: list[dict]) -> Iterator[pa.Table]:
-    """The scored blocks in input order, their reports collected into `reports` as they pass."""
-    for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
-        reports += [json.loads(report) for report in batch.column(REPORT_COLUMN).drop_null().to_pylist()]
-        yield batch.drop_columns([REPORT_COLUMN])
+    return [json.loads(row["report"]) for row in scored.iter_rows()]
 
 
 def connect() -> bool:
@@ -142,19 +146,6 @@ def connect() -> bool:
     log.info("joining the Ray cluster at %s", address or "(RAY_ADDRESS not set: local)")
     ray.init(address=address or None)
     return True
-
-
-def warn_if_reading_starves(infer: InferParams) -> None:
-    """An actor pool that holds every CPU leaves none for the read tasks, and Ray Data then waits forever."""
-    cpus = ray.cluster_resources().get("CPU", 0.0)
-    pool = infer.ray_actors * infer.ray_cpus_per_actor
-    if pool > cpus - 1:
-        log.warning(
-            "the actor pool asks for %s of the cluster's %s CPUs, leaving less than one for reading: Ray Data may "
-            "wait forever unless the cluster grows; lower infer.ray_actors or infer.ray_cpus_per_actor (fractions allowed)",
-            pool,
-            cpus,
-        )
 
 
 def user_error_in(error: BaseException) -> UserError | None:
@@ -169,39 +160,45 @@ def user_error_in(error: BaseException) -> UserError | None:
     return None
 
 
-def score_with_ray(params: Params) -> dict:
-    """Engine `ray`: score `infer.input` into `infer.output` on a Ray Data actor pool; returns the metrics."""
-    infer = params.infer
-    source = Path(infer.input).resolve()
-    onnx_dir = Path(params.export.output).resolve()
-    check_stride(infer.long_text, infer.stride, load_framing(onnx_dir))
-    if (
-        next(iter_blocks(infer.input, infer.text_column, infer.id_column, 1), None) is None
-    ):  # also checks file and columns
-        raise empty_dataset(infer.input)
-    runtime = actor_runtime(params)
+def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
+    """`score_blocks` on the cluster, a task's `UserError` re-raised as itself."""
     started_ray = connect()
     try:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        warn_if_reading_starves(infer)
-        started = time.perf_counter()
-        try:
-            reports: list[dict] = []
-            write_predictions(
-                scored_tables(scored_rows(params, source, onnx_dir), reports), Path(infer.output), infer.input
-            )
-        except Exception as error:
-            cause = user_error_in(error)
-            if cause is None or cause is error:
-                raise
-            raise cause from None
-        seconds = time.perf_counter() - started
+        return score_blocks(params, parts, blocks)
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None or cause is error:
+            raise
+        raise cause from None
     finally:
         if started_ray:
             ray.shutdown()
-    tally = Tally()
+
+
+def score_with_ray(params: Params) -> dict:
+    """Engine `ray`: score `infer.input` into `infer.output` on a Ray Data actor pool; returns the metrics."""
+    infer = params.infer
+    check_stride(infer.long_text, infer.stride, load_framing(Path(params.export.output)))
+    runtime = actor_runtime(params)
+    output = output_location(infer.output)
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
+    started = time.perf_counter()
+    blocks = stage_blocks(infer, parts)
+    resumed = [index for index in range(blocks) if parts.finished(index) is not None]
+    todo = sorted(set(range(blocks)) - set(resumed))
+    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
+    reports = score_on_cluster(params, parts, todo) if todo else []
+    seconds = time.perf_counter() - started
+    parts = PartFiles(parts.directory)  # now with the parts the actors wrote
+    tally, rows_per_node = Tally(), Counter()
     for report in reports:
         tally.add(Tally(**report["tally"]))
+        rows_per_node[report["node"]] += report["tally"]["rows"]
+    for index in resumed:
+        done = parts.finished(index)
+        done.resumed_blocks, done.resumed_rows = 1, done.rows
+        tally.add(done)
+    finish_output(parts, output, infer.input)
     return build_metrics(
         tally,
         seconds,
@@ -209,5 +206,6 @@ def score_with_ray(params: Params) -> dict:
         provider=",".join(sorted({report["provider"] for report in reports})),
         threads=infer.ray_actors * runtime.intra_op_num_threads,
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
-        duplicate_ids=count_duplicate_ids(Path(infer.output)),
+        duplicate_ids=count_duplicate_ids(output),
+        rows_per_node=dict(rows_per_node),
     )

@@ -7,12 +7,16 @@ config files); nothing here reads them from params.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
 
 
@@ -35,6 +39,63 @@ class Location:
     def child(self, name: str) -> Location:
         return Location(self.filesystem, f"{self.path.rstrip('/')}/{name}", f"{self.name.rstrip('/')}/{name}")
 
+    def sibling(self, name: str) -> Location:
+        parent = self.path.rstrip("/").rpartition("/")[0]
+        parent_name = self.name.rstrip("/").rpartition("/")[0]
+        return Location(self.filesystem, f"{parent}/{name}", f"{parent_name}/{name}" if parent_name else name)
+
+    def exists(self) -> bool:
+        return self.info().type != pafs.FileType.NotFound
+
+    def read_text(self) -> str:
+        with self.filesystem.open_input_stream(self.path) as stream:
+            return stream.read().decode("utf-8")
+
+    def write_text(self, text: str) -> None:
+        """Write `text` so that readers see the old content or the new, never part of it."""
+        with atomic_file(self) as temporary, temporary.filesystem.open_output_stream(temporary.path) as stream:
+            stream.write(text.encode("utf-8"))
+
+    @property
+    def base_name(self) -> str:
+        return self.path.rstrip("/").rpartition("/")[2]
+
+    def entries(self) -> list[pafs.FileInfo]:
+        """What this directory holds directly (files and directories); nothing if it does not exist."""
+        try:
+            return self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        except (OSError, pa.ArrowException) as error:
+            raise storage_error(self, error) from None
+
+    def files(self, prefix: str = "") -> list[Location]:
+        """The files directly inside this directory whose names start with `prefix`, sorted by name."""
+        names = sorted(info.base_name for info in self.entries() if info.type == pafs.FileType.File)
+        return [self.child(name) for name in names if name.startswith(prefix)]
+
+    def make_directory(self) -> None:
+        try:
+            self.filesystem.create_dir(self.path, recursive=True)
+        except (OSError, pa.ArrowException) as error:
+            raise storage_error(self, error, writing=True) from None
+
+    def delete(self) -> None:
+        """Remove this file or directory tree if it exists."""
+        info = self.info()
+        try:
+            if info.type == pafs.FileType.Directory:
+                self.filesystem.delete_dir(self.path)
+            elif info.type == pafs.FileType.File:
+                self.filesystem.delete_file(self.path)
+        except (OSError, pa.ArrowException) as error:
+            raise storage_error(self, error, writing=True) from None
+
+    def move_to(self, target: Location) -> None:
+        """Rename (local) or copy-then-delete (object stores: each object appears whole, never in part)."""
+        try:
+            self.filesystem.move(self.path, target.path)
+        except (OSError, pa.ArrowException) as error:
+            raise storage_error(target, error, writing=True) from None
+
     def info(self) -> pafs.FileInfo:
         """What the filesystem reports (type, size, modification time); a `UserError` naming the location if it cannot."""
         try:
@@ -56,6 +117,28 @@ def locate(name: str) -> Location:
     return Location(filesystem, path, name)
 
 
+@contextmanager
+def atomic_file(target: Location) -> Iterator[Location]:
+    """A temporary location beside `target`, moved onto it only if the block succeeds.
+
+    Locally that is a rename; an object store has no rename, but its copy makes the whole object
+    appear at once, so a reader never sees part of `target` on either.
+    """
+    if target.is_local:
+        with atomic_path(Path(target.path)) as temporary:
+            yield Location(target.filesystem, str(temporary), target.name)
+        return
+    temporary = target.sibling(f".{target.base_name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield temporary
+        temporary.move_to(target)
+    except (OSError, pa.ArrowException) as error:
+        raise storage_error(target, error, writing=True) from None
+    finally:
+        with suppress(OSError, pa.ArrowException):  # moved into place, or never written
+            temporary.filesystem.delete_file(temporary.path)
+
+
 def fsspec_filesystem(name: str) -> tuple[pafs.FileSystem, str]:
     """A URL pyarrow has no filesystem for, through fsspec (which must have the protocol installed)."""
     import fsspec
@@ -70,14 +153,16 @@ def fsspec_filesystem(name: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path
 
 
-def storage_error(location: Location, error: BaseException) -> UserError:
+def storage_error(location: Location, error: BaseException, writing: bool = False) -> UserError:
     """A filesystem failure as one line naming the location, with the likely fix."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     lowered = reason.lower()
-    if any(word in lowered for word in ("credential", "access denied", "accessdenied", "forbidden", "403")):
+    if any(word in lowered for word in ("credential", "access denied", "access_denied", "accessdenied", "403")):
         hint = "check the credentials (environment, config files) for this location"
-    elif any(word in lowered for word in ("nosuchbucket", "bucket does not exist", "404")):
+    elif any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist", "404")):
         hint = "check the bucket name"
+    elif writing:
+        hint = "check the path and its permissions, or choose another output path"
     else:
         hint = "check the location and that it is reachable"
-    return UserError(f"cannot access {location.name}: {reason}; {hint}")
+    return UserError(f"cannot {'write' if writing else 'access'} {location.name}: {reason}; {hint}")

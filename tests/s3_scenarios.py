@@ -1,0 +1,145 @@
+"""Scoring from and to a real S3-compatible server (moto in server mode) on 127.0.0.1.
+
+Not collected on its own: `tests/test_object_store.py` runs this module with pytest inside a private
+network namespace, where the server, the stages and the checks all see only loopback. The stages reach
+the server the standard way (`AWS_ENDPOINT_URL` and the AWS credential variables); the server enforces
+credentials (an IAM user with a key), so a missing credential fails as it would on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from stages import export, load_checkpoint
+from tests.conftest import REPO, Workspace
+
+ENDPOINT = "http://127.0.0.1:5123"
+BUCKET = "scoring"
+INPUT = f"s3://{BUCKET}/in/data.parquet"
+ROWS = 124  # 120 texts and the workspace's 4 bad rows
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory) -> dict[str, str]:
+    """A moto server that checks credentials, one IAM user's key for it, and the bucket; as environment variables."""
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # creating the user, its key and its policy; then keys count
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=5123)
+    server.start()
+    standard = {
+        "AWS_ENDPOINT_URL": ENDPOINT,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "HOME": str(tmp_path_factory.mktemp("home")),  # no ~/.aws of the machine's user
+    }
+    os.environ.update(standard)
+    iam = boto3.client("iam", aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="scorer")
+    key = iam.create_access_key(UserName="scorer")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="scorer", PolicyName="everything", PolicyDocument=json.dumps(policy))
+    keys = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    os.environ.update(keys)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield {**standard, **keys}
+    server.stop()
+
+
+@pytest.fixture
+def exported(make_workspace, credentials) -> Workspace:
+    """A workspace whose model is exported and whose dataset is uploaded to `INPUT`."""
+    workspace = make_workspace("deberta-v2", rows=120)
+    workspace.write_params(infer={"input": INPUT, "block_rows": 4})
+    load_checkpoint.main()
+    export.main()
+    boto3.client("s3").upload_file(str(workspace.root / "data.parquet"), BUCKET, "in/data.parquet")
+    return workspace
+
+
+def infer(workspace: Workspace, *prefix: str, env: dict | None = None, **overrides) -> subprocess.CompletedProcess:
+    """Run stage `infer` (behind `prefix`, if any) in a fresh process with `infer` params `overrides`."""
+    workspace.write_params(infer=overrides)
+    environment = {**(env if env is not None else os.environ), "PYTHONPATH": str(REPO)}
+    command = [*prefix, sys.executable, "-m", "stages.infer"]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
+
+
+def s3() -> pafs.S3FileSystem:
+    return pafs.S3FileSystem(endpoint_override=ENDPOINT, scheme="http")
+
+
+def read_bytes(url: str) -> bytes:
+    with s3().open_input_stream(url.removeprefix("s3://")) as stream:
+        return stream.read()
+
+
+def exists(url: str) -> bool:
+    return s3().get_file_info(url.removeprefix("s3://")).type != pafs.FileType.NotFound
+
+
+def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(exported):
+    local = infer(exported, input=str(exported.root / "data.parquet"), output="out/local.parquet")
+    assert local.returncode == 0, local.stderr[-3000:]
+    reference = Path("out/local.parquet").read_bytes()
+
+    output = f"s3://{BUCKET}/out/predictions.parquet"
+    interrupt = (sys.executable, "-m", "tests.interrupt", f"{output}.parts", "3", "--")
+    killed = infer(exported, *interrupt, input=INPUT, output=output)
+    assert killed.returncode == 0, killed.stdout + killed.stderr[-3000:]
+    assert not exists(output), "a killed run must not leave an output that looks complete"
+    resumed = infer(exported, input=INPUT, output=output)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_bytes(output) == reference
+    metrics = json.loads(Path(exported.params["infer"]["metrics"]).read_text())
+    assert 3 <= metrics["resumed_blocks"] < metrics["blocks"] == 31 and metrics["rows"] == ROWS
+    assert not exists(f"{output}.parts"), "the parts are removed once the output is complete"
+
+    on_ray = f"s3://{BUCKET}/out/ray.parquet"
+    ray = infer(exported, input=INPUT, output=on_ray, engine="ray", ray_actors=1, ray_cpus_per_actor=1)
+    assert ray.returncode == 0, ray.stderr[-3000:]
+    assert read_bytes(on_ray) == reference
+
+
+def test_a_directory_output_on_s3_is_a_parquet_dataset_committed_by_success(exported):
+    assert infer(exported, output="out/local.parquet").returncode == 0
+    reference = pq.read_table("out/local.parquet")
+    output = f"s3://{BUCKET}/out/dataset"
+    for _ in range(2):  # the second run replaces the first run's dataset
+        result = infer(exported, output=output)
+        assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(info.base_name for info in s3().get_file_info(pafs.FileSelector(output.removeprefix("s3://"))))
+    parts = [f"part-{index:06d}.parquet" for index in range(31)]
+    assert names == sorted([*parts, "_SUCCESS", "_manifest.json"])
+    manifest = json.loads(read_bytes(f"{output}/_manifest.json"))
+    assert manifest["rows"] == ROWS and [file["name"] for file in manifest["files"]] == parts
+    dataset = ds.dataset(output.removeprefix("s3://"), filesystem=s3(), format="parquet")  # skips _ names
+    assert dataset.to_table().sort_by("id").equals(reference.sort_by("id"))
+
+
+def test_a_missing_bucket_or_credential_exits_2_with_one_line_naming_the_url(exported):
+    cases = {
+        "s3://no-such-bucket/data.parquet": {"input": "s3://no-such-bucket/data.parquet"},
+        "s3://no-such-bucket/out.parquet": {"input": INPUT, "output": "s3://no-such-bucket/out.parquet"},
+    }
+    for url, overrides in cases.items():
+        result = infer(exported, **overrides)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert url in result.stderr.strip().splitlines()[-1], result.stderr[-3000:]
+    anonymous = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_ACCESS", "AWS_SECRET"))}
+    result = infer(exported, env=anonymous, input=INPUT, output="out/predictions.parquet")
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert INPUT in last and "credentials" in last, last
+    assert not Path("out/predictions.parquet").exists()
