@@ -68,7 +68,16 @@ def finish(parts: str, output: str) -> None:
 
 def timed_finish(parts: Path, output: Path) -> dict:
     """`finish` in a fresh process under /usr/bin/time -v: wall seconds and peak RSS."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "stages.bench.output_join", "--finish", str(parts), str(output)]
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "stages.bench.output_join",
+        "--finish",
+        str(parts),
+        str(output),
+    ]
     report = subprocess.run(command, capture_output=True, text=True, check=True).stderr
     found = {name: re.search(pattern, report).group(1) for name, pattern in TIME_FIELDS.items()}
     minutes, _, seconds = found["wall"].rpartition(":")
@@ -96,7 +105,9 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.rows} rows in {blocks} parts; scoring them at the measured {rate:.0f} rows/s: {args.rows / rate:.0f} s")
+    print(
+        f"{args.rows} rows in {blocks} parts; scoring them at the measured {rate:.0f} rows/s: {args.rows / rate:.0f} s"
+    )
     for name, result in results.items():
         print(
             f"{name:22s} finish {result['seconds']:7.2f} s  peak RSS {result['peak_rss_mb']:7.1f} MB  "
