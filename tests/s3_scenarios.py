@@ -8,6 +8,7 @@ credentials (an IAM user with a key), so a missing credential fails as it would 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -85,6 +86,10 @@ def read_bytes(url: str) -> bytes:
         return stream.read()
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def exists(url: str) -> bool:
     return s3().get_file_info(url.removeprefix("s3://")).type != pafs.FileType.NotFound
 
@@ -102,6 +107,9 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     resumed = infer(exported, input=INPUT, output=output)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_bytes(output) == reference
+    print(
+        f"local engine s3->s3 after SIGKILL and rerun: sha256 {sha256(read_bytes(output))}, local file {sha256(reference)}"
+    )
     metrics = json.loads(Path(exported.params["infer"]["metrics"]).read_text())
     assert 3 <= metrics["resumed_blocks"] < metrics["blocks"] == 31 and metrics["rows"] == ROWS
     assert not exists(f"{output}.parts"), "the parts are removed once the output is complete"
@@ -110,6 +118,7 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     ray = infer(exported, input=INPUT, output=on_ray, engine="ray", ray_actors=1, ray_cpus_per_actor=1)
     assert ray.returncode == 0, ray.stderr[-3000:]
     assert read_bytes(on_ray) == reference
+    print(f"ray engine s3->s3: sha256 {sha256(read_bytes(on_ray))}")
 
 
 def test_a_directory_output_on_s3_is_a_parquet_dataset_committed_by_success(exported):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -155,6 +156,16 @@ def test_a_queued_sweep_shows_each_variants_verdict_speed_and_memory(demo):
     assert seen == set(variants)
     columns = sum(len(leaves(metrics)) for metrics in experiment["metrics"].values())
     assert columns < 80, f"{columns} metric columns: dvc exp show should fit a screen, not list every grid case"
+    keep = "passed|label_agreement|texts_per_s|peak_rss_mb|precision|max_batch_tokens"
+    table = [  # the README's command
+        *["dvc", "exp", "show", "--csv", "--only-changed", "--sort-by", "metrics/infer.json:texts_per_s"],
+        *["--sort-order", "desc", "--keep", keep],
+    ]
+    rows = list(csv.DictReader(run([sys.executable, "-m", *table], root).stdout.splitlines()))
+    ranked = [row for row in rows if row["precision"] and row["Experiment"]]
+    assert {"passed", "label_agreement", "texts_per_s", "peak_rss_mb"} <= set(rows[0]), list(rows[0])
+    speeds = [float(row["texts_per_s"]) for row in ranked]
+    assert len(speeds) == len(variants) and speeds == sorted(speeds, reverse=True), ranked
 
 
 def leaves(tree: dict) -> list:

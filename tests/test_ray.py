@@ -8,6 +8,7 @@ loopback, so no Ray traffic leaves the machine (Ray binds to the machine's inter
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -165,6 +166,8 @@ def test_ray_engine_writes_the_local_engines_predictions(make_workspace):
     assert Path(f"out/ray-{INTERRUPTED}.parquet").read_bytes() == Path(f"out/local-{INTERRUPTED}.parquet").read_bytes()
     resumed = json.loads(Path(f"metrics/ray-{INTERRUPTED}.json").read_text())
     assert 3 <= resumed["resumed_blocks"] < resumed["blocks"] == 44, resumed
+    digest = hashlib.sha256(Path(f"out/ray-{INTERRUPTED}.parquet").read_bytes()).hexdigest()
+    print(f"rows per node: {per_node}; driver killed, resumed {resumed['resumed_blocks']} blocks, sha256 {digest}")
 
 
 def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):

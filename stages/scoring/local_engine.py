@@ -29,6 +29,7 @@ from stages.scoring.output import count_duplicate_ids, finish_output, output_loc
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import PreparedBlock, prepare_block, score_block
 from stages.scoring.served import ServedModel
+from stages.scoring.storage import Location
 from stages.scoring.windows import check_stride
 
 Item = TypeVar("Item")
@@ -79,9 +80,8 @@ def blocks_to_score(
         yield index, None if done else prepare_block(served, block, infer), done
 
 
-def score_dataset(params: Params, served: ServedModel) -> Tally:
-    """Score every row of `infer.input` into `infer.output`, resuming from finished parts."""
-    output = output_location(params.infer.output)
+def score_dataset(params: Params, served: ServedModel, output: Location) -> Tally:
+    """Score every row of `infer.input` into `output`, resuming from finished parts."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
@@ -103,8 +103,9 @@ def score_locally(params: Params) -> dict:
     release_freed_memory()
     served = ServedModel.load(Path(params.export.output), params.runtime)
     check_stride(params.infer.long_text, params.infer.stride, served.framing)
+    output = output_location(params.infer.output)
     started = time.perf_counter()
-    tally = score_dataset(params, served)
+    tally = score_dataset(params, served, output)
     return build_metrics(
         tally,
         time.perf_counter() - started,
@@ -112,6 +113,6 @@ def score_locally(params: Params) -> dict:
         provider=provider_of(served.session),
         threads=params.runtime.intra_op_num_threads or os.cpu_count(),
         peak_rss_mb=peak_rss_mb(),
-        duplicate_ids=count_duplicate_ids(output_location(params.infer.output)),
+        duplicate_ids=count_duplicate_ids(output),
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
     )

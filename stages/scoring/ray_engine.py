@@ -184,8 +184,8 @@ def score_with_ray(params: Params) -> dict:
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     started = time.perf_counter()
     blocks = stage_blocks(infer, parts)
-    resumed = [index for index in range(blocks) if parts.finished(index) is not None]
-    todo = sorted(set(range(blocks)) - set(resumed))
+    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
+    todo = [index for index in range(blocks) if index not in resumed]
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
     reports = score_on_cluster(params, parts, todo) if todo else []
     seconds = time.perf_counter() - started
@@ -194,8 +194,7 @@ def score_with_ray(params: Params) -> dict:
     for report in reports:
         tally.add(Tally(**report["tally"]))
         rows_per_node[report["node"]] += report["tally"]["rows"]
-    for index in resumed:
-        done = parts.finished(index)
+    for done in resumed.values():
         done.resumed_blocks, done.resumed_rows = 1, done.rows
         tally.add(done)
     finish_output(parts, output, infer.input)

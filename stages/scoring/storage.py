@@ -48,8 +48,11 @@ class Location:
         return self.info().type != pafs.FileType.NotFound
 
     def read_text(self) -> str:
-        with self.filesystem.open_input_stream(self.path) as stream:
-            return stream.read().decode("utf-8")
+        try:
+            with self.filesystem.open_input_stream(self.path) as stream:
+                return stream.read().decode("utf-8")
+        except (OSError, pa.ArrowException) as error:
+            raise storage_error(self, error) from None
 
     def write_text(self, text: str) -> None:
         """Write `text` so that readers see the old content or the new, never part of it."""
