@@ -132,8 +132,7 @@ def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[di
         compute=ray.data.ActorPoolStrategy(size=infer.ray_actors),
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
-        scheduling_strategy="SPREAD",  # actors on as many nodes as the pool allows
-    )
+    )  # Ray Data places actors with its default SPREAD strategy: on as many nodes as the pool allows
     return [json.loads(row["report"]) for row in scored.iter_rows()]
 
 
