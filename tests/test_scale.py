@@ -149,6 +149,7 @@ def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_prediction
     assert {name: after[name] for name in finished} == finished, "finished parts must be reused untouched"
     metrics = json.loads(Path("metrics/infer.json").read_text())
     assert (metrics["blocks"], metrics["resumed_blocks"], metrics["rows"]) == (blocks, len(finished), 404)
+    assert metrics["resumed_rows"] == 8 * len(finished)  # texts/s and tokens/s count only the rows scored now
 
 
 def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):

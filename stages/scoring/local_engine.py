@@ -88,7 +88,7 @@ def score_dataset(params: Params, served: ServedModel, output: Location) -> Tall
     with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
         for index, prepared, done in prefetch(blocks_to_score(params, served, parts)):
             if prepared is None:
-                done.resumed_blocks, done.resumed_rows = 1, done.rows
+                done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
             else:
                 table, done = score_block(served, prepared, params.infer)
                 parts.save(index, table, done)

@@ -14,6 +14,7 @@ class Tally:
     blocks: int = 0
     resumed_blocks: int = 0  # blocks whose part file a rerun found finished, so they were not scored again
     resumed_rows: int = 0
+    resumed_tokens: int = 0
     rows: int = 0
     skipped: int = 0
     tokens: int = 0
@@ -51,7 +52,7 @@ def build_metrics(
     this run; a rerun skips finished blocks), engine, provider, onnxruntime threads (all sessions together), rows
     scored on each machine, peak memory (of the largest process), and reference accuracy.
     """
-    scored = tally.rows - tally.resumed_rows
+    scored, scored_tokens = tally.rows - tally.resumed_rows, tally.tokens - tally.resumed_tokens
     metrics = {
         "rows": tally.rows,
         "blocks": tally.blocks,
@@ -67,7 +68,7 @@ def build_metrics(
         "seconds": round(seconds, 3),
         "model_seconds": round(tally.model_seconds, 3),
         "texts_per_s": round(scored / seconds, 2),
-        "tokens_per_s": round(tally.tokens / seconds, 1),
+        "tokens_per_s": round(scored_tokens / seconds, 1),
         "engine": engine,
         "provider": provider,
         "threads": threads,

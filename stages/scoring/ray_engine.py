@@ -194,7 +194,7 @@ def score_with_ray(params: Params) -> dict:
         tally.add(Tally(**report["tally"]))
         rows_per_node[report["node"]] += report["tally"]["rows"]
     for done in resumed.values():
-        done.resumed_blocks, done.resumed_rows = 1, done.rows
+        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
         tally.add(done)
     finish_output(parts, output, infer.input)
     return build_metrics(
