@@ -14,8 +14,10 @@ from transformers import (
     ElectraConfig,
     ModernBertConfig,
     PretrainedConfig,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     RobertaConfig,
+    XLMRobertaConfig,
 )
 
 from stages.demo.rules import DEMO_LABELS, rule_label
@@ -83,8 +85,9 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
         )
     if kind == "distilbert":
         return DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128, **shared)
-    if kind == "roberta":
-        return RobertaConfig(
+    if kind in ("roberta", "xlm-roberta"):
+        config_class = XLMRobertaConfig if kind == "xlm-roberta" else RobertaConfig
+        return config_class(
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=2,
@@ -108,12 +111,12 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
     raise ValueError(kind)
 
 
-def rule_label_table(tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
+def rule_label_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """Each vocabulary id's demo rule label (of its piece: NUMBER, CJK, CAPITALIZED or O), as the demo labels them;
     O for the special tokens that carry no text ([UNK] stands for text, so it keeps its piece's label)."""
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     table = torch.tensor([DEMO_LABELS.index(rule_label(piece)) for piece in pieces])
-    textless = [tokenizer.convert_tokens_to_ids(token) for token in SPECIALS if token != "[UNK]"]
+    textless = [index for index in tokenizer.all_special_ids if index != tokenizer.unk_token_id]
     table[textless] = DEMO_LABELS.index("O")
     return table
 

@@ -17,6 +17,7 @@ import yaml
 from stages.demo.rules import DEMO_LABELS
 from stages.model.token_model import CustomModel
 from tests.backbones import CORPUS, make_backbone
+from tests.layouts import write_layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,9 +61,10 @@ def sample_texts(rows: int) -> list[str | None]:
     return [*texts, "", "   ", None, "\x00\x1b\u200b\u202e"]
 
 
-def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Workspace:
-    """Write a tiny backbone, its checkpoint, a dataset and params.yaml under `root` (the stages' cwd)."""
-    model = make_backbone(root / "backbone", kind)
+def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40, layout: str | None = None) -> Workspace:
+    """Write a tiny backbone (of `kind`, or in one of `tests.layouts.LAYOUTS`), its checkpoint, a dataset and
+    params.yaml under `root` (the stages' cwd)."""
+    model = make_backbone(root / "backbone", kind) if layout is None else write_layout(root / "backbone", layout)
     torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
     frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts})
@@ -91,8 +93,8 @@ def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Wor
 def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Build a workspace for one backbone family and chdir into it."""
 
-    def build(kind: str = "deberta-v2", rows: int = 40) -> Workspace:
+    def build(kind: str = "deberta-v2", rows: int = 40, layout: str | None = None) -> Workspace:
         monkeypatch.chdir(tmp_path)
-        return build_workspace(tmp_path, kind, rows)
+        return build_workspace(tmp_path, kind, rows, layout)
 
     return build

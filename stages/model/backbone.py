@@ -6,10 +6,11 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, DebertaV2Config, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, DebertaV2Config, PretrainedConfig, PreTrainedTokenizerBase
 
 from stages.core.errors import UserError
 from stages.core.params import ModelParams
+from stages.model.tokenizer_layout import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -18,25 +19,45 @@ ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
+def resolve_backbone(source: str) -> Path:
+    """The directory `model.backbone` names: a local directory, or a Hugging Face id's snapshot in the local cache
+    (`HF_HOME` / `HF_HUB_CACHE`; nothing is downloaded)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"cannot load backbone {source!r} (model.backbone): {str(error).splitlines()[0]} "
+            "It must be a local directory with config.json and tokenizer files, or a Hugging Face id "
+            "already in the local cache (download it once with `hf download <id>` on a connected machine; "
+            "HF_HOME or HF_HUB_CACHE say where the cache is)."
+        ) from None
+
+
 def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     """The backbone's config and tokenizer, from a local directory or the local Hugging Face cache."""
     source = params.backbone
     if params.trust_remote_code:
         log.warning("model.trust_remote_code is true: code shipped with %s will run", source)
+    directory = resolve_backbone(source)
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=params.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(
+        config = AutoConfig.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=params.trust_remote_code
+        )
+        tokenizer = load_tokenizer(
+            directory,
             source,
-            local_files_only=True,
             trust_remote_code=params.trust_remote_code,
             model_max_length=params.max_length,
             truncation_side=params.truncation_side,
         )
     except (OSError, ValueError) as error:
         raise UserError(
-            f"cannot load backbone {source!r} (model.backbone): {str(error).splitlines()[0]} "
-            "It must be a local directory with config.json and tokenizer files, or a Hugging Face id "
-            "already in the local cache (download it once with `hf download <id>` on a connected machine)."
+            f"cannot load backbone {source!r} (model.backbone) from {directory}: {str(error).splitlines()[0]} "
+            "It needs config.json and tokenizer files (tokenizer.json, a SentencePiece model, or vocabulary files)."
         ) from None
     limit = position_limit(config)
     if limit is not None and params.max_length > limit:
@@ -44,23 +65,24 @@ def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedToke
             f"model.max_length = {params.max_length} exceeds what {source!r} can embed ({limit} positions); "
             f"set model.max_length <= {limit}"
         )
-    if not tokenizer.is_fast:
-        raise UserError(f"backbone {source!r} has no fast tokenizer (tokenizer.json); character offsets need one")
     return config, tokenizer
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """Save the tokenizer so that older transformers releases load it too (Optimum pins transformers < 4.58).
+    """Save the tokenizer so that every transformers release loads `tokenizer.json` as it is.
 
-    transformers 5 names its generic fast tokenizer `TokenizersBackend` in tokenizer_config.json, a name
-    older releases do not know; `PreTrainedTokenizerFast` is the same class to both.
+    The class is written as `PreTrainedTokenizerFast`, the generic fast tokenizer of every release (transformers
+    5 calls it `TokenizersBackend`, a name older releases do not know): a family's own class may rebuild the
+    pipeline on load (transformers 5's DebertaV2Tokenizer swaps the saved normaliser for NFC). The family's model
+    inputs are kept, so pipelines feed only what the model takes.
     """
     tokenizer.save_pretrained(directory)
     config_file = directory / TOKENIZER_CONFIG
     settings = json.loads(config_file.read_text(encoding="utf-8"))
-    if settings.get("tokenizer_class") == "TokenizersBackend":
-        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
-        config_file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    settings.pop("local_files_only", None)  # a loading option transformers saves with the settings
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    settings["model_input_names"] = list(tokenizer.model_input_names)
+    config_file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def position_limit(config: PretrainedConfig) -> int | None:
