@@ -5,8 +5,9 @@ ones (mdeberta-v3-base, production text) are neither small nor shareable. This b
 offline and deterministically:
 
 * `data/demo.parquet`: synthetic multilingual rows (`stages.demo.corpus`).
-* `models/demo/backbone/`: the `config.json` of a tiny DeBERTa-v2 with mdeberta-v3-base's
-  architecture choices, and a SentencePiece-style Unigram tokenizer trained on the demo texts
+* `models/demo/backbone/`: a tiny DeBERTa-v2 with mdeberta-v3-base's architecture choices, in the
+  files the hub ships mdeberta-v3-base with: `config.json`, a SentencePiece Unigram model
+  `spm.model` trained on the demo texts, and `tokenizer_config.json`; no `tokenizer.json`
   (`stages.demo.tokenizer`).
 * `models/demo/demo.ckpt`: `torch.save(model.state_dict())` of the seed's `CustomModel`, trained
   briefly to tag each token with `stages.demo.rules.rule_label`, so predictions are checkable
@@ -24,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoConfig
 
 from stages.core.errors import CheckFailed
 from stages.core.runner import run_stage
 from stages.demo.corpus import make_texts, write_dataset
-from stages.demo.tokenizer import MAX_LENGTH, save_backbone, tiny_deberta_config, train_tokenizer
+from stages.demo.tokenizer import MAX_LENGTH, save_backbone, train_sentencepiece
 from stages.demo.training import (
     TARGET_ACCURACY,
     TRAIN_LENGTH,
@@ -72,9 +74,8 @@ def main() -> None:
     present = [text for text in texts if text is not None]
     log.info("wrote %s: %d rows, %d bytes", DATASET_PATH, len(texts), DATASET_PATH.stat().st_size)
 
-    tokenizer = train_tokenizer(present)
-    config = tiny_deberta_config(tokenizer)
-    save_backbone(tokenizer, config, BACKBONE_DIR)
+    tokenizer = save_backbone(train_sentencepiece(present), BACKBONE_DIR)
+    config = AutoConfig.from_pretrained(BACKBONE_DIR)
     untruncated = [encoding.ids for encoding in tokenizer.backend_tokenizer.encode_batch(present)]
     unknown = sum(ids.count(tokenizer.unk_token_id) for ids in untruncated)
     log.info("vocab %d, [UNK] %d of %d tokens", len(tokenizer), unknown, sum(map(len, untruncated)))

@@ -1,113 +1,79 @@
-"""The demo's SentencePiece-style Unigram tokenizer, trained on the demo texts deterministically."""
+"""The demo backbone in the hub's layout of microsoft/mdeberta-v3-base: `config.json`, a SentencePiece Unigram
+model `spm.model` trained on the demo texts, and `tokenizer_config.json`; no `tokenizer.json`."""
 
 from __future__ import annotations
 
-import math
-import unicodedata
-from collections import Counter
+import io
+import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, DebertaV2Config, PreTrainedTokenizerFast
+import sentencepiece
+from transformers import DebertaV2Config, PreTrainedTokenizerBase
 
 from stages.core.errors import CheckFailed
 from stages.model.backbone import mdeberta_v3_config
+from stages.model.tokenizer_layout import load_tokenizer
 
-SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]")
-VOCAB_SIZE = 3500
-SCORE_ROUNDS = 3
+SENTENCEPIECE_FILE = "spm.model"
+TOKENIZER_CONFIG = {"do_lower_case": False, "vocab_type": "spm"}  # microsoft/mdeberta-v3-base's, as the hub has it
+VOCAB_SIZE = 3500  # SentencePiece pieces; the tokenizer class adds [MASK] after them, as mdeberta-v3-base's does
 MAX_LENGTH = 512
+PAD_ID = 0  # [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3, as in mdeberta-v3-base's spm.model
 
 
-def bare_tokenizer(model: models.Model) -> Tokenizer:
-    """A SentencePiece-style pipeline around `model`: NFKC, Metaspace, special tokens."""
-    tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
-    return tokenizer
-
-
-def train_pieces(texts: list[str]) -> list[str]:
-    """The pieces `UnigramTrainer` selects (special tokens excluded), with an alphabet covering the texts."""
-    alphabet = sorted({char for text in texts for char in unicodedata.normalize("NFKC", text)} - {" "})
-    trainer = trainers.UnigramTrainer(
+def train_sentencepiece(texts: list[str]) -> bytes:
+    """A Unigram SentencePiece model of the texts (NFKC normalisation, every character covered), deterministically:
+    one thread, the texts in order, none sampled."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        model_type="unigram",
         vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        unk_token="[UNK]",
-        initial_alphabet=alphabet,
-        show_progress=False,
+        character_coverage=1.0,
+        normalization_rule_name="nmt_nfkc",
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        max_sentence_length=1 << 16,
+        minloglevel=2,
+        pad_id=PAD_ID,
+        pad_piece="[PAD]",
+        bos_id=1,
+        bos_piece="[CLS]",
+        eos_id=2,
+        eos_piece="[SEP]",
+        unk_id=3,
+        unk_piece="[UNK]",
     )
-    tokenizer = bare_tokenizer(models.Unigram())
-    tokenizer.train_from_iterator(texts, trainer)
-    return sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
+    return model.getvalue()
 
 
-def ordered_vocab(scores: dict[str, float]) -> list[tuple[str, float]]:
-    """Special tokens first (ids 0-4), then pieces by descending score, ties by piece."""
-    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-    return [(token, 0.0) for token in SPECIAL_TOKENS] + ranked
-
-
-def fit_scores(pieces: list[str], texts: list[str]) -> dict[str, float]:
-    """Piece log-probabilities by a few rounds of Viterbi (hard) EM from equal scores.
-
-    The trainer's own scores are not reproducible: its EM sums over a hash map (last-bit float
-    differences reorder the ids) and the characters it appends for coverage get arbitrary scores.
-    Its piece set is stable, so the scores are re-estimated here deterministically.
-    """
-    scores = dict.fromkeys(pieces, -1.0)
-    for _ in range(SCORE_ROUNDS):
-        model = models.Unigram(ordered_vocab(scores), SPECIAL_TOKENS.index("[UNK]"), False)
-        encodings = bare_tokenizer(model).encode_batch(texts)
-        counts = Counter(token for encoding in encodings for token in encoding.tokens)
-        total = sum(counts[piece] + 0.5 for piece in pieces)
-        scores = {piece: math.log((counts[piece] + 0.5) / total) for piece in pieces}
-    return scores
-
-
-def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """Train the Unigram tokenizer and wrap it with `[CLS] $A [SEP]` templates, left truncation, 512 max."""
-    vocab = ordered_vocab(fit_scores(train_pieces(texts), texts))
-    tokenizer = bare_tokenizer(models.Unigram(vocab, SPECIAL_TOKENS.index("[UNK]"), False))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=MAX_LENGTH,
-        truncation_side="left",
-    )
-
-
-def tiny_deberta_config(tokenizer: PreTrainedTokenizerFast) -> DebertaV2Config:
+def tiny_deberta_config(vocab_size: int, pad_token_id: int) -> DebertaV2Config:
     """A tiny DeBERTa-v2 config with mdeberta-v3-base's architecture choices."""
     return mdeberta_v3_config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=128,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=pad_token_id,
     )
 
 
-def save_backbone(tokenizer: PreTrainedTokenizerFast, config: DebertaV2Config, directory: Path) -> None:
-    """Save config and tokenizer, then check the tokenizer loads back and returns offsets."""
+def save_backbone(sentencepiece_model: bytes, directory: Path) -> PreTrainedTokenizerBase:
+    """Write the backbone as the hub ships mdeberta-v3-base, then load its tokenizer as `load_checkpoint` does."""
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("tokenizer.json", "special_tokens_map.json"):
+        (directory / stale).unlink(missing_ok=True)
+    (directory / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model)
+    (directory / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG) + "\n", encoding="utf-8")
+    config = tiny_deberta_config(VOCAB_SIZE + 1, PAD_ID)
     config.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    reloaded = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    probe = ["Élise visited 東京 on 2024-05-03 🎉", "", "Иван"]
-    encoded = reloaded(probe, return_offsets_mapping=True)
-    if encoded["input_ids"] != tokenizer(probe)["input_ids"] or len(encoded["offset_mapping"]) != len(probe):
-        raise CheckFailed(f"the tokenizer saved in {directory} does not load back identically")
+    tokenizer = load_tokenizer(directory, str(directory), model_max_length=MAX_LENGTH, truncation_side="left")
+    if len(tokenizer) != config.vocab_size or tokenizer.pad_token_id != config.pad_token_id:
+        raise CheckFailed(
+            f"the tokenizer in {directory} has {len(tokenizer)} tokens and pad id {tokenizer.pad_token_id}; "
+            f"the config says {config.vocab_size} and {config.pad_token_id}"
+        )
+    return tokenizer

@@ -6,11 +6,11 @@ import logging
 
 import numpy as np
 import torch
-from transformers import DebertaV2Config, PreTrainedTokenizerFast
+from transformers import DebertaV2Config, PreTrainedTokenizerBase
 
 from stages.core.errors import CheckFailed
 from stages.demo.rules import DEMO_LABELS, rule_label
-from stages.demo.tokenizer import MAX_LENGTH, SPECIAL_TOKENS
+from stages.demo.tokenizer import MAX_LENGTH
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
 
@@ -31,7 +31,7 @@ EVAL_BATCH_SIZE = 64
 TARGET_ACCURACY = 0.97
 
 
-def label_table(tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
+def label_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """Label id of every vocabulary id: `rule_label` of its piece, -100 for special tokens but [UNK].
 
     [UNK] stands for real text, so it is labelled like any other piece; the template's [CLS]/[SEP]
@@ -39,12 +39,12 @@ def label_table(tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
     """
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     labels = torch.tensor([DEMO_LABELS.index(rule_label(piece)) for piece in pieces])
-    ignored = [tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS if token != "[UNK]"]
+    ignored = [index for index in tokenizer.all_special_ids if index != tokenizer.unk_token_id]
     labels[ignored] = -100
     return labels
 
 
-def encode(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> list[list[int]]:
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each text, left-truncated to `max_length` as the tokenizer is configured."""
     return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
@@ -124,7 +124,7 @@ def check_padding_invariance(model: CustomModel, sequences: list[list[int]], pad
 
 def evaluate(
     model: CustomModel,
-    tokenizer: PreTrainedTokenizerFast,
+    tokenizer: PreTrainedTokenizerBase,
     table: torch.Tensor,
     held_out: list[str],
     long_held_out: list[str],
