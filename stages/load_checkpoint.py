@@ -10,7 +10,7 @@ import torch
 from stages.core.params import load_params
 from stages.core.runner import run_stage
 from stages.model.backbone import load_backbone
-from stages.model.checkpoint import sha256_of
+from stages.model.checkpoint import check_directory_labels, sha256_of
 from stages.model.directory import HeadSpec, build_model, write_model_dir
 from stages.model.hub import HubLayout
 
@@ -21,6 +21,8 @@ def main() -> None:
     params = load_params().model
     checkpoint = Path(params.checkpoint)
     config, tokenizer = load_backbone(params)
+    if checkpoint.is_dir():
+        check_directory_labels(checkpoint, params.num_labels, params.labels)
     torch.manual_seed(0)
     model = build_model(config, params.num_labels, params.classifier_dropout, checkpoint)
     spec = HeadSpec(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import AutoModelForTokenClassification
 
 from stages import load_checkpoint
 from stages.core.errors import UserError
+from stages.model.checkpoint import sha256_of
 from stages.model.directory import load_model_dir
 
 
@@ -112,3 +116,91 @@ def test_output_is_self_contained_and_safetensors_only(make_workspace):
     names = {path.name for path in Path("models/model").iterdir()}
     assert {"model.safetensors", "config.json", "head.json", "tokenizer.json", "tokenizer_config.json"} <= names
     assert not any(name.endswith((".ckpt", ".bin", ".pt")) for name in names)
+
+
+def trainer_directory(target: Path, layout: str) -> Path:
+    """The normalised model saved as a Trainer saves a `*ForTokenClassification` (keys `deberta.*`, `classifier.*`)."""
+    model = AutoModelForTokenClassification.from_pretrained("models/model")
+    if layout == "safetensors":
+        model.save_pretrained(target)
+    elif layout == "sharded safetensors":
+        model.save_pretrained(target, max_shard_size="100KB")
+        assert (target / "model.safetensors.index.json").is_file() and len(list(target.glob("*.safetensors"))) >= 2
+    else:  # pytorch_model.bin, as transformers 4 and Trainer runs before safetensors wrote it
+        model.config.save_pretrained(target)
+        torch.save(model.state_dict(), target / "pytorch_model.bin")
+    return target
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "sharded safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("kind", ["deberta-v2", "bert"])
+def test_a_trainers_save_pretrained_directory_is_a_checkpoint(make_workspace, caplog, kind, layout):
+    workspace = make_workspace(kind)
+    load_checkpoint.main()
+    trainer_directory(workspace.root / "trainer", layout)
+    workspace.write_params(model={"checkpoint": "trainer", "output": "models/from_trainer"})
+    caplog.set_level(logging.INFO)
+    load_checkpoint.main()
+    model, spec = load_model_dir(Path("models/from_trainer"))
+    for key, value in workspace.model.state_dict().items():
+        if not key.startswith("model.pooler."):  # a token classifier has no pooler; it is never run
+            assert torch.equal(model.state_dict()[key], value), key
+    prefix = {"deberta-v2": "deberta.", "bert": "bert."}[kind]
+    assert f"encoder under {prefix!r}, head 'classifier'" in caplog.text
+    assert spec.source_sha256 and spec.source_sha256 != sha256_of(Path("model.ckpt"))
+
+
+def test_a_trainer_directory_with_other_labels_names_the_params(make_workspace):
+    workspace = make_workspace("deberta-v2")
+    load_checkpoint.main()
+    trainer = trainer_directory(workspace.root / "trainer", "safetensors")
+    config = json.loads((trainer / "config.json").read_text())
+    config["id2label"] = {"0": "O", "1": "B-PER", "2": "I-PER", "3": "B-LOC"}
+    (trainer / "config.json").write_text(json.dumps(config))
+    workspace.write_params(model={"checkpoint": "trainer"})
+    with pytest.raises(
+        UserError, match=r"names its labels \['O', 'B-PER', 'I-PER', 'B-LOC'\].*set model\.labels: \[O, B-PER"
+    ):
+        load_checkpoint.main()
+    workspace.write_params(model={"num_labels": 3, "labels": None})
+    with pytest.raises(UserError, match=r"directory with 4 labels .* model\.num_labels is 3; set model\.num_labels: 4"):
+        load_checkpoint.main()
+
+
+def renamed(state: dict, encoder: str, head: str) -> dict:
+    """The seed's keys (`model.*`, `fc.*`) as a model with other attribute names would save them."""
+    names = {"model.": encoder, "fc.": head}
+    return {
+        next(new + key[len(old) :] for old, new in names.items() if key.startswith(old)): v for key, v in state.items()
+    }
+
+
+@pytest.mark.parametrize(("encoder", "head"), [("backbone.", "classifier."), ("encoder.", "head."), ("", "out.")])
+def test_a_custom_model_with_its_own_attribute_names_loads(make_workspace, caplog, encoder, head):
+    workspace = make_workspace("deberta-v2")
+    torch.save(renamed(workspace.model.state_dict(), encoder, head), "model.ckpt")
+    caplog.set_level(logging.INFO)
+    load_checkpoint.main()
+    model, _ = load_model_dir(Path("models/model"))
+    for key, value in workspace.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert f"encoder under {encoder or '(no prefix)'!r}, head {head.rstrip('.')!r}" in caplog.text
+
+
+def test_ambiguous_checkpoints_name_the_tensors(make_workspace):
+    workspace = make_workspace("deberta-v2")
+    state = workspace.model.state_dict()
+    two_heads = {**state, "aux.weight": state["fc.weight"].clone(), "aux.bias": state["fc.bias"].clone()}
+    torch.save(two_heads, "model.ckpt")
+    with pytest.raises(UserError, match=r"2 Linear layers .* \(aux\.weight \[4, 32\], fc\.weight \[4, 32\]\)"):
+        load_checkpoint.main()
+    teacher = {
+        **state,
+        **{"teacher." + key[len("model.") :]: v for key, v in state.items() if key.startswith("model.")},
+    }
+    torch.save(teacher, "model.ckpt")
+    with pytest.raises(UserError, match=r"holds the encoder twice, under 'model\.' and 'teacher\.'"):
+        load_checkpoint.main()
+    torch.save({**state, "crf.transitions": torch.zeros(4, 4)}, "model.ckpt")
+    with pytest.raises(UserError, match=r"1 unexpected keys: crf\.transitions"):
+        load_checkpoint.main()

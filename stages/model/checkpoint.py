@@ -1,14 +1,16 @@
-"""Reading checkpoints safely and matching their keys to the model, whatever wrapped them.
+"""Reading checkpoints safely, whatever holds them, and comparing their keys with the model's.
 
 Handles a plain `state_dict` (the seed's `torch.save(model.state_dict())`), a dict holding a
-`state_dict` (PyTorch Lightning), `module.` (DataParallel/DDP), `_orig_mod.` (`torch.compile`) and
-`model.` (a LightningModule's attribute) prefixes, and `.safetensors` files. Pickles are read with
-`weights_only=True`: nothing in a checkpoint can run code.
+`state_dict` (PyTorch Lightning, `{"model_state_dict": ...}`), `.safetensors` files, and a
+`save_pretrained` directory (a Trainer's output: `model.safetensors`, `pytorch_model.bin`, or shards with
+their index). Pickles are read with `weights_only=True`: nothing in a checkpoint can run code. Which
+tensors are the encoder and which the head is `stages.model.state_mapping`'s business.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -19,7 +21,13 @@ import torch
 
 from stages.core.errors import UserError
 
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# A save_pretrained directory's weights, in the order transformers prefers them: one file, or shards and their index.
+DIRECTORY_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
@@ -37,18 +45,76 @@ class KeyReport:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    """Hex SHA-256 of a file, read in 1 MiB blocks; of a checkpoint directory, of its weight files' names and bytes."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
+    for file in weight_files(path) if path.is_dir() else [path]:
+        if path.is_dir():
+            digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
+def weight_files(directory: Path) -> list[Path]:
+    """The files holding a `save_pretrained` directory's weights: one file, or the shards its index names."""
+    for name in DIRECTORY_WEIGHTS:
+        path = directory / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return [path]
+        try:
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as error:
+            raise UserError(f"checkpoint index {path} cannot be read ({error}); copy or save it again") from None
+        missing = [shard for shard in shards if not (directory / shard).is_file()]
+        if missing:
+            raise UserError(f"checkpoint index {path} names shards that are not there: {', '.join(missing[:4])}")
+        return [directory / shard for shard in shards]
+    raise UserError(
+        f"checkpoint directory {directory} holds no weights (model.checkpoint): expected one of "
+        f"{', '.join(DIRECTORY_WEIGHTS)}, as save_pretrained writes them"
+    )
+
+
+def check_directory_labels(checkpoint: Path, num_labels: int, labels: tuple[str, ...] | None) -> None:
+    """A `save_pretrained` directory's config.json must have `model.num_labels` labels, named as `model.labels`."""
+    config_file = checkpoint / "config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    names = [id2label[key] for key in sorted(id2label, key=int)]
+    count = len(names) or config.get("num_labels")
+    if count is not None and count != num_labels:
+        raise UserError(
+            f"checkpoint {checkpoint} is a token-classification directory with {count} labels ({config_file.name}: "
+            f"{names or 'num_labels'}) but model.num_labels is {num_labels}; set model.num_labels: {count}"
+        )
+    default = [f"LABEL_{index}" for index in range(num_labels)]
+    if names and names != default and names != list(labels or default):
+        raise UserError(
+            f"checkpoint {checkpoint} names its labels {names} ({config_file.name} id2label) but model.labels is "
+            f"{list(labels) if labels else None}; set model.labels: [{', '.join(names)}]"
+        )
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat tensor mapping, refusing anything that needs unpickling code."""
+    """Read a checkpoint (a file, or a save_pretrained directory) into one flat tensor mapping, refusing anything
+    that needs unpickling code."""
+    if path.is_dir():
+        state: dict[str, torch.Tensor] = {}
+        for file in weight_files(path):
+            state.update(read_checkpoint_file(file))
+        return state
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (set model.checkpoint in params.yaml)")
+    return read_checkpoint_file(path)
+
+
+def read_checkpoint_file(path: Path) -> dict[str, torch.Tensor]:
+    """One checkpoint file: safetensors, or a pickle read with `weights_only=True`."""
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -85,14 +151,6 @@ def _find_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
         + (f" with keys {sorted(map(str, loaded))[:10]}" if isinstance(loaded, Mapping) else "")
         + "; save it with torch.save(model.state_dict(), path)"
     )
-
-
-def strip_wrapper_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Peel wrapper prefixes shared by every key; keep the peeling that best matches `expected`."""
-    candidates = [state]
-    while prefix := next((p for p in WRAPPER_PREFIXES if all(key.startswith(p) for key in candidates[-1])), None):
-        candidates.append({key[len(prefix) :]: value for key, value in candidates[-1].items()})
-    return max(candidates, key=lambda candidate: len(expected.intersection(candidate)))
 
 
 def compare_keys(state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]) -> KeyReport:

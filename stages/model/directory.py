@@ -18,8 +18,9 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 from stages.core.atomic import atomic_directory
 from stages.core.errors import UserError
 from stages.model.backbone import save_tokenizer
-from stages.model.checkpoint import compare_keys, describe_mismatch, read_checkpoint, strip_wrapper_prefixes
+from stages.model.checkpoint import compare_keys, describe_mismatch, read_checkpoint
 from stages.model.hub import HubLayout, from_hub_state, hub_config, hub_layout, to_hub_state, unused_keys
+from stages.model.state_mapping import map_state
 from stages.model.token_model import CustomModel
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ HEAD_FILE = "head.json"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 HEAD_FORMAT = "token-linear/1"
-# Buffers that older transformers releases saved and current ones rebuild: safe to drop.
-REBUILT_BUFFER_SUFFIXES = ("embeddings.position_ids",)
 
 
 @dataclass(frozen=True)
@@ -59,17 +58,17 @@ class HeadSpec:
 
 
 def build_model(config: PretrainedConfig, num_labels: int, classifier_dropout: float, checkpoint: Path) -> CustomModel:
-    """The model class with the checkpoint's weights, after normalising keys and a strict check."""
+    """The model class with the checkpoint's weights, matched by content (`map_state`), after a strict key check."""
     model = CustomModel(config, num_labels, classifier_dropout)
     model_state = model.state_dict()
-    state = strip_wrapper_prefixes(read_checkpoint(checkpoint), set(model_state))
-    for key in [key for key in state if key.endswith(REBUILT_BUFFER_SUFFIXES) and key not in model_state]:
-        log.info("dropping %s: this transformers release rebuilds it", key)
-        del state[key]
-    report = compare_keys(state, model_state)
+    mapping = map_state(read_checkpoint(checkpoint), model_state)
+    report = compare_keys(mapping.state, model_state)
     if not report.ok:
-        raise UserError(describe_mismatch(report, checkpoint))
-    model.load_state_dict(state, strict=True)
+        raise UserError(describe_mismatch(report, checkpoint) + f"\n  (matched so far: {mapping.describe()})")
+    log.info("checkpoint %s: %s (%d labels)", checkpoint, mapping.describe(), num_labels)
+    if mapping.filled:
+        log.info("not in the checkpoint, left as initialised (a token classifier never runs them): %s", mapping.filled)
+    model.load_state_dict(mapping.state, strict=True)
     return model.eval()
 
 

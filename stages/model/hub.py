@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForTokenClassification, PretrainedConfig
 
+from stages.model.state_mapping import ENCODER, HEAD, UNUSED_ENCODER_PARTS
 from stages.model.token_model import CustomModel
 
-ENCODER, HEAD = "model.", "fc."
 HUB_HEAD = "classifier."
-UNUSED_ENCODER_PARTS = ("pooler.",)  # in the seed's encoder, never run for per-token outputs
 
 
 @dataclass(frozen=True)
