@@ -71,6 +71,7 @@ def export_fp32(model: CustomModel, directory: Path) -> Path:
         int8_target="auto",
         dummy_batch=2,
         dummy_length=6,
+        onnx_file=None,
         output=str(directory),
     )
     directory.mkdir(parents=True, exist_ok=True)

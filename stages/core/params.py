@@ -73,6 +73,7 @@ class ExportParams:
     int8_target: Literal["auto", "vnni", "no_vnni"]
     dummy_batch: int = field(metadata=_range(2))
     dummy_length: int = field(metadata=_range(2))
+    onnx_file: str | None  # an ONNX file exported earlier, adopted instead of exporting
     output: str
 
 

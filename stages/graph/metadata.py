@@ -51,11 +51,12 @@ def library_versions() -> dict[str, str]:
 def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str, ...], facts: dict[str, Any]) -> dict:
     """Check the exported graph against what was asked, store its metadata in it, and return the metadata.
 
-    `facts` are what the graph cannot tell (labels, max_length, source checkpoint, conversion counts).
+    `facts` are what the graph cannot tell (labels, max_length, source checkpoint, conversion counts, and for an
+    adopted `export.onnx_file` where it came from). An adopted file keeps the opset it was written with.
     """
     graph = onnx.load(str(path), load_external_data=False)
     opset = graph_opset(graph)
-    if opset != params.opset:
+    if params.onnx_file is None and opset != params.opset:
         raise UserError(
             f"export.opset = {params.opset} but the {params.exporter} exporter wrote opset {opset}; "
             "use export.opset >= 17 with the dynamo exporter, or export.exporter: torchscript for opsets 13-16"

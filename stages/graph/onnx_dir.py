@@ -1,5 +1,6 @@
 """The exported model directory: the ONNX graph in the served precision, stamped with its metadata, beside the
-tokenizer and config it is fed and read with. The export stage and the benchmarks both write it here."""
+tokenizer and config it is fed and read with. The graph is exported from the normalised model, or adopted from
+`export.onnx_file`. The export stage and the benchmarks both write it here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from stages.core.atomic import atomic_directory
 from stages.core.params import ExportParams
+from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
 from stages.graph.precision import apply_precision
@@ -23,9 +25,20 @@ def write_onnx_dir(model_dir: Path, params: ExportParams, target: Path) -> dict[
     """Export the normalised model in `model_dir` into `target` (atomically); returns the metadata written."""
     model, spec = load_model_dir(model_dir)
     with atomic_directory(target) as staging:
-        export_graph(model, params, staging / ONNX_FILE)
-        conversion = apply_precision(staging / ONNX_FILE, params.precision, params.int8_target)
+        if params.onnx_file is None:
+            export_graph(model, params, staging / ONNX_FILE)
+            origin = {"exporter": params.exporter}
+        else:
+            origin = {
+                "exporter": "onnx_file",
+                **adopt_onnx(Path(params.onnx_file), staging / ONNX_FILE, spec, params.precision),
+            }
+        served_as_given = origin.get("source_precision", "fp32") == params.precision
+        conversion = (
+            {} if served_as_given else apply_precision(staging / ONNX_FILE, params.precision, params.int8_target)
+        )
         facts = {
+            **origin,
             "model_type": model.config.model_type,
             "labels": list(spec.labels),
             "max_length": spec.max_length,
@@ -34,7 +47,7 @@ def write_onnx_dir(model_dir: Path, params: ExportParams, target: Path) -> dict[
             "source_sha256": spec.source_sha256,
             "precision_conversion": conversion,
             "rewrites": ["narrowed_relative_attention"]
-            if params.exporter == "dynamo" and has_relative_attention(model)
+            if params.onnx_file is None and params.exporter == "dynamo" and has_relative_attention(model)
             else [],
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
