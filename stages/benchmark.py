@@ -10,6 +10,7 @@ same threads (`stages.bench.peaks`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,69 +20,51 @@ from stages.bench.report import format_report, plot_rows, summary
 from stages.bench.serving import run_benchmark
 from stages.bench.subject import SIZES, model_under_test
 from stages.core.atomic import write_json
-from stages.core.params import load_params
+from stages.core.declared import load_declared
 from stages.core.runner import run_stage
+
+PARAMS = ("model", "export", "runtime", "infer.input", "infer.text_column", "infer.id_column", "benchmark")
+OVERRIDABLE = ("size", "rows", "batch", "length", "rounds", "warmup")  # benchmark.* keys a command line may override
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Overrides of the `benchmark` params for one run (`--size base`), and where to export."""
     parser = argparse.ArgumentParser(prog="python -m stages.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--size",
-        choices=SIZES,
-        default="demo",
-        help="demo: models/model (model.output); base: random mdeberta-v3-base shape",
+        "--size", choices=SIZES, help="benchmark.size: demo (model.output) or base (random mdeberta shape)"
     )
-    parser.add_argument("--rows", type=positive, default=64, help="non-empty dataset rows, in dataset order")
-    parser.add_argument("--batch", type=positive, default=8, help="rows per batch")
-    parser.add_argument("--length", type=positive, default=128, help="tokens per row at most, special tokens included")
-    parser.add_argument("--rounds", type=positive, default=3, help="timed rounds per engine")
-    parser.add_argument("--warmup", type=non_negative, default=1, help="untimed rounds per engine first")
-    parser.add_argument(
-        "--threads", type=positive, default=len(os.sched_getaffinity(0)), help="torch and onnxruntime intra-op threads"
-    )
+    for name in OVERRIDABLE[1:]:
+        parser.add_argument(f"--{name}", type=int, help=f"benchmark.{name}")
     parser.add_argument("--tmp-dir", default=None, help="where the ONNX models are exported (default: the system's)")
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/benchmark.json"), help="a few numbers per engine")
-    parser.add_argument("--report", type=Path, default=Path("metrics/benchmark_report.json"), help="the full report")
-    parser.add_argument("--plots", type=Path, default=Path("metrics/benchmark_plots.json"))
     return parser.parse_args(argv)
-
-
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return number
-
-
-def non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return number
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    params = load_params()
+    params = load_declared(PARAMS)
+    overrides = {name: getattr(args, name) for name in OVERRIDABLE if getattr(args, name) is not None}
+    bench = dataclasses.replace(params.benchmark, **overrides)
+    threads = params.runtime.intra_op_num_threads or len(os.sched_getaffinity(0))
     settings = BenchmarkSettings(
-        size=args.size,
-        rows=args.rows,
-        batch=args.batch,
-        length=args.length,
-        rounds=args.rounds,
-        warmup=args.warmup,
-        threads=args.threads,
+        size=bench.size,
+        rows=bench.rows,
+        batch=bench.batch,
+        length=bench.length,
+        rounds=bench.rounds,
+        warmup=bench.warmup,
+        threads=threads,
         truncation_side=params.model.truncation_side,
-        runtime=params.runtime.on_cpu(args.threads),
+        runtime=params.runtime.on_cpu(threads),
+        export=params.export,
         tmp_dir=args.tmp_dir,
     )
     model, tokenizer = model_under_test(settings.size, params)
     texts = read_texts(params.infer.input, params.infer.text_column, params.infer.id_column, settings.rows)
     report = run_benchmark(model, tokenizer, texts, settings)
     print(format_report(report))
-    write_json(args.report, report)
-    write_json(args.metrics, summary(report))
-    write_json(args.plots, plot_rows(report))
+    write_json(Path(bench.report), report)
+    write_json(Path(bench.metrics), summary(report))
+    write_json(Path(bench.plots), plot_rows(report))
 
 
 if __name__ == "__main__":

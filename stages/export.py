@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stages.core.params import load_params
+from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("model.output", "export")  # what this stage reads, as its params in dvc.yaml
+
 
 def main() -> None:
-    params = load_params()
+    params = load_declared(PARAMS)
     target = Path(params.export.output)
     metadata = write_onnx_dir(Path(params.model.output), params.export, target)
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])

@@ -10,13 +10,16 @@ import logging
 from pathlib import Path
 
 from stages.core.atomic import write_json
+from stages.core.declared import load_declared
 from stages.core.errors import UserError
-from stages.core.params import Params, load_params
+from stages.core.params import Params
 from stages.core.runner import run_stage
 from stages.scoring.local_engine import score_locally
 from stages.scoring.metrics import warn_about_data
 
 log = logging.getLogger(__name__)
+
+PARAMS = ("export.output", "runtime", "infer")  # what this stage reads, as its params in dvc.yaml
 
 
 def score_with_ray(params: Params) -> dict:
@@ -33,7 +36,7 @@ def score_with_ray(params: Params) -> dict:
 
 
 def main() -> None:
-    params = load_params()
+    params = load_declared(PARAMS)
     metrics = score_with_ray(params) if params.infer.engine == "ray" else score_locally(params)
     write_json(Path(params.infer.metrics), metrics)
     warn_about_data(metrics, log)

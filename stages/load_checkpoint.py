@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from stages.core.params import load_params
+from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.model.backbone import load_backbone
 from stages.model.checkpoint import check_directory_labels, sha256_of
@@ -16,14 +16,16 @@ from stages.model.hub import HubLayout
 
 log = logging.getLogger(__name__)
 
+PARAMS = ("model",)  # what this stage reads, as its params in dvc.yaml
+
 
 def main() -> None:
-    params = load_params().model
+    params = load_declared(PARAMS).model
     checkpoint = Path(params.checkpoint)
     config, tokenizer = load_backbone(params)
     if checkpoint.is_dir():
         check_directory_labels(checkpoint, params.num_labels, params.labels)
-    torch.manual_seed(0)
+    torch.manual_seed(params.seed)
     model = build_model(config, params.num_labels, params.classifier_dropout, checkpoint)
     spec = HeadSpec(
         num_labels=params.num_labels,
@@ -34,6 +36,7 @@ def main() -> None:
         truncation_side=params.truncation_side,
         source_checkpoint=str(checkpoint),
         source_sha256=sha256_of(checkpoint),
+        init_seed=params.seed,
     )
     layout = write_model_dir(model, tokenizer, spec, Path(params.output))
     parameters = sum(tensor.numel() for tensor in model.parameters())

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from stages.core.atomic import write_json
+from stages.core.declared import load_declared
 from stages.core.errors import CheckFailed, UserError
-from stages.core.params import load_params
 from stages.core.runner import run_stage
 from stages.graph.metadata import SIDECAR_FILE, read_sidecar
 from stages.graph.session import provider_of
@@ -24,9 +24,14 @@ from stages.verify.compare import build_report, case_details, explain_failure, f
 
 log = logging.getLogger(__name__)
 
+PARAMS = (  # what this stage reads, as its params in dvc.yaml: rows are tokenised and windowed as infer does
+    "model.output", "export.output", "runtime", "parity",
+    "infer.input", "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride",
+)  # fmt: skip
+
 
 def main() -> None:
-    params = load_params()
+    params = load_declared(PARAMS)
     model_dir, onnx_dir = Path(params.model.output), Path(params.export.output)
     for directory, file in ((model_dir, HEAD_FILE), (onnx_dir, SIDECAR_FILE)):
         if not (directory / file).is_file():

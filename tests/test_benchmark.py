@@ -39,14 +39,12 @@ ROW_KEYS = {
 
 @pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
 def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspace, capsys, family):
-    make_workspace(family)
-    load_checkpoint.main()
-    benchmark.main(
-        [
-            *("--rows", "16", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0", "--threads", "1"),
-            *("--metrics", "out/benchmark.json", "--report", "out/report.json", "--plots", "out/benchmark_plots.json"),
-        ]
+    workspace = make_workspace(family)
+    workspace.write_params(
+        benchmark={"metrics": "out/benchmark.json", "report": "out/report.json", "plots": "out/benchmark_plots.json"}
     )
+    load_checkpoint.main()
+    benchmark.main(["--rows", "16", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0"])
     report = json.loads(Path("out/report.json").read_text(encoding="utf-8"))
     rows = {row["engine"]: row for row in report["engines"]}
     summary = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
@@ -59,7 +57,7 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     for name in cpu_engines:
         row = rows[name]
         assert set(row) >= ROW_KEYS, ROW_KEYS - set(row)
-        assert (row["threads"], row["batch"], row["length"]) == (1, 4, 64)
+        assert (row["threads"], row["batch"], row["length"]) == (1, 4, 64)  # runtime.intra_op_num_threads 1
         assert row["texts_per_s"] > 0 and row["peak_gflop_per_s"] > 0
     # The workspace model is trained: labels win by wide margins, so every engine gives torch's labels.
     assert rows["ort-fp32"]["label_agreement"] >= 0.999
@@ -76,7 +74,8 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
 
 
 def test_demo_size_without_the_normalised_model_says_to_run_the_pipeline(make_workspace):
-    make_workspace("deberta-v2")
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(benchmark={"metrics": "out/benchmark.json"})
     with pytest.raises(UserError, match="dvc repro"):
-        benchmark.main(["--rows", "4", "--metrics", "out/benchmark.json"])
+        benchmark.main(["--rows", "4"])
     assert not Path("out/benchmark.json").exists()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from stages.core.params import load_params
 from stages.graph.session import onnx_logits
 from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
+from tests.conftest import REPO
 from tests.support_matrix import EXPECTED_INPUTS
 
 
@@ -100,3 +104,20 @@ def test_dynamo_opset_it_cannot_write_is_an_error_not_a_silent_downgrade(make_wo
     load_checkpoint.main()
     with pytest.raises(UserError, match=r"export\.opset = 14"):
         export.main()
+
+
+def test_a_bug_in_the_projects_own_rewrite_keeps_its_traceback(make_workspace):
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(export={"exporter": "dynamo", "opset": 18})
+    load_checkpoint.main()
+    probe = (
+        "from transformers.models.deberta_v2 import modeling_deberta_v2\n"
+        "modeling_deberta_v2.build_rpos = None  # now a call in stages/graph/rewrites.py fails: a bug of ours\n"
+        "from stages import export; from stages.core.runner import run_stage; run_stage(export.main)"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=workspace.root, env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr[-2000:]
+    assert "stages/graph/rewrites.py" in result.stderr and "error: the dynamo exporter" not in result.stderr

@@ -204,3 +204,16 @@ def test_ambiguous_checkpoints_name_the_tensors(make_workspace):
     torch.save({**state, "crf.transitions": torch.zeros(4, 4)}, "model.ckpt")
     with pytest.raises(UserError, match=r"1 unexpected keys: crf\.transitions"):
         load_checkpoint.main()
+
+
+def test_a_head_json_of_another_format_says_to_run_load_checkpoint_again(make_workspace):
+    make_workspace("deberta-v2")
+    load_checkpoint.main()
+    head = Path("models/model/head.json")
+    fields = json.loads(head.read_text())
+    del fields["init_seed"]
+    head.write_text(json.dumps({**fields, "format": "token-linear/1"}))  # what the previous release wrote
+    with pytest.raises(
+        UserError, match=r"head\.json is in format 'token-linear/1'.* run the load_checkpoint stage again"
+    ):
+        load_model_dir(Path("models/model"))

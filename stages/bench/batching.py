@@ -80,7 +80,7 @@ def run(size: str, rows: int, batch_size: int, max_length: int, rounds: int, thr
     framing = tokenizer.framing(max_length, params.model.truncation_side)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:
-        session = create_session(export_fp32(model, Path(scratch)), params.runtime.on_cpu(threads))
+        session = create_session(export_fp32(model, Path(scratch), params.export), params.runtime.on_cpu(threads))
         del model
         modes = {"fixed-order": fixed_order(batch_size), "length-aware": length_aware(batch_size)}
         results = {name: ModeResult(name, [], 0, 0) for name in modes}

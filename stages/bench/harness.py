@@ -18,7 +18,7 @@ from stages.bench.engines import Engine
 from stages.bench.flops import flops_per_slot
 from stages.core.errors import UserError
 from stages.core.memory import rss_mb
-from stages.core.params import RuntimeParams
+from stages.core.params import ExportParams, RuntimeParams
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
 from stages.scoring.dataset import iter_blocks
@@ -43,6 +43,7 @@ class BenchmarkSettings:
     threads: int
     truncation_side: str  # which end of a long text is kept (model.truncation_side)
     runtime: RuntimeParams  # params.yaml's onnxruntime settings, on the CPU with `threads`
+    export: ExportParams  # how the model under test is exported (params.yaml's export section)
     tmp_dir: str | None = None  # where the ONNX models are written (None: the system's temporary directory)
 
 

@@ -28,7 +28,7 @@ INT8_TARGETS = ("vnni", "no_vnni")  # both, to show what 7-bit weights cost and 
 def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Engine], list[Skipped]]:
     """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every engine."""
     runtime = settings.runtime
-    fp32_path = export_fp32(model, workdir / "fp32")
+    fp32_path = export_fp32(model, workdir / "fp32", settings.export)
     int8_paths = {target: converted_copy(fp32_path, workdir / target, "int8", target) for target in INT8_TARGETS}
     engines, skipped = cpu_engines(model, fp32_path, int8_paths, runtime)
     gpu, gpu_skipped = cuda_engines(model, fp32_path, workdir, runtime)

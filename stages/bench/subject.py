@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -24,9 +25,9 @@ SIZES = ("demo", "base")
 BASE_NUM_LABELS, BASE_DROPOUT = 4, 0.2
 
 
-def base_model() -> CustomModel:
-    """A seeded random-weight model of mdeberta-v3-base's exact shape."""
-    torch.manual_seed(0)
+def base_model(seed: int) -> CustomModel:
+    """A random-weight model of mdeberta-v3-base's exact shape, from `seed` (`benchmark.seed`)."""
+    torch.manual_seed(seed)
     return CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
 
 
@@ -37,7 +38,7 @@ def model_under_test(size: str, params: Params) -> tuple[CustomModel, TextTokeni
         model, _ = load_model_dir(Path(params.model.output))
         return model, TextTokenizer.load(Path(params.model.output))
     tokenizer = load_backbone(params.model)[1]
-    return base_model(), TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
+    return base_model(params.benchmark.seed), TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
 
 
 def normalised_model(size: str, params: Params, target: Path) -> tuple[Path, CustomModel]:
@@ -45,7 +46,7 @@ def normalised_model(size: str, params: Params, target: Path) -> tuple[Path, Cus
     to `target` with `model.backbone`'s tokenizer (as `load_checkpoint` writes one)."""
     if size == "demo":
         return Path(params.model.output), load_model_dir(Path(params.model.output))[0]
-    model = base_model()
+    model = base_model(params.benchmark.seed)
     labels = tuple(f"LABEL_{index}" for index in range(BASE_NUM_LABELS))
     spec = HeadSpec(
         num_labels=BASE_NUM_LABELS,
@@ -54,26 +55,17 @@ def normalised_model(size: str, params: Params, target: Path) -> tuple[Path, Cus
         input_names=model.input_names,
         max_length=params.model.max_length,
         truncation_side=params.model.truncation_side,
-        source_checkpoint="random weights, mdeberta-v3-base shape, seed 0",
+        source_checkpoint=f"random weights, mdeberta-v3-base shape, seed {params.benchmark.seed}",
         source_sha256="",
+        init_seed=params.benchmark.seed,
     )
     write_model_dir(model, load_backbone(params.model)[1], spec, target)
     return target, model
 
 
-def export_fp32(model: CustomModel, directory: Path) -> Path:
-    """The fp32 ONNX model (dynamo exporter, opset 18, int64 inputs) in `directory`."""
-    params = ExportParams(
-        exporter="dynamo",
-        opset=18,
-        input_dtype="int64",
-        precision="fp32",
-        int8_target="auto",
-        dummy_batch=2,
-        dummy_length=6,
-        onnx_file=None,
-        output=str(directory),
-    )
+def export_fp32(model: CustomModel, directory: Path, export: ExportParams) -> Path:
+    """The model exported to fp32 ONNX in `directory`, as the `export` params export it (an `onnx_file` aside)."""
+    params = dataclasses.replace(export, precision="fp32", onnx_file=None, output=str(directory))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ONNX_FILE
     started = time.perf_counter()

@@ -47,6 +47,7 @@ class ModelParams:
     max_length: int = field(metadata=_range(2))
     truncation_side: Literal["left", "right"]
     trust_remote_code: bool
+    seed: int  # initialises what the checkpoint does not hold (an unused pooler), recorded in head.json
     output: str
 
     def __post_init__(self) -> None:
@@ -163,6 +164,22 @@ class InferParams:
 
 
 @dataclass(frozen=True)
+class BenchmarkParams:
+    """What the serving benchmark measures (stage `benchmark`): engines side by side on the same rows."""
+
+    size: Literal["demo", "base"]
+    rows: int = field(metadata=_range(1))
+    batch: int = field(metadata=_range(1))
+    length: int = field(metadata=_range(2))
+    rounds: int = field(metadata=_range(1))
+    warmup: int = field(metadata=_range(0))
+    seed: int  # the random weights of size base
+    metrics: str
+    report: str
+    plots: str
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole `params.yaml`."""
 
@@ -171,6 +188,7 @@ class Params:
     runtime: RuntimeParams
     parity: ParityParams
     infer: InferParams
+    benchmark: BenchmarkParams
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from stages.core.errors import UserError
+from stages.core.errors import UserError, raised_in_project
 from stages.core.params import ExportParams
 from stages.graph.rewrites import narrowed_relative_attention
 from stages.model.token_model import CustomModel, GraphInputs
@@ -37,10 +37,13 @@ def export_rewrites(exporter: str) -> contextlib.AbstractContextManager:
 
 
 def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
-    """Run the chosen exporter; a backbone it cannot export is a `UserError` that names the other exporter."""
+    """Run the chosen exporter; a backbone it cannot export is a `UserError` that names the other exporter.
+    An error raised in this project's own code (a rewrite, the model wrapper) is a bug and keeps its traceback."""
     try:
         run_exporter(model, params, path)
-    except Exception as error:  # exporters raise many types; each means "cannot export this model"
+    except Exception as error:  # exporters raise many types for a model they cannot export; ours are bugs
+        if raised_in_project(error):
+            raise
         other = "torchscript" if params.exporter == "dynamo" else "dynamo"
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(

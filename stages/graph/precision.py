@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 
 from stages.core.cpu import describe_cpu, has_vnni
-from stages.core.errors import UserError
+from stages.core.errors import UserError, raised_in_project
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def prepare_for_quantization(source: Path, prepared: Path) -> None:
 
     try:
         quant_pre_process(str(source), str(prepared))
-    except Exception as error:  # any failure of the symbolic pass has the same fallback
+    except Exception as error:  # any failure of onnxruntime's symbolic pass has the same fallback
+        if raised_in_project(error):
+            raise
         log.info("symbolic shape inference failed (%s); using ONNX shape inference", str(error) or type(error).__name__)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
 
@@ -160,7 +162,9 @@ def apply_precision(path: Path, precision: str, int8_target: str) -> dict[str, A
         return {}
     try:
         return quantize_int8(path, int8_target) if precision == "int8" else convert_fp16(path)
-    except Exception as error:  # the converters raise many types; each means "cannot convert"
+    except Exception as error:  # the converters raise many types for a graph they cannot convert; ours are bugs
+        if raised_in_project(error):
+            raise
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(
             f"export.precision = {precision} cannot convert this graph ({type(error).__name__}: {first_line[:300]}); "

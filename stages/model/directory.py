@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 HEAD_FILE = "head.json"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-HEAD_FORMAT = "token-linear/1"
+HEAD_FORMAT = "token-linear/2"  # /2: init_seed
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class HeadSpec:
     truncation_side: str
     source_checkpoint: str
     source_sha256: str
+    init_seed: int  # initialised what the checkpoint did not hold (model.seed)
     format: str = HEAD_FORMAT
     hub_prefix: str | None = None  # the encoder's name in the weights file: a Hugging Face layout; None: the seed's
 
@@ -51,7 +52,13 @@ class HeadSpec:
 
     @classmethod
     def from_file(cls, path: Path) -> HeadSpec:
+        """The spec in `path`; one written in another format is a `UserError` saying to write it again."""
         fields = json.loads(path.read_text(encoding="utf-8"))
+        if fields.get("format") != HEAD_FORMAT:
+            raise UserError(
+                f"{path} is in format {fields.get('format')!r}, not {HEAD_FORMAT!r}: it was written by another release; "
+                "run the load_checkpoint stage again (`dvc repro -f -s load_checkpoint`)"
+            )
         fields["labels"] = tuple(fields["labels"])
         fields["input_names"] = tuple(fields["input_names"])
         return cls(**fields)
@@ -100,7 +107,7 @@ def load_model_dir(directory: Path) -> tuple[CustomModel, HeadSpec]:
         )
     spec = HeadSpec.from_file(directory / HEAD_FILE)
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    torch.manual_seed(0)  # weights the file does not hold (an unused pooler) start the same every time
+    torch.manual_seed(spec.init_seed)  # weights the file does not hold (an unused pooler), as load_checkpoint made them
     model = CustomModel(config, spec.num_labels, spec.classifier_dropout)
     state = load_file(directory / WEIGHTS_FILE)
     if spec.hub_prefix is not None:

@@ -28,8 +28,11 @@ def test_garbage_at_pad_positions_does_not_gate_but_at_a_real_token_does():
     candidate[0, 2] += 100.0
     case = compare_case("real", [(reference, candidate, mask)], tolerance())
     assert (
-        case.failed[0] == "values" and case.over_tolerance == 4 and case.max_abs_diff == pytest.approx(100.0, rel=1e-4)
+        case.failed[0] == "values"
+        and case.tokens_over_tolerance == 1  # one token's 4 logits: a count of tokens, as the message says
+        and case.max_abs_diff == pytest.approx(100.0, rel=1e-4)
     )
+    assert "real: 1 of 8 tokens have logits beyond atol" in explain_failure([case], tolerance(), "fp32")
 
 
 def test_nan_in_onnx_output_fails_with_its_count():
