@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, pipelin
 
 from stages import export, infer, load_checkpoint
 from stages.demo.rules import DEMO_LABELS
+from stages.scoring.tokens import TextTokenizer
 
 TEXTS = [
     "Alice paid 42 euros in London on 2024-05-03.",  # Latin
@@ -59,18 +59,8 @@ def test_the_onnx_directory_describes_the_model_as_transformers_expects(make_wor
     config = json.loads(Path("models/onnx/config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["BertForTokenClassification"]
     assert config["id2label"] == {str(index): label for index, label in enumerate(DEMO_LABELS)}
-    assert AutoTokenizer.from_pretrained("models/onnx") is not None
+    theirs = AutoTokenizer.from_pretrained("models/onnx")
+    ours = TextTokenizer.load(Path("models/onnx")).encode(TEXTS)
+    assert [text.input_ids.tolist() for text in ours] == theirs(TEXTS, add_special_tokens=False)["input_ids"]
     model = AutoModelForTokenClassification.from_pretrained("models/model")
     assert model.config.id2label == dict(enumerate(DEMO_LABELS))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("optimum") is None, reason="Optimum pins transformers < 4.58: not here")
-def test_optimum_loads_the_onnx_directory_as_is(make_workspace):
-    from optimum.onnxruntime import ORTModelForTokenClassification
-
-    make_workspace("bert")
-    load_checkpoint.main()
-    export.main()
-    model = ORTModelForTokenClassification.from_pretrained("models/onnx")
-    tagger = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained("models/onnx"))
-    assert tagger(TEXTS[0])

@@ -74,13 +74,17 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
     The class is written as `PreTrainedTokenizerFast`, the generic fast tokenizer of every release (transformers
     5 calls it `TokenizersBackend`, a name older releases do not know): a family's own class may rebuild the
     pipeline on load (transformers 5's DebertaV2Tokenizer swaps the saved normaliser for NFC). The family's model
-    inputs are kept, so pipelines feed only what the model takes.
+    inputs are kept, so pipelines feed only what the model takes, and extra special tokens are written as
+    `additional_special_tokens`, which transformers 4 reads too.
     """
     tokenizer.save_pretrained(directory)
     config_file = directory / TOKENIZER_CONFIG
     settings = json.loads(config_file.read_text(encoding="utf-8"))
     settings.pop("local_files_only", None)  # a loading option transformers saves with the settings
     settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = settings.pop("extra_special_tokens", None)  # transformers 5 writes a list, which 4.x cannot read
+    if isinstance(extra, list) and (named := [token for token in extra if token not in settings.values()]):
+        settings["additional_special_tokens"] = named  # the name both releases read
     settings["model_input_names"] = list(tokenizer.model_input_names)
     config_file.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
