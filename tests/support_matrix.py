@@ -6,7 +6,7 @@ in a user error (exit 2) whose one line names the unsupported combination and wh
 The first column checks that `AutoModelForTokenClassification` loads the normalised model directory
 and gives the project's logits, or says why the family's class is not the seed's model.
 
-    python -m tests.support_matrix     # run every cell and rewrite the README's support table
+    python -m tests.support_matrix     # run every cell and rewrite the support table in docs/support.md
 """
 
 from __future__ import annotations
@@ -121,7 +121,10 @@ def render_table(rows: dict[str, list[Outcome]]) -> str:
     return "\n".join([*lines, *(render_row(family, outcomes) for family, outcomes in rows.items())])
 
 
-def write_readme_table(table: str, readme: Path = REPO / "README.md") -> None:
+SUPPORT_PAGE = REPO / "docs" / "support.md"
+
+
+def write_table(table: str, readme: Path = SUPPORT_PAGE) -> None:
     text = readme.read_text(encoding="utf-8")
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
     readme.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
@@ -134,8 +137,8 @@ def main() -> None:
             rows[family] = run_family(Path(root), family)
         print(render_row(family, rows[family]), file=sys.stderr)
     os.chdir(REPO)
-    write_readme_table(render_table(rows))
-    print(f"wrote the support table into {REPO / 'README.md'}", file=sys.stderr)
+    write_table(render_table(rows))
+    print(f"wrote the support table into {SUPPORT_PAGE}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ PIPELINE_FILES = (
     ".dvcignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots",
     "stages",
     "data/demo.parquet",
     "models/demo",

@@ -1,0 +1,69 @@
+"""Build the HTML template `dvc plots show` renders with, with Vega inlined so the page renders offline.
+
+    python -m tests.plots_template      # npm pack the pinned releases, rewrite .dvc/plots/offline.html
+
+DVC's default page loads vega, vega-lite and vega-embed from a CDN, so on a machine without internet (where
+batch scoring often runs) the page is blank. `.dvc/config` points `plots.html_template` at this template,
+which carries the three scripts itself and no `{scripts}` placeholder, so DVC adds no CDN tags: the page
+renders anywhere, and can be copied elsewhere as one file. Vega, Vega-Lite and vega-embed are BSD-3-Clause
+(the Vega project, University of Washington Interactive Data Lab).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / ".dvc" / "plots" / "offline.html"
+SCRIPTS = {  # package@version -> its browser build inside the npm tarball
+    "vega@5.33.1": "package/build/vega.min.js",
+    "vega-lite@5.23.0": "package/build/vega-lite.min.js",
+    "vega-embed@6.29.0": "package/build/vega-embed.min.js",
+}
+PAGE = """<!DOCTYPE html>
+<html>
+<head>
+    {{refresh_tag}}
+    <meta charset="utf-8">
+    <title>DVC Plot</title>
+    <!-- {packages}: BSD-3-Clause, the Vega project; inlined by tests/plots_template.py so that this page
+         renders without a network (DVC's own page loads them from a CDN). -->
+{scripts}
+    <style>
+        table {{
+            border-spacing: 15px;
+        }}
+    </style>
+</head>
+<body>
+    {{plot_divs}}
+</body>
+</html>
+"""
+
+
+def packed_script(package: str, member: str, scratch: Path) -> str:
+    """The browser build of `package` from its npm tarball."""
+    subprocess.run(["npm", "pack", package, "--silent"], cwd=scratch, check=True, capture_output=True)
+    name, version = package.rsplit("@", 1)
+    with tarfile.open(scratch / f"{name}-{version}.tgz") as archive:
+        script = archive.extractfile(member).read().decode("utf-8")
+    if "</script" in script or "{plot_divs}" in script:
+        raise ValueError(f"{package}'s {member} cannot be inlined as it is")
+    return script
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        scripts = [packed_script(package, member, Path(scratch)) for package, member in SCRIPTS.items()]
+    body = "\n".join(f"    <script>\n{script}\n    </script>" for script in scripts)
+    TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
+    TEMPLATE.write_text(PAGE.format(packages=", ".join(SCRIPTS), scripts=body), encoding="utf-8")
+    print(f"wrote {TEMPLATE} ({TEMPLATE.stat().st_size} bytes): {', '.join(SCRIPTS)}")
+
+
+if __name__ == "__main__":
+    main()
