@@ -27,13 +27,19 @@ OPTIMIZATION_LEVELS = {
 ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
-def create_session(model: Path | bytes, runtime: RuntimeParams, *, tf32: bool = True) -> ort.InferenceSession:
+def create_session(
+    model: Path | bytes, runtime: RuntimeParams, *, tf32: bool = True, profile_prefix: str | None = None
+) -> ort.InferenceSession:
     """A session for a model file (or serialised model) on the first usable provider of `runtime.providers`.
 
     CUDA failing to load is an error when the user asked for CUDA only, and a logged fallback
     otherwise. `tf32=False` disables TensorFloat-32 on CUDA (needed for an fp32 parity check).
+    `profile_prefix` turns on onnxruntime's profiler, writing its trace there (`end_profiling()`).
     """
     options = ort.SessionOptions()
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = runtime.intra_op_num_threads
     options.graph_optimization_level = OPTIMIZATION_LEVELS[runtime.graph_optimization_level]
     options.enable_cpu_mem_arena = runtime.cpu_memory_arena

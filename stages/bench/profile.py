@@ -1,0 +1,169 @@
+"""Where `infer`'s model time goes: onnxruntime's profiler over the batches `infer` would run, per op type and
+per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peak measured in the same run.
+
+    python -m stages.bench.profile --size base --rows 300            # mdeberta-v3-base shape, int8 and fp32
+    python -m stages.bench.profile --size demo --precisions fp32     # the pipeline's own model
+
+The rows are read, tokenised, windowed and batched exactly as `infer` does with params.yaml's `infer`
+settings (block, budgets, long-text policy); each batch runs once in a profiled session with the `runtime`
+settings. A GEMM's FLOPs come from the shapes the profiler records (2 x output elements x the contracted
+dimension); "of peak" divides its achieved rate by the matmul peak of the same precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from stages.bench.end_to_end import sample_rows
+from stages.bench.peaks import matmul_peak_samples, summarise_peaks
+from stages.bench.subject import SIZES, normalised_model
+from stages.core.cpu import describe_cpu
+from stages.core.params import Params, load_params
+from stages.core.runner import run_stage
+from stages.graph.metadata import ONNX_FILE
+from stages.graph.onnx_dir import write_onnx_dir
+from stages.graph.session import build_feed, create_session
+from stages.scoring.batching import pad_batch, plan_batches
+from stages.scoring.dataset import iter_blocks
+from stages.scoring.served import ServedModel
+from stages.scoring.windows import make_windows
+
+GEMM_OPS = ("MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm")
+PEAK_OF = {"fp32": "onnxruntime_fp32", "int8": "onnxruntime_int8"}
+
+
+def infer_batches(params: Params, served: ServedModel, dataset: Path) -> list[dict[str, np.ndarray]]:
+    """The padded batches `infer` runs on `dataset`, block by block, in its order."""
+    infer, batches = params.infer, []
+    for block in iter_blocks(str(dataset), "text", "id", infer.block_rows):
+        windows = make_windows(served.tokenizer.encode(block.texts), served.framing, infer.long_text, infer.stride)
+        lengths = [len(window) for window in windows]
+        for indices in plan_batches(lengths, infer.batch_size, infer.max_batch_tokens, infer.max_batch_attention):
+            batches.append(pad_batch([windows[index].input_ids for index in indices], served.pad_id))
+    return batches
+
+
+def gemm_flops(args: dict) -> float:
+    """2 x output elements x the contracted dimension, from the shapes onnxruntime's profiler records."""
+    shapes = [next(iter(entry.values())) for entry in args.get("input_type_shape", [])]
+    output = next(iter(args["output_type_shape"][0].values()))
+    first = shapes[0]
+    contracted = first[-1] if len(first) < 2 or first[-2] == output[-2] else first[-2]  # a transposed A is [K, M]
+    return 2.0 * float(np.prod(output)) * contracted
+
+
+def profiled_run(onnx_path: Path, params: Params, batches: list[dict[str, np.ndarray]], scratch: Path) -> list[dict]:
+    """Each batch run once in a profiled session: its shape, seconds, and per op type seconds and GEMM FLOPs."""
+    session = create_session(
+        onnx_path, params.runtime, profile_prefix=str(scratch / f"profile-{onnx_path.parent.name}")
+    )
+    for arrays in batches:
+        session.run(None, build_feed(session, arrays))
+    events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    runs = [event for event in events if event.get("cat") == "Session" and event["name"] == "model_run"]
+    results = [{"shape": arrays["input_ids"].shape, "seconds": run["dur"] / 1e6, "ops": defaultdict(float),
+                "gemm_flops": 0.0, "gemm_seconds": 0.0} for arrays, run in zip(batches, runs, strict=True)]  # fmt: skip
+    starts = np.array([run["ts"] for run in runs])
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        result = results[int(np.searchsorted(starts, event["ts"], side="right")) - 1]
+        op = event["args"]["op_name"]
+        result["ops"][op] += event["dur"] / 1e6
+        if op in GEMM_OPS:
+            result["gemm_flops"] += gemm_flops(event["args"])
+            result["gemm_seconds"] += event["dur"] / 1e6
+    return results
+
+
+def summarise(results: list[dict], peak: float) -> dict:
+    """Per op type: seconds and share of model time; per batch shape: batches, seconds, GEMM GFLOP/s, of peak."""
+    total = sum(result["seconds"] for result in results)
+    ops: dict[str, float] = defaultdict(float)
+    shapes: dict[tuple, dict] = {}
+    for result in results:
+        for op, seconds in result["ops"].items():
+            ops[op] += seconds
+        entry = shapes.setdefault(
+            tuple(result["shape"]), {"batches": 0, "seconds": 0.0, "gemm_flops": 0.0, "gemm_seconds": 0.0}
+        )
+        entry["batches"] += 1
+        for key in ("seconds", "gemm_flops", "gemm_seconds"):
+            entry[key] += result[key]
+    by_shape = {
+        f"{rows}x{length}": {**entry, "gemm_gflop_per_s": entry["gemm_flops"] / entry["gemm_seconds"] / 1e9,
+                             "of_peak": entry["gemm_flops"] / entry["gemm_seconds"] / 1e9 / peak}
+        for (rows, length), entry in sorted(shapes.items(), key=lambda item: -item[1]["seconds"])
+    }  # fmt: skip
+    return {
+        "model_seconds": total,
+        "ops": {
+            op: {"seconds": seconds, "share": seconds / total}
+            for op, seconds in sorted(ops.items(), key=lambda item: -item[1])
+        },
+        "shapes": by_shape,
+        "peak_gflop_per_s": peak,
+    }
+
+
+def format_profile(precision: str, summary: dict, top: int) -> str:
+    lines = [
+        f"{precision}: model time {summary['model_seconds']:.2f} s; matmul peak {summary['peak_gflop_per_s']} GFLOP/s"
+    ]
+    lines += ["  op type                    seconds   share"]
+    lines += [
+        f"  {op:<24} {entry['seconds']:>9.3f} {entry['share']:>7.1%}"
+        for op, entry in list(summary["ops"].items())[:top]
+    ]
+    lines += ["  batch shape    batches   seconds   GEMM GFLOP/s   of peak"]
+    lines += [
+        f"  {shape:<14} {entry['batches']:>7} {entry['seconds']:>9.3f} {entry['gemm_gflop_per_s']:>14.1f} {entry['of_peak']:>9.0%}"
+        for shape, entry in list(summary["shapes"].items())[:top]
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--size", choices=SIZES, default="base", help="demo: the pipeline's model; base: mdeberta shape"
+    )
+    parser.add_argument("--dataset", default=None, help="a .parquet/.csv/.jsonl dataset (default: infer.input)")
+    parser.add_argument("--rows", type=int, default=300, help="the dataset's first rows")
+    parser.add_argument("--precisions", default="int8,fp32", help="served precisions to profile, comma-separated")
+    parser.add_argument("--top", type=int, default=12, help="op types and batch shapes shown")
+    parser.add_argument("--metrics", type=Path, default=None, help="also write the profile as JSON here")
+    args = parser.parse_args()
+    params = load_params()
+    runtime = params.runtime.on_cpu(params.runtime.intra_op_num_threads)
+    params = dataclasses.replace(params, runtime=runtime)
+    peaks = summarise_peaks([matmul_peak_samples(runtime)])
+    report = {"cpu": describe_cpu(), "threads": runtime.intra_op_num_threads, "rows": args.rows, "size": args.size}
+    with tempfile.TemporaryDirectory(prefix="profile-") as scratch:
+        work = Path(scratch)
+        dataset = sample_rows(args.dataset or params.infer.input, params.infer.text_column, params.infer.id_column,
+                              args.rows, work / "rows.parquet")  # fmt: skip
+        model_dir, _ = normalised_model(args.size, params, work / "model")
+        for precision in args.precisions.split(","):
+            onnx_dir = work / precision
+            write_onnx_dir(
+                model_dir, dataclasses.replace(params.export, precision=precision, output=str(onnx_dir)), onnx_dir
+            )
+            served = ServedModel.load(onnx_dir, runtime)
+            results = profiled_run(onnx_dir / ONNX_FILE, params, infer_batches(params, served, dataset), work)
+            report[precision] = summarise(results, peaks[PEAK_OF[precision]]["gflop_per_s"])
+            print(format_profile(precision, report[precision], args.top))
+    print(f"{args.rows} rows, {report['threads'] or 'all'} threads on {report['cpu']}")
+    if args.metrics:
+        args.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    run_stage(main)
