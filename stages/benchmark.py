@@ -1,8 +1,8 @@
-"""Stage `benchmark`: serving engines side by side on the same tokenised rows, in one process.
+"""Stage `benchmark`: serving variants side by side on the same tokenised rows, in one process.
 
-Engines: torch eager fp32, torch bf16 autocast (CPU), onnxruntime fp32 and dynamic int8 (CPU); with a
+Variants: torch eager fp32, torch bf16 autocast (CPU), onnxruntime fp32 and dynamic int8 (CPU); with a
 CUDA device also torch eager fp16, and onnxruntime fp16 and fp32 on the CUDA provider with IO binding.
-Rounds are end to end (tokenisation included) and alternate between engines (`stages.bench.harness`).
+Rounds are end to end (tokenisation included) and alternate between variants (`stages.bench.harness`).
 Achieved GFLOP/s (`stages.bench.flops`) is set against a matmul peak measured in the same run with the
 same threads (`stages.bench.peaks`).
 """

@@ -14,7 +14,7 @@ from stages.core.errors import UserError
 from stages.core.params import load_params
 
 ROW_KEYS = {
-    "engine",
+    "variant",
     "precision",
     "provider",
     "threads",
@@ -46,10 +46,10 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     load_checkpoint.main()
     benchmark.main(["--rows", "16", "--batch", "4", "--length", "64", "--rounds", "1", "--warmup", "0"])
     report = json.loads(Path("out/report.json").read_text(encoding="utf-8"))
-    rows = {row["engine"]: row for row in report["engines"]}
+    rows = {row["variant"]: row for row in report["variants"]}
     summary = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
     assert summary["ort-fp32"]["texts_per_s"] == rows["ort-fp32"]["texts_per_s"] and set(summary) == set(rows)
-    skipped = {item["engine"]: item["reason"] for item in report["skipped"]}
+    skipped = {item["variant"]: item["reason"] for item in report["skipped"]}
     cpu_engines = {"torch-fp32", "ort-fp32", "ort-int8", "ort-int8-vnni" if not has_vnni() else "ort-int8-no-vnni"}
     assert cpu_engines <= set(rows)
     assert ("torch-bf16" in rows) == has_native_bf16() and ("torch-bf16" in skipped) != has_native_bf16()
@@ -59,7 +59,7 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
         assert set(row) >= ROW_KEYS, ROW_KEYS - set(row)
         assert (row["threads"], row["batch"], row["length"]) == (1, 4, 64)  # runtime.intra_op_num_threads 1
         assert row["texts_per_s"] > 0 and row["peak_gflop_per_s"] > 0
-    # The workspace model is trained: labels win by wide margins, so every engine gives torch's labels.
+    # The workspace model is trained: labels win by wide margins, so every variant gives torch's labels.
     assert rows["ort-fp32"]["label_agreement"] >= 0.999
     int8_floor = load_params().parity.int8.min_label_agreement
     assert rows["ort-int8"]["label_agreement"] >= int8_floor
@@ -68,7 +68,7 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     if not torch.cuda.is_available():
         assert {"torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda"} <= set(skipped)
     plots = json.loads(Path("out/benchmark_plots.json").read_text(encoding="utf-8"))
-    assert [point["engine"] for point in plots] == list(rows)
+    assert [point["variant"] for point in plots] == list(rows)
     table = capsys.readouterr().out
     assert all(name in table for name in cpu_engines) and "matmul peak" in table
 

@@ -27,4 +27,6 @@ def test_family_row(family, tmp_path, monkeypatch):
             assert conversion["quantized_weight_matmuls"] == conversion["weight_matmuls"], (cell, conversion)
             assert conversion["float_weight_matmuls"] == 0, (cell, conversion)
     page = SUPPORT_PAGE.read_text(encoding="utf-8")
-    assert render_row(family, [hub, *outcomes]) in page, "regenerate the table in docs/support.md: python -m tests.support_matrix"
+    assert render_row(family, [hub, *outcomes]) in page, (
+        "regenerate the table in docs/support.md: python -m tests.support_matrix"
+    )

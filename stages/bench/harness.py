@@ -1,7 +1,7 @@
-"""Timing engines side by side: the same rows in fixed batches, end to end, in alternating rounds.
+"""Timing variants side by side: the same rows in fixed batches, end to end, in alternating rounds.
 
 Each timed round tokenises its rows (fixed batches of `batch` rows in dataset order, truncated to
-`length` tokens, right-padded) and runs the model. Engines alternate round by round after warm-up
+`length` tokens, right-padded) and runs the model. Variants alternate round by round after warm-up
 rounds, so load from other processes falls on all of them alike.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stages.bench.engines import Engine
 from stages.bench.flops import flops_per_slot
+from stages.bench.variants import Variant
 from stages.core.errors import UserError
 from stages.core.memory import rss_mb
 from stages.core.params import ExportParams, RuntimeParams
@@ -59,8 +59,8 @@ class Workload:
 
 
 @dataclass
-class EngineTimings:
-    """What an engine's timed rounds measured."""
+class VariantTimings:
+    """What a variant's timed rounds measured."""
 
     batch_seconds: list[float] = field(default_factory=list)  # end to end, tokenisation included
     model_seconds: float = 0.0
@@ -84,7 +84,7 @@ def read_texts(dataset: str, text_column: str, id_column: str, rows: int) -> lis
 
 
 def tokenize_batch(tokenizer: TextTokenizer, framing: Framing, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """Tokenise, truncate to one window and right-pad: what every engine's round does per batch."""
+    """Tokenise, truncate to one window and right-pad: what every variant's round does per batch."""
     windows = make_windows(tokenizer.encode(texts), framing, "truncate", 0)
     return pad_batch([window.input_ids for window in windows], tokenizer.pad_id)
 
@@ -112,7 +112,7 @@ def plan_workload(
 
 
 def time_round(
-    engine: Engine, workload: Workload, tokenizer: TextTokenizer, framing: Framing, timings: EngineTimings
+    variant: Variant, workload: Workload, tokenizer: TextTokenizer, framing: Framing, timings: VariantTimings
 ) -> None:
     """One end-to-end round: tokenise and run every batch; adds to `timings`."""
     labels = []
@@ -120,7 +120,7 @@ def time_round(
         started = time.perf_counter()
         arrays = tokenize_batch(tokenizer, framing, rows)
         tokenized = time.perf_counter()
-        logits = engine.run(arrays)
+        logits = variant.run(arrays)
         finished = time.perf_counter()
         timings.batch_seconds.append(finished - started)
         timings.tokenize_seconds += tokenized - started
@@ -132,20 +132,20 @@ def time_round(
 
 
 def time_engines(
-    engines: list[Engine],
+    variants: list[Variant],
     workload: Workload,
     tokenizer: TextTokenizer,
     framing: Framing,
     settings: BenchmarkSettings,
-) -> dict[str, EngineTimings]:
-    """Warm-up rounds, then timed rounds alternating between engines (each round starts one engine later)."""
-    for engine in engines:
+) -> dict[str, VariantTimings]:
+    """Warm-up rounds, then timed rounds alternating between variants (each round starts one variant later)."""
+    for variant in variants:
         for _ in range(settings.warmup):
-            time_round(engine, workload, tokenizer, framing, EngineTimings())
-    timings = {engine.name: EngineTimings() for engine in engines}
+            time_round(variant, workload, tokenizer, framing, VariantTimings())
+    timings = {variant.name: VariantTimings() for variant in variants}
     for round_index in range(settings.rounds):
-        shift = round_index % len(engines)
-        for engine in engines[shift:] + engines[:shift]:
-            time_round(engine, workload, tokenizer, framing, timings[engine.name])
+        shift = round_index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            time_round(variant, workload, tokenizer, framing, timings[variant.name])
         log.info("round %d/%d done", round_index + 1, settings.rounds)
     return timings

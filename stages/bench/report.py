@@ -1,4 +1,4 @@
-"""The benchmark's report: one row per engine, stamped with how and where it was measured, and a table."""
+"""The benchmark's report: one row per variant, stamped with how and where it was measured, and a table."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.bench.engines import Engine
-from stages.bench.harness import BenchmarkSettings, EngineTimings, Workload
+from stages.bench.harness import BenchmarkSettings, VariantTimings, Workload
 from stages.bench.peaks import PEAK_KINDS, PEAK_SHAPE
+from stages.bench.variants import Variant
 from stages.core.cpu import describe_cpu
 from stages.graph.metadata import library_versions
 from stages.model.token_model import CustomModel
 
-RSS_NOTE = "process RSS sampled after each of the engine's rounds, max; it counts every engine loaded"
+RSS_NOTE = "process RSS sampled after each of the variant's rounds, max; it counts every variant loaded"
 
 
 def describe_machine() -> dict[str, Any]:
@@ -30,26 +30,26 @@ def percentile_ms(seconds: list[float], percent: float) -> float:
     return round(float(np.percentile(seconds, percent)) * 1000, 2)
 
 
-def engine_row(
-    engine: Engine,
-    timings: EngineTimings,
-    reference: EngineTimings,
+def variant_row(
+    variant: Variant,
+    timings: VariantTimings,
+    reference: VariantTimings,
     workload: Workload,
     peaks: dict[str, dict[str, float]],
     stamp: dict[str, Any],
 ) -> dict[str, Any]:
-    """One engine's metrics, stamped with how and where they were measured."""
+    """One variant's metrics, stamped with how and where they were measured."""
     seconds = sum(timings.batch_seconds)
     texts = sum(len(rows) for rows in workload.batches) * timings.rounds
     texts_per_s = texts / seconds
     reference_texts_per_s = texts / sum(reference.batch_seconds) if reference.rounds else float("nan")
     achieved = workload.flops * timings.rounds / timings.model_seconds / 1e9
-    peak = peaks[engine.peak]["gflop_per_s"] if engine.peak else None
+    peak = peaks[variant.peak]["gflop_per_s"] if variant.peak else None
     agreement = float(np.mean(timings.labels == reference.labels)) if reference.labels is not None else None
     return {
-        "engine": engine.name,
-        "precision": engine.precision,
-        "provider": engine.provider,
+        "variant": variant.name,
+        "precision": variant.precision,
+        "provider": variant.provider,
         **stamp,
         "texts_per_s": round(texts_per_s, 2),
         "tokens_per_s": round(workload.real_tokens * timings.rounds / seconds, 1),
@@ -66,18 +66,18 @@ def engine_row(
         "peak_rss_mb": timings.peak_rss_mb,
         "rounds": timings.rounds,
         "seconds": round(seconds, 3),
-        "note": engine.note,
+        "note": variant.note,
     }
 
 
-def engine_rows(
-    engines: list[Engine],
-    timings: dict[str, EngineTimings],
+def variant_rows(
+    variants: list[Variant],
+    timings: dict[str, VariantTimings],
     workload: Workload,
     peaks: dict[str, dict[str, float]],
     settings: BenchmarkSettings,
 ) -> list[dict[str, Any]]:
-    """Every engine's row, each against torch fp32 (the reference engine)."""
+    """Every variant's row, each against torch fp32 (the reference variant)."""
     stamp = {
         "threads": settings.threads,
         "batch": settings.batch,
@@ -86,7 +86,7 @@ def engine_rows(
         "machine": describe_machine(),
     }
     reference = timings["torch-fp32"]
-    return [engine_row(engine, timings[engine.name], reference, workload, peaks, stamp) for engine in engines]
+    return [variant_row(variant, timings[variant.name], reference, workload, peaks, stamp) for variant in variants]
 
 
 def model_summary(model: CustomModel) -> dict[str, Any]:
@@ -106,17 +106,17 @@ SUMMARY_KEYS = ("texts_per_s", "vs_torch_fp32", "label_agreement", "fraction_of_
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The metrics file `dvc exp show` lists: a few numbers per engine (the full report is written apart)."""
-    return {row["engine"]: {key: row[key] for key in SUMMARY_KEYS} for row in report["engines"]}
+    """The metrics file `dvc exp show` lists: a few numbers per variant (the full report is written apart)."""
+    return {row["variant"]: {key: row[key] for key in SUMMARY_KEYS} for row in report["variants"]}
 
 
 def plot_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """For `dvc plots`: texts per second by engine."""
-    return [{"engine": row["engine"], "texts_per_s": row["texts_per_s"]} for row in report["engines"]]
+    """For `dvc plots`: texts per second by variant."""
+    return [{"variant": row["variant"], "texts_per_s": row["texts_per_s"]} for row in report["variants"]]
 
 
 COLUMNS = (  # header, key, format
-    ("engine", "engine", "{}"),
+    ("variant", "variant", "{}"),
     ("precision", "precision", "{}"),
     ("provider", "provider", "{}"),
     ("texts/s", "texts_per_s", "{:.2f}"),
@@ -155,7 +155,7 @@ def format_report(report: dict[str, Any]) -> str:
         "",
     ]
     cells = [[header for header, _, _ in COLUMNS]]
-    for row in report["engines"]:
+    for row in report["variants"]:
         cells.append(["-" if row[key] is None else form.format(row[key]) for _, key, form in COLUMNS])
     widths = [max(len(line[index]) for line in cells) for index in range(len(COLUMNS))]
     for line in cells:
@@ -165,5 +165,5 @@ def format_report(report: dict[str, Any]) -> str:
                 for index, (cell, width) in enumerate(zip(line, widths, strict=True))
             )
         )
-    lines.extend(f"skipped {item['engine']}: {item['reason']}" for item in report["skipped"])
+    lines.extend(f"skipped {item['variant']}: {item['reason']}" for item in report["skipped"])
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The serving benchmark: export the model under test, build every engine, time them, and report."""
+"""The serving benchmark: export the model under test, build every variant, time them, and report."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from stages.bench.engines import Engine, Skipped, cpu_engines, cuda_engines
 from stages.bench.flops import FLOPS_FORMULA
 from stages.bench.harness import BenchmarkSettings, plan_workload, time_engines
 from stages.bench.peaks import PEAK_SHAPE, matmul_peak_samples, summarise_peaks
-from stages.bench.report import RSS_NOTE, describe_machine, engine_rows, model_summary
+from stages.bench.report import RSS_NOTE, describe_machine, model_summary, variant_rows
 from stages.bench.subject import converted_copy, export_fp32
+from stages.bench.variants import Skipped, Variant, cpu_variants, cuda_variants
 from stages.graph.metadata import library_versions
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
@@ -25,22 +25,24 @@ log = logging.getLogger(__name__)
 INT8_TARGETS = ("vnni", "no_vnni")  # both, to show what 7-bit weights cost and save on this CPU
 
 
-def build_engines(model: CustomModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Engine], list[Skipped]]:
-    """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every engine."""
+def build_engines(
+    model: CustomModel, workdir: Path, settings: BenchmarkSettings
+) -> tuple[list[Variant], list[Skipped]]:
+    """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every variant."""
     runtime = settings.runtime
     fp32_path = export_fp32(model, workdir / "fp32", settings.export)
     int8_paths = {target: converted_copy(fp32_path, workdir / target, "int8", target) for target in INT8_TARGETS}
-    engines, skipped = cpu_engines(model, fp32_path, int8_paths, runtime)
-    gpu, gpu_skipped = cuda_engines(model, fp32_path, workdir, runtime)
+    variants, skipped = cpu_variants(model, fp32_path, int8_paths, runtime)
+    gpu, gpu_skipped = cuda_variants(model, fp32_path, workdir, runtime)
     for item in skipped + gpu_skipped:
-        log.warning("%s skipped: %s", item.engine, item.reason)
-    return engines + gpu, skipped + gpu_skipped
+        log.warning("%s skipped: %s", item.variant, item.reason)
+    return variants + gpu, skipped + gpu_skipped
 
 
 def run_benchmark(
     model: CustomModel, tokenizer: TextTokenizer, texts: list[str], settings: BenchmarkSettings
 ) -> dict[str, Any]:
-    """Export, build every engine, time them in alternating rounds between two peak measurements; the report."""
+    """Export, build every variant, time them in alternating rounds between two peak measurements; the report."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -48,16 +50,16 @@ def run_benchmark(
         framing = tokenizer.framing(settings.length, settings.truncation_side)
         workload = plan_workload(texts, tokenizer, framing, model, settings.batch)
         with tempfile.TemporaryDirectory(prefix="benchmark-", dir=settings.tmp_dir) as scratch:
-            engines, skipped = build_engines(model, Path(scratch), settings)
+            variants, skipped = build_engines(model, Path(scratch), settings)
             peak_samples = [matmul_peak_samples(settings.runtime)]
-            timings = time_engines(engines, workload, tokenizer, framing, settings)
+            timings = time_engines(variants, workload, tokenizer, framing, settings)
             peak_samples.append(matmul_peak_samples(settings.runtime))
     finally:
         torch.set_num_threads(previous_threads)
     peaks = summarise_peaks(peak_samples)
-    rows = engine_rows(engines, timings, workload, peaks, settings)
+    rows = variant_rows(variants, timings, workload, peaks, settings)
     return {
-        "engines": rows,
+        "variants": rows,
         "skipped": [asdict(item) for item in skipped],
         "peaks": {"shape": list(PEAK_SHAPE), "threads": settings.threads, **peaks},
         "machine": describe_machine(),

@@ -1,4 +1,4 @@
-"""The serving engines: each a function from a padded batch to float32 logits, or the reason it cannot run here."""
+"""The serving variants: each a function from a padded batch to float32 logits, or the reason it cannot run here."""
 
 from __future__ import annotations
 
@@ -22,22 +22,22 @@ from stages.model.token_model import CustomModel, torch_inputs, torch_logits
 
 
 @dataclass(frozen=True)
-class Engine:
+class Variant:
     """One way of serving the model: a function from a padded batch to float32 logits."""
 
     name: str
     precision: str
     provider: str
     run: Callable[[dict[str, np.ndarray]], np.ndarray]
-    peak: str | None  # key into the matmul peaks used as this engine's denominator
+    peak: str | None  # key into the matmul peaks used as this variant's denominator
     note: str = ""
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """An engine that cannot run here, and why."""
+    """A variant that cannot run here, and why."""
 
-    engine: str
+    variant: str
     reason: str
 
 
@@ -64,7 +64,7 @@ def ort_runner(session: ort.InferenceSession) -> Callable[[dict[str, np.ndarray]
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why the CUDA engines cannot run here, or None when they can."""
+    """Why the CUDA variants cannot run here, or None when they can."""
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
     return None
@@ -77,49 +77,53 @@ def ort_cuda_unavailable_reason() -> str | None:
     return None
 
 
-def cpu_engines(
+def cpu_variants(
     model: CustomModel, fp32_path: Path, int8_paths: dict[str, Path], runtime: RuntimeParams
-) -> tuple[list[Engine], list[Skipped]]:
+) -> tuple[list[Variant], list[Skipped]]:
     """torch fp32 (and bf16 autocast where the CPU has native bf16), onnxruntime fp32, and onnxruntime int8
     for each int8 target in `int8_paths`, all on the CPU with `runtime`'s threads."""
-    engines = [Engine("torch-fp32", "fp32", "torch cpu", lambda arrays: torch_logits(model, arrays), "torch_fp32")]
+    variants = [Variant("torch-fp32", "fp32", "torch cpu", lambda arrays: torch_logits(model, arrays), "torch_fp32")]
     skipped = []
     if has_native_bf16():
-        bf16 = Engine(
+        bf16 = Variant(
             "torch-bf16", "bf16 autocast", "torch cpu", lambda arrays: torch_bf16_logits(model, arrays), "torch_bf16"
         )
-        engines.append(bf16)
+        variants.append(bf16)
     else:
         skipped.append(Skipped("torch-bf16", f"no native bf16 on this CPU ({describe_cpu()}): torch would emulate it"))
     fp32_session = create_session(fp32_path, runtime)
-    engines.append(Engine("ort-fp32", "fp32", provider_of(fp32_session), ort_runner(fp32_session), "onnxruntime_fp32"))
+    variants.append(
+        Variant("ort-fp32", "fp32", provider_of(fp32_session), ort_runner(fp32_session), "onnxruntime_fp32")
+    )
     chosen = resolve_int8_target("auto")
     for target, path in int8_paths.items():
         session = create_session(path, runtime)
         weights = "7-bit weights (reduce_range)" if target == "no_vnni" else "8-bit weights"
         note = "what export.int8_target: auto makes here" if target == chosen else "made for other CPUs"
         name = "ort-int8" if target == chosen else f"ort-int8-{target.replace('_', '-')}"
-        engines.append(
-            Engine(
+        variants.append(
+            Variant(
                 name, f"int8 dynamic, {weights}", provider_of(session), ort_runner(session), "onnxruntime_int8", note
             )
         )
-    return engines, skipped
+    return variants, skipped
 
 
-def cuda_engines(
+def cuda_variants(
     model: CustomModel, fp32_path: Path, workdir: Path, runtime: RuntimeParams
-) -> tuple[list[Engine], list[Skipped]]:
-    """The GPU engines, or why each one is skipped."""
+) -> tuple[list[Variant], list[Skipped]]:
+    """The GPU variants, or why each one is skipped."""
     names = ("torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda")
     reason = cuda_unavailable_reason()
     if reason is not None:
         return [], [Skipped(name, reason) for name in names]
     half = copy.deepcopy(model).half().cuda().eval()
-    engines = [Engine(names[0], "fp16", f"torch cuda ({torch.cuda.get_device_name()})", torch_cuda_runner(half), None)]
+    variants = [
+        Variant(names[0], "fp16", f"torch cuda ({torch.cuda.get_device_name()})", torch_cuda_runner(half), None)
+    ]
     reason = ort_cuda_unavailable_reason()
     if reason is not None:
-        return engines, [Skipped(name, reason) for name in names[1:]]
+        return variants, [Skipped(name, reason) for name in names[1:]]
     skipped = []
     fp16_path = converted_copy(fp32_path, workdir / "fp16", "fp16")
     runtime = dataclasses.replace(runtime, providers=(CUDA,))
@@ -130,5 +134,5 @@ def cuda_engines(
             skipped.append(Skipped(name, str(error)))
             continue
         note = "io binding; TF32 on (the CUDA provider's default)" if precision == "fp32" else "io binding"
-        engines.append(Engine(name, precision, provider_of(session), ort_runner(session), None, note))
-    return engines, skipped
+        variants.append(Variant(name, precision, provider_of(session), ort_runner(session), None, note))
+    return variants, skipped
