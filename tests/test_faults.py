@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
 from stages.scoring import parts as parts_module
+from stages.scoring.parts import PartFiles
 
 
 @pytest.fixture
@@ -65,3 +68,48 @@ def test_stages_run_out_of_order_say_what_to_run(make_workspace):
         export.main()
     with pytest.raises(UserError, match="run `dvc repro`"):
         parity.main()
+
+
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+# What can happen to a finished part (or its tally) between runs, one block each; block 7 stays whole.
+DAMAGES = {
+    "truncated to 100 bytes": lambda part, tally: part.write_bytes(part.read_bytes()[:100]),
+    "one bit flipped": lambda part, tally: flip_a_bit(part),
+    "emptied": lambda part, tally: part.write_bytes(b""),
+    "another block's part": lambda part, tally: part.write_bytes(part.with_name("part-000007.parquet").read_bytes()),
+    "tally truncated": lambda part, tally: tally.write_bytes(tally.read_bytes()[:20]),
+    "tally not UTF-8": lambda part, tally: tally.write_bytes(b"\xff" + tally.read_bytes()),
+    "tally gone": lambda part, tally: tally.unlink(),
+}
+WARNINGS = {
+    "truncated to 100 bytes": "is not what was written (100 bytes",
+    "one bit flipped": "is not what was written (",
+    "emptied": "is not what was written (0 bytes",
+    "another block's part": "is not what was written (",
+    "tally truncated": "has a damaged tally (JSONDecodeError)",
+    "tally not UTF-8": "has a damaged tally (UnicodeDecodeError)",
+    "tally gone": "has no tally",
+}
+
+
+def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch, caplog):
+    monkeypatch.setattr(PartFiles, "remove", lambda self: None)  # keep the parts, as a killed run leaves them
+    infer.main()
+    reference = Path("out/predictions.parquet").read_bytes()
+    Path("out/predictions.parquet").unlink()
+    parts = Path("out/predictions.parquet.parts")
+    for index, damage in enumerate(DAMAGES.values()):
+        damage(parts / f"part-{index:06d}.parquet", parts / f"part-{index:06d}.json")
+    with caplog.at_level(logging.WARNING):
+        infer.main()
+    assert Path("out/predictions.parquet").read_bytes() == reference
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert (metrics["blocks"], metrics["rescored_blocks"], metrics["resumed_blocks"]) == (8, 7, 1)
+    for index, kind in enumerate(DAMAGES):
+        assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
+    assert caplog.text.count("scoring the block again") == 7

@@ -24,7 +24,7 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.session import provider_of
 from stages.scoring.dataset import iter_blocks, row_count
-from stages.scoring.metrics import Tally, build_metrics
+from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import PreparedBlock, prepare_block, score_block
@@ -73,15 +73,15 @@ def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
 def blocks_to_score(
     params: Params, served: ServedModel, parts: PartFiles
 ) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
-    """Each block of the dataset: prepared for the model, or the tally of its finished part."""
+    """Each block of the dataset: prepared for the model, or the tally of its finished (and verified) part."""
     infer = params.infer
     for index, block in enumerate(iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows)):
         done = parts.finished(index)
         yield index, None if done else prepare_block(served, block, infer), done
 
 
-def score_dataset(params: Params, served: ServedModel, output: Location) -> Tally:
-    """Score every row of `infer.input` into `output`, resuming from finished parts."""
+def score_dataset(params: Params, served: ServedModel, output: Location) -> tuple[Tally, PartFiles]:
+    """Score every row of `infer.input` into `output`, resuming from finished parts; the tally, and the parts."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
@@ -95,7 +95,7 @@ def score_dataset(params: Params, served: ServedModel, output: Location) -> Tall
             tally.add(done)
             progress.update(done.rows)
     finish_output(parts, output, params.infer.input)
-    return tally
+    return tally, parts
 
 
 def score_locally(params: Params) -> dict:
@@ -105,7 +105,7 @@ def score_locally(params: Params) -> dict:
     check_stride(params.infer.long_text, params.infer.stride, served.framing)
     output = output_location(params.infer.output)
     started = time.perf_counter()
-    tally = score_dataset(params, served, output)
+    tally, parts = score_dataset(params, served, output)
     return build_metrics(
         tally,
         time.perf_counter() - started,
@@ -115,4 +115,5 @@ def score_locally(params: Params) -> dict:
         peak_rss_mb=peak_rss_mb(),
         duplicate_ids=count_duplicate_ids(output),
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
+        recovery=Recovery(rescored_blocks=len(parts.rescored)),
     )

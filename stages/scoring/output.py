@@ -108,7 +108,7 @@ def publish_parts(parts: PartFiles, output: Location) -> None:
     for index in parts.indices():
         part = parts.part(index)
         part.move_to(output.child(part.base_name))
-        files.append({"name": part.base_name, "rows": parts.finished(index).rows})
+        files.append({"name": part.base_name, "rows": parts.recorded(index).rows})
     manifest = {"format": "parquet", "rows": sum(file["rows"] for file in files), "files": files}
     manifest["fingerprint"] = json.loads(parts.directory.child(MANIFEST).read_text())["fingerprint"]
     output.child(DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

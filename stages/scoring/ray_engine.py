@@ -34,7 +34,7 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.session import CUDA, provider_of
 from stages.scoring.dataset import Block, empty_dataset, iter_blocks
-from stages.scoring.metrics import Tally, build_metrics
+from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import score_rows
@@ -188,6 +188,7 @@ def score_with_ray(params: Params) -> dict:
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
     reports = score_on_cluster(params, parts, todo) if todo else []
     seconds = time.perf_counter() - started
+    recovery = Recovery(rescored_blocks=len(parts.rescored))
     parts = PartFiles(parts.directory)  # now with the parts the actors wrote
     tally, rows_per_node = Tally(), Counter()
     for report in reports:
@@ -206,4 +207,5 @@ def score_with_ray(params: Params) -> dict:
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
         duplicate_ids=count_duplicate_ids(output),
         rows_per_node=dict(rows_per_node),
+        recovery=recovery,
     )
