@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -24,6 +25,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from stages import export, load_checkpoint
+from stages.scoring.lease import Owner
+from stages.scoring.object_lease import ObjectLease, S3Store, object_lease
+from stages.scoring.storage import locate
 from tests.conftest import REPO, Workspace
 
 ENDPOINT = "http://127.0.0.1:5123"
@@ -106,6 +110,7 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     assert not exists(output), "a killed run must not leave an output that looks complete"
     resumed = infer(exported, input=INPUT, output=output)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"taking over the lease on {output} from run " in resumed.stderr, "the killed run's lease is taken over"
     assert read_bytes(output) == reference
     print(
         f"local engine s3->s3 after SIGKILL and rerun: sha256 {sha256(read_bytes(output))}, local file {sha256(reference)}"
@@ -152,3 +157,33 @@ def test_a_missing_bucket_or_credential_exits_2_with_one_line_naming_the_url(exp
     last = result.stderr.strip().splitlines()[-1]
     assert INPUT in last and "credentials" in last, last
     assert not Path("out/predictions.parquet").exists()
+
+
+def test_one_run_per_s3_output_through_a_conditional_lease_that_a_stale_owner_loses(
+    make_workspace, credentials, caplog
+):
+    workspace = make_workspace("deberta-v2", rows=8)  # params only: a second run stops before it loads the model
+    output = f"s3://{BUCKET}/out/leased.parquet"
+    lease = object_lease(locate(output))
+    assert isinstance(lease.store, S3Store), "on S3 the lease uses conditional requests"
+    lease.acquire()
+    try:
+        assert lease.store.create(b"{}") is None, "If-None-Match: * refuses a second lease"
+        assert lease.store.replace(b"{}", '"another-etag"') is None, "If-Match refuses to replace another version"
+        second = infer(workspace, input=INPUT, output=output)
+        last = second.stderr.strip().splitlines()[-1]
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"infer.output = {output} is being written by another run (run {lease.owner.run_id} on host" in last
+        assert "s from now" in last, last
+        print(last)
+    finally:
+        lease.release()
+    assert not exists(f"{output}.lease"), "a released lease is deleted"
+
+    crashed = Owner("feedbeef0004", "another-host", 4242, time.time() - 300).until(time.time() - 1)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="out/leased.parquet.lease", Body=crashed.to_json())
+    successor = ObjectLease(locate(output), lease.store)
+    with caplog.at_level(logging.WARNING):
+        successor.acquire()
+    successor.release()
+    assert f"taking over the lease on {output} from run feedbeef0004 on host another-host, pid 4242" in caplog.text

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,7 @@ from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
 from stages.scoring import parts as parts_module
 from stages.scoring.parts import PartFiles
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -113,3 +120,37 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
     for index, kind in enumerate(DAMAGES):
         assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
     assert caplog.text.count("scoring the block again") == 7
+
+
+def start_infer(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "stages.infer"]
+    return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_on_the_same_output_exits_2_naming_the_run_that_owns_it(exported):
+    exported.write_params(infer={"block_rows": 2})
+    first = start_infer(exported.root)
+    parts = Path("out/predictions.parquet.parts")
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, holding its lease: the second run cannot come too late
+    try:
+        engines = ["local", "ray"] if importlib.util.find_spec("ray") else ["local"]
+        for engine in engines:
+            exported.write_params(infer={"engine": engine})
+            second = start_infer(exported.root)
+            _, stderr = second.communicate(timeout=300)
+            last = stderr.strip().splitlines()[-1]
+            assert second.returncode == 2, stderr[-3000:]
+            assert last.startswith("error: infer.output = out/predictions.parquet is being written by another run")
+            assert f"pid {first.pid}, started" in last, last
+            print(f"{engine}: {last}")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert (metrics["rows"], metrics["resumed_blocks"]) == (64, 0), "the second runs touched nothing"
+    assert not Path("out/predictions.parquet.lease").exists()

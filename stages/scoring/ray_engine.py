@@ -6,7 +6,8 @@ block. Ray Data then hands the numbers of the unfinished blocks to an actor pool
 cluster's nodes; each actor holds one onnxruntime session, reads its block's row group, scores it with
 `stages.scoring.score.score_rows` and writes the block's part file, exactly as the local engine would.
 The driver only collects tallies, then finishes the output like the local engine. So a driver killed
-at any moment resumes from the finished parts, and both engines write identical outputs.
+at any moment resumes from the finished parts, and both engines write identical outputs. The driver holds
+the output's lease for the whole run (`stages.scoring.lease`), so no second run can score into it.
 
 The driver joins the cluster at `RAY_ADDRESS` when it is set, and otherwise the one last started on
 this machine (`ray start`) or a new one of its own. Every node must reach `export.output` at the
@@ -34,8 +35,16 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.session import CUDA, provider_of
 from stages.scoring.dataset import Block, empty_dataset, iter_blocks
+from stages.scoring.lease import FileLease
 from stages.scoring.metrics import Recovery, Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
+from stages.scoring.object_lease import ObjectLease
+from stages.scoring.output import (
+    count_duplicate_ids,
+    finish_output,
+    hold_output,
+    output_location,
+    release_freed_memory,
+)
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel, load_framing
@@ -45,6 +54,7 @@ from stages.scoring.windows import check_stride
 log = logging.getLogger(__name__)
 
 STAGED_INPUT = "input.parquet"
+Lease = FileLease | ObjectLease
 
 
 def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
@@ -115,7 +125,7 @@ def actor_runtime(params: Params) -> RuntimeParams:
     return dataclasses.replace(params.runtime, providers=providers, intra_op_num_threads=threads)
 
 
-def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
+def score_blocks(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> list[dict]:
     """Score `blocks` on an actor pool spread over the cluster; each block's report, as the actors finish them."""
     infer = params.infer
     pending = ray.data.from_items([{"block": index} for index in blocks], override_num_blocks=len(blocks))
@@ -133,7 +143,11 @@ def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[di
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
     )  # Ray Data places actors with its default SPREAD strategy: on as many nodes as the pool allows
-    return [json.loads(row["report"]) for row in scored.iter_rows()]
+    reports = []
+    for row in scored.iter_rows():
+        reports.append(json.loads(row["report"]))
+        lease.check()
+    return reports
 
 
 def connect() -> bool:
@@ -159,11 +173,11 @@ def user_error_in(error: BaseException) -> UserError | None:
     return None
 
 
-def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
+def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> list[dict]:
     """`score_blocks` on the cluster, a task's `UserError` re-raised as itself."""
     started_ray = connect()
     try:
-        return score_blocks(params, parts, blocks)
+        return score_blocks(params, parts, blocks, lease)
     except Exception as error:
         cause = user_error_in(error)
         if cause is None or cause is error:
@@ -176,36 +190,45 @@ def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int]) -> lis
 
 def score_with_ray(params: Params) -> dict:
     """Engine `ray`: score `infer.input` into `infer.output` on a Ray Data actor pool; returns the metrics."""
-    infer = params.infer
-    check_stride(infer.long_text, infer.stride, load_framing(Path(params.export.output)))
-    runtime = actor_runtime(params)
-    output = output_location(infer.output)
-    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
-    started = time.perf_counter()
-    blocks = stage_blocks(infer, parts)
-    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
-    todo = [index for index in range(blocks) if index not in resumed]
-    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
-    reports = score_on_cluster(params, parts, todo) if todo else []
-    seconds = time.perf_counter() - started
-    recovery = Recovery(rescored_blocks=len(parts.rescored))
-    parts = PartFiles(parts.directory)  # now with the parts the actors wrote
-    tally, rows_per_node = Tally(), Counter()
+    output = output_location(params.infer.output)
+    with hold_output(output) as lease:
+        check_stride(params.infer.long_text, params.infer.stride, load_framing(Path(params.export.output)))
+        started = time.perf_counter()
+        tally, reports, recovery = score_and_finish(params, output, lease)
+        seconds = time.perf_counter() - started
+        duplicate_ids = count_duplicate_ids(output)
+    rows_per_node = Counter()
     for report in reports:
-        tally.add(Tally(**report["tally"]))
         rows_per_node[report["node"]] += report["tally"]["rows"]
-    for done in resumed.values():
-        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
-        tally.add(done)
-    finish_output(parts, output, infer.input)
     return build_metrics(
         tally,
         seconds,
         engine="ray",
         provider=",".join(sorted({report["provider"] for report in reports})),
-        threads=infer.ray_actors * runtime.intra_op_num_threads,
+        threads=params.infer.ray_actors * actor_runtime(params).intra_op_num_threads,
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
-        duplicate_ids=count_duplicate_ids(output),
+        duplicate_ids=duplicate_ids,
         rows_per_node=dict(rows_per_node),
         recovery=recovery,
     )
+
+
+def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Tally, list[dict], Recovery]:
+    """Stage the blocks, score the unfinished ones on the cluster, finish the output: the tally, the actors'
+    reports, and what the run recovered from."""
+    infer = params.infer
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
+    blocks = stage_blocks(infer, parts)
+    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
+    todo = [index for index in range(blocks) if index not in resumed]
+    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
+    reports = score_on_cluster(params, parts, todo, lease) if todo else []
+    tally = Tally()
+    for report in reports:
+        tally.add(Tally(**report["tally"]))
+    for done in resumed.values():
+        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
+        tally.add(done)
+    lease.check()
+    finish_output(PartFiles(parts.directory), output, infer.input)  # with the parts the actors wrote
+    return tally, reports, Recovery(rescored_blocks=len(parts.rescored))
