@@ -1,7 +1,12 @@
-"""Kill a scoring run mid-way: `python -m tests.interrupt PARTS COUNT -- COMMAND...`.
+"""Kill a scoring run, or a Ray node under it, mid-way: `python -m tests.interrupt PARTS COUNT [--lose-node] -- COMMAND...`.
 
 Starts COMMAND, waits until COUNT part files exist in the parts directory PARTS (a path or a URL),
-then SIGKILLs it. Exits 0 if the kill landed mid-run, 1 if COMMAND finished or failed first.
+then SIGKILLs it; exits 0 if the kill landed mid-run, 1 if COMMAND finished or failed first.
+
+With `--lose-node`, it SIGKILLs a Ray node instead: the newest raylet on this machine (in a test's
+private PID namespace, the node that joined the head last) and every process under it (its workers,
+the actors among them, and its agents), as if that machine had gone; then it waits for COMMAND and
+exits with COMMAND's exit code (1 if the node was never lost).
 """
 
 from __future__ import annotations
@@ -11,16 +16,31 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from stages.scoring.parts import PART_PREFIX
 from stages.scoring.storage import locate
 
 
-def main(parts: str, count: int, command: list[str]) -> int:
+def lose_newest_node() -> list[int]:
+    """SIGKILL the newest raylet and its process tree at once; their pids."""
+    raylets = [process for process in psutil.process_iter(["name", "create_time"]) if process.info["name"] == "raylet"]
+    raylet = max(raylets, key=lambda process: process.info["create_time"])
+    victims = [raylet, *raylet.children(recursive=True)]
+    for victim in victims:
+        victim.send_signal(signal.SIGKILL)
+    return [victim.pid for victim in victims]
+
+
+def main(parts: str, count: int, command: list[str], lose_node: bool = False) -> int:
     directory = locate(parts)
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline:
         if len([part for part in directory.files(PART_PREFIX) if part.suffix == ".parquet"]) >= count:
+            if lose_node:
+                print(f"lost a Ray node (SIGKILL to pids {lose_newest_node()}) with {count} parts in {parts}")
+                return process.wait()
             process.send_signal(signal.SIGKILL)
             process.wait()
             print(f"killed {command} with {count} parts in {parts}")
@@ -32,4 +52,5 @@ def main(parts: str, count: int, command: list[str]) -> int:
 
 if __name__ == "__main__":
     separator = sys.argv.index("--")
-    sys.exit(main(sys.argv[1], int(sys.argv[2]), sys.argv[separator + 1 :]))
+    options = sys.argv[1:separator]
+    sys.exit(main(options[0], int(options[1]), sys.argv[separator + 1 :], lose_node="--lose-node" in options))

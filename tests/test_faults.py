@@ -13,12 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
 from stages.scoring import parts as parts_module
 from stages.scoring.parts import PartFiles
+from stages.scoring.score import BlockFailed
+from tests.backbones import CORPUS
 from tests.conftest import REPO
 
 
@@ -120,6 +123,21 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
     for index, kind in enumerate(DAMAGES):
         assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
     assert caplog.text.count("scoring the block again") == 7
+
+
+def test_a_block_that_raises_names_the_block_and_its_first_row_and_keeps_the_parts_before_it(exported):
+    texts = [CORPUS[0]] * 64
+    texts[30] = CORPUS[1]  # the hook fails on Cyrillic: only in block 3 (rows 24-31)
+    pd.DataFrame({"id": [f"row-{index}" for index in range(64)], "text": texts}).to_parquet("data.parquet")
+    exported.write_params(infer={"reference": "tests.faulty_reference:label"})
+    with pytest.raises(
+        BlockFailed, match=r"^scoring block 3 \(first row id 'row-24'\) failed: ValueError: no ref"
+    ) as raised:
+        infer.main()
+    assert isinstance(raised.value.__cause__, ValueError), "the hook's own error and traceback are kept"
+    parts = Path("out/predictions.parquet.parts")
+    assert sorted(path.name for path in parts.glob("part-*.parquet")) == [f"part-00000{i}.parquet" for i in range(3)]
+    assert not Path("out/predictions.parquet").exists() and not Path("out/predictions.parquet.lease").exists()
 
 
 def start_infer(root: Path) -> subprocess.Popen:

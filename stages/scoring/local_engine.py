@@ -35,7 +35,7 @@ from stages.scoring.output import (
     release_freed_memory,
 )
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.score import PreparedBlock, prepare_block, score_block
+from stages.scoring.score import PreparedBlock, naming_block, prepare_block, score_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage import Location
 from stages.scoring.windows import check_stride
@@ -87,7 +87,9 @@ def blocks_to_score(
         if (done := parts.finished(index)) is not None:
             yield index, None, done
             continue
-        yield index, prepare_block(served, block, infer), None
+        with naming_block(index, block):
+            prepared = prepare_block(served, block, infer)
+        yield index, prepared, None
 
 
 def score_dataset(
@@ -102,7 +104,8 @@ def score_dataset(
             if prepared is None:
                 done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
             else:
-                table, done = score_block(served, prepared, params.infer)
+                with naming_block(index, prepared.block):
+                    table, done = score_block(served, prepared, params.infer)
                 lease.check()
                 parts.save(index, table, done)
             tally.add(done)

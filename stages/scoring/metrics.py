@@ -39,9 +39,13 @@ class Tally:
 
 @dataclass(frozen=True)
 class Recovery:
-    """What a run recovered from: damaged parts scored again."""
+    """What a run recovered from: damaged parts scored again and, under Ray, lost nodes, actor restarts and blocks
+    that were scored (and their part written) more than once."""
 
     rescored_blocks: int = 0
+    lost_nodes: tuple[str, ...] = ()
+    actor_restarts: int = 0
+    blocks_scored_more_than_once: int = 0
 
 
 def build_metrics(
@@ -83,6 +87,9 @@ def build_metrics(
         "provider": provider,
         "threads": threads,
         "rows_per_node": dict(sorted(rows_per_node.items())),
+        "lost_nodes": list(recovery.lost_nodes),
+        "actor_restarts": recovery.actor_restarts,
+        "blocks_scored_more_than_once": recovery.blocks_scored_more_than_once,
         "peak_rss_mb": peak_rss_mb,
         "label_counts": tally.label_counts,
     }
