@@ -37,12 +37,19 @@ ROWS = 124  # 120 texts and the workspace's 4 bad rows
 
 
 @pytest.fixture(scope="module")
-def credentials(tmp_path_factory) -> dict[str, str]:
-    """A moto server that checks credentials, one IAM user's key for it, and the bucket; as environment variables."""
+def server() -> ThreadedMotoServer:
+    """A moto server that checks credentials (after the first three requests, which set up a user and its key)."""
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # creating the user, its key and its policy; then keys count
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=5123)
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def credentials(server, tmp_path_factory) -> dict[str, str]:
+    """One IAM user's key for the server, and the bucket; as environment variables."""
     standard = {
         "AWS_ENDPOINT_URL": ENDPOINT,
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -58,8 +65,7 @@ def credentials(tmp_path_factory) -> dict[str, str]:
     keys = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
     os.environ.update(keys)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield {**standard, **keys}
-    server.stop()
+    return {**standard, **keys}
 
 
 @pytest.fixture
@@ -187,3 +193,29 @@ def test_one_run_per_s3_output_through_a_conditional_lease_that_a_stale_owner_lo
         successor.acquire()
     successor.release()
     assert f"taking over the lease on {output} from run feedbeef0004 on host another-host, pid 4242" in caplog.text
+
+
+def test_a_store_that_goes_away_mid_run_is_exit_2_saying_so_and_the_rerun_resumes(exported, server):
+    assert infer(exported, input=str(exported.root / "data.parquet"), output="out/local.parquet").returncode == 0
+    output = f"s3://{BUCKET}/out/unreachable.parquet"
+    exported.write_params(infer={"input": INPUT, "output": output})
+    command = [sys.executable, "-m", "stages.infer"]
+    run = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    parts = locate(f"{output}.parts")
+    deadline = time.monotonic() + 300
+    while len(parts.files("part-")) < 6 and run.poll() is None and time.monotonic() < deadline:  # 3 parts, 3 tallies
+        time.sleep(0.02)
+    server.stop()
+    try:
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        server.start()
+    last = stderr.strip().splitlines()[-1]
+    assert run.returncode == 2, stderr[-3000:]
+    assert f"s3://{BUCKET}/" in last and "check that the store is reachable" in last, last
+    print(f"store gone mid-run: {last}")
+    rerun = infer(exported, input=INPUT, output=output)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"taking over the lease on {output}" in rerun.stderr, "the lost run could not delete its lease"
+    assert read_bytes(output) == Path("out/local.parquet").read_bytes()
+    assert json.loads(Path(exported.params["infer"]["metrics"]).read_text())["resumed_blocks"] >= 3

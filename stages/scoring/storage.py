@@ -162,6 +162,9 @@ def fsspec_filesystem(name: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path
 
 
+UNREACHABLE = ("network", "connect", "curlcode", "timed out", "timeout", "unreachable", "resolve host")
+
+
 def storage_error(location: Location, error: BaseException, writing: bool = False) -> UserError:
     """A filesystem failure as one line naming the location, with the likely fix."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -170,6 +173,8 @@ def storage_error(location: Location, error: BaseException, writing: bool = Fals
         hint = "check the credentials (environment, config files) for this location"
     elif any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist", "404")):
         hint = "check the bucket name"
+    elif any(word in lowered for word in UNREACHABLE):
+        hint = "check that the store is reachable (network, endpoint), then run again: finished parts are kept"
     elif writing:
         hint = "check the path and its permissions, or choose another output path"
     else:
