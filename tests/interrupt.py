@@ -1,12 +1,14 @@
-"""Kill a scoring run, or a Ray node under it, mid-way: `python -m tests.interrupt PARTS COUNT [--lose-node] -- COMMAND...`.
+"""Kill a scoring run, or a Ray node or actor under it, mid-way.
 
-Starts COMMAND, waits until COUNT part files exist in the parts directory PARTS (a path or a URL),
-then SIGKILLs it; exits 0 if the kill landed mid-run, 1 if COMMAND finished or failed first.
+`python -m tests.interrupt PARTS COUNT [--lose-node | --kill-actor] -- COMMAND...` starts COMMAND, waits
+until COUNT part files exist in the parts directory PARTS (a path or a URL), then SIGKILLs it; exits 0
+if the kill landed mid-run, 1 if COMMAND finished or failed first.
 
 With `--lose-node`, it SIGKILLs a Ray node instead: the newest raylet on this machine (in a test's
 private PID namespace, the node that joined the head last) and every process under it (its workers,
-the actors among them, and its agents), as if that machine had gone; then it waits for COMMAND and
-exits with COMMAND's exit code (1 if the node was never lost).
+the actors among them, and its agents), as if that machine had gone. With `--kill-actor`, it SIGKILLs
+one scoring actor's process. Either way it then waits for COMMAND and exits with COMMAND's exit code
+(1 if nothing was killed).
 """
 
 from __future__ import annotations
@@ -32,14 +34,27 @@ def lose_newest_node() -> list[int]:
     return [victim.pid for victim in victims]
 
 
-def main(parts: str, count: int, command: list[str], lose_node: bool = False) -> int:
+def kill_an_actor() -> list[int]:
+    """SIGKILL the oldest scoring actor process (Ray titles it after the actor's class); its pid."""
+    actors = [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if "BlockScorer" in " ".join(process.info["cmdline"] or [])
+    ]
+    actor = min(actors, key=lambda process: process.pid)
+    actor.send_signal(signal.SIGKILL)
+    return [actor.pid]
+
+
+def main(parts: str, count: int, command: list[str], victims: str = "") -> int:
     directory = locate(parts)
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline:
         if len([part for part in directory.files(PART_PREFIX) if part.suffix == ".parquet"]) >= count:
-            if lose_node:
-                print(f"lost a Ray node (SIGKILL to pids {lose_newest_node()}) with {count} parts in {parts}")
+            if victims:
+                killed = lose_newest_node() if victims == "--lose-node" else kill_an_actor()
+                print(f"{victims}: SIGKILL to pids {killed} with {count} parts in {parts}")
                 return process.wait()
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -53,4 +68,4 @@ def main(parts: str, count: int, command: list[str], lose_node: bool = False) ->
 if __name__ == "__main__":
     separator = sys.argv.index("--")
     options = sys.argv[1:separator]
-    sys.exit(main(options[0], int(options[1]), sys.argv[separator + 1 :], lose_node="--lose-node" in options))
+    sys.exit(main(options[0], int(options[1]), sys.argv[separator + 1 :], victims="".join(options[2:])))

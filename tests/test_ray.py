@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import secrets
@@ -54,6 +55,8 @@ SCENARIOS = {
     # The reference hook raises on the last block (only row 60 is Cyrillic): the run stops naming that block and its
     # first row, and the parts of the other blocks stay. Scored by the ray engine only.
     "block_raises": {"input": "poisoned.parquet", "block_rows": 8, "reference": "tests.faulty_reference:label"},
+    # One actor per node; one actor's process is SIGKILLed once 4 parts are finished: Ray restarts it.
+    "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
     # Last, as it breaks the cluster: one actor per node, and the second node is lost (SIGKILL to its raylet and
     # every process under it) once 6 parts are finished; the run goes on with the head's actor.
     "node_lost": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
@@ -146,6 +149,8 @@ def ray_command(name: str) -> str:
         return f"{killed} && {python} {TRUNCATE_FIRST_PART} {parts} && {score} 2> {name}.log"
     if name == FAILING:
         return f"{{ {score} 2> {name}.log; echo $? > {name}.rc; }}"
+    if name == "actor_killed":
+        return f"{python} -m tests.interrupt {parts} 4 --kill-actor -- {score} 2> {name}.log"
     if name == "node_lost":
         return f"{python} -m tests.interrupt {parts} 6 --lose-node -- {score} 2> {name}.log"
     return score
@@ -208,6 +213,7 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
     print(f"rows per node: {per_node}")
     check_driver_killed()
     check_block_raises()
+    check_actor_killed(result.stdout)
     check_node_lost(result.stdout)
 
 
@@ -243,16 +249,29 @@ def check_block_raises() -> None:
     print(f"block raises: {last}; parts kept for blocks {parts.indices()}")
 
 
+def check_actor_killed(stdout: str) -> None:
+    """An actor SIGKILLed mid-run: Ray restarts it, and the run ends with the local engine's bytes."""
+    assert "--kill-actor: SIGKILL to pids" in stdout, stdout[-3000:]
+    assert sha256("out/ray-actor_killed.parquet") == sha256("out/local-actor_killed.parquet")
+    metrics = json.loads(Path("metrics/ray-actor_killed.json").read_text())
+    assert metrics["actor_restarts"] >= 1 and metrics["lost_nodes"] == [], metrics
+    assert "Ray restarted" in Path("actor_killed.log").read_text()
+    print(
+        f"actor killed: actor restarts {metrics['actor_restarts']}, blocks scored more than once "
+        f"{metrics['blocks_scored_more_than_once']}, rows per node {metrics['rows_per_node']}"
+    )
+
+
 def check_node_lost(stdout: str) -> None:
     """Losing the second node mid-run: the run ends with the local engine's bytes, and says what it lost."""
-    assert "lost a Ray node (SIGKILL to pids" in stdout, stdout[-3000:]
+    assert "--lose-node: SIGKILL to pids" in stdout, stdout[-3000:]
     assert sha256("out/ray-node_lost.parquet") == sha256("out/local-node_lost.parquet")
     metrics = json.loads(Path("metrics/ray-node_lost.json").read_text())
     assert len(metrics["lost_nodes"]) == 1 and metrics["actor_restarts"] >= 1, metrics
     assert metrics["lost_nodes"][0] in metrics["rows_per_node"] and sum(metrics["rows_per_node"].values()) == 44
     log = Path("node_lost.log").read_text()
     assert f"Ray lost node {metrics['lost_nodes'][0]} mid-run; scoring goes on with the actors on the 1 node(s)" in log
-    assert "the run went on with fewer actors: 1 node(s) lost" in log, log[-3000:]
+    assert "the run went on with fewer actors after losing 1 node(s)" in log, log[-3000:]
     print(
         f"node lost: rows per node {metrics['rows_per_node']}, lost {metrics['lost_nodes']}, actor restarts "
         f"{metrics['actor_restarts']}, blocks scored more than once {metrics['blocks_scored_more_than_once']}, "
@@ -278,6 +297,35 @@ def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_wor
     workspace.write_params(runtime={"providers": ["CUDAExecutionProvider"]}, infer={"ray_gpus_per_actor": 0})
     with pytest.raises(UserError, match=r"infer\.ray_gpus_per_actor is 0"):
         actor_runtime(load_params())
+
+
+def test_a_damaged_staged_input_is_staged_again_or_named_with_its_fix(make_workspace, caplog):
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
+    from stages.scoring.ray_actor import read_block, staged_reader
+    from stages.scoring.ray_engine import stage_blocks
+
+    make_workspace()  # a dataset of 44 rows, blocks of 16
+    infer_params = load_params().infer
+    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
+    assert stage_blocks(infer_params, parts) == 3
+    staged = Path("out/predictions.parquet.parts/input.parquet")
+    whole = staged.read_bytes()
+    staged.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
+    with caplog.at_level(logging.WARNING):
+        assert stage_blocks(infer_params, parts) == 3
+    assert "input.parquet is damaged (Parquet magic bytes not found" in caplog.text
+    assert staged.read_bytes() == whole, "staged again, the same"
+    texts = pq.ParquetFile(staged).metadata.row_group(1).column(1)
+    flipped = bytearray(whole)
+    chunk = texts.dictionary_page_offset if texts.has_dictionary_page else texts.data_page_offset
+    flipped[chunk + texts.total_compressed_size - 8] ^= 0x10  # in the last page of block 1's texts
+    staged.write_bytes(bytes(flipped))
+    location = locate(str(staged))
+    reader = staged_reader(location)
+    assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
+    with pytest.raises(UserError, match=r"input\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
+        read_block(reader, location, 1)
 
 
 def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace, monkeypatch):

@@ -74,19 +74,23 @@ def blocks_scored_more_than_once(parts: Location, run_id: str) -> int:
 
 
 def recovery_of(watch: NodeWatch, parts: Location, run_id: str, rescored_blocks: int) -> Recovery:
-    """What the run recovered from; warns once more, at the end, if it lost anything."""
+    """What the run recovered from; warns once more, at the end, about what it lost and what was redone."""
     recovery = Recovery(
         rescored_blocks=rescored_blocks,
         lost_nodes=tuple(watch.lost),
         actor_restarts=actor_restarts(),
         blocks_scored_more_than_once=blocks_scored_more_than_once(parts, run_id),
     )
-    if recovery.lost_nodes or recovery.actor_restarts:
+    if recovery.lost_nodes:
         log.warning(
-            "the run went on with fewer actors: %d node(s) lost (%s), %d actor restart(s), %d block(s) scored "
-            "more than once (each part is written whole, so no row is lost or duplicated)",
+            "the run went on with fewer actors after losing %d node(s): %s",
             len(recovery.lost_nodes),
-            ", ".join(recovery.lost_nodes) or "none",
+            ", ".join(recovery.lost_nodes),
+        )
+    if recovery.actor_restarts or recovery.blocks_scored_more_than_once:
+        log.warning(
+            "Ray restarted the scoring actors %d time(s) and %d block(s) were scored more than once; each part is "
+            "written whole, so no row is lost or duplicated",
             recovery.actor_restarts,
             recovery.blocks_scored_more_than_once,
         )
