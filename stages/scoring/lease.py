@@ -25,9 +25,8 @@ from pathlib import Path
 
 import psutil
 
-from stages.core.atomic import ensure_directory
 from stages.core.errors import UserError
-from stages.scoring.storage import Location
+from stages.scoring.storage import Location, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +110,17 @@ class FileLease:
 
     def __init__(self, output: Location) -> None:
         self.output = output
-        self.path = Path(lease_beside(output).path)
+        self.location = lease_beside(output)
+        self.path = Path(self.location.path)
         self.owner = Owner.this_run()
         self.descriptor: int | None = None
 
     def acquire(self) -> None:
         """Take the lease, or raise the `UserError` naming the run that holds it."""
-        ensure_directory(self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(self.location, error, writing=True) from None
         for _ in range(3):  # the holder may release (and remove) the file between our open and our lock
             descriptor = self.locked_descriptor()
             try:
@@ -140,9 +143,7 @@ class FileLease:
         try:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise UserError(
-                f"cannot write {self.path}: {error.strerror}; check the output path's permissions"
-            ) from None
+            raise storage_error(self.location, error, writing=True) from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,8 +153,8 @@ class FileLease:
         except OSError as error:
             os.close(descriptor)
             raise UserError(
-                f"cannot lock {self.path}: {error.strerror}; the output's filesystem must support file locks "
-                "(flock), or put infer.output on one that does"
+                f"cannot lock {self.location.name}: {error.strerror}; the output's filesystem must support file "
+                "locks (flock), or put infer.output on one that does"
             ) from None
         return descriptor
 
