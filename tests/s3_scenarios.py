@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -24,6 +25,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from stages import export, load_checkpoint
+from stages.scoring.lease import Owner
+from stages.scoring.object_lease import ObjectLease, S3Store, object_lease
+from stages.scoring.storage import locate
 from tests.conftest import REPO, Workspace
 
 ENDPOINT = "http://127.0.0.1:5123"
@@ -33,12 +37,19 @@ ROWS = 124  # 120 texts and the workspace's 4 bad rows
 
 
 @pytest.fixture(scope="module")
-def credentials(tmp_path_factory) -> dict[str, str]:
-    """A moto server that checks credentials, one IAM user's key for it, and the bucket; as environment variables."""
+def server() -> ThreadedMotoServer:
+    """A moto server that checks credentials (after the first three requests, which set up a user and its key)."""
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # creating the user, its key and its policy; then keys count
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=5123)
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def credentials(server, tmp_path_factory) -> dict[str, str]:
+    """One IAM user's key for the server, and the bucket; as environment variables."""
     standard = {
         "AWS_ENDPOINT_URL": ENDPOINT,
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -54,8 +65,7 @@ def credentials(tmp_path_factory) -> dict[str, str]:
     keys = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
     os.environ.update(keys)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield {**standard, **keys}
-    server.stop()
+    return {**standard, **keys}
 
 
 @pytest.fixture
@@ -106,6 +116,7 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     assert not exists(output), "a killed run must not leave an output that looks complete"
     resumed = infer(exported, input=INPUT, output=output)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"taking over the lease on {output} from run " in resumed.stderr, "the killed run's lease is taken over"
     assert read_bytes(output) == reference
     print(
         f"local engine s3->s3 after SIGKILL and rerun: sha256 {sha256(read_bytes(output))}, local file {sha256(reference)}"
@@ -152,3 +163,59 @@ def test_a_missing_bucket_or_credential_exits_2_with_one_line_naming_the_url(exp
     last = result.stderr.strip().splitlines()[-1]
     assert INPUT in last and "credentials" in last, last
     assert not Path("out/predictions.parquet").exists()
+
+
+def test_one_run_per_s3_output_through_a_conditional_lease_that_a_stale_owner_loses(
+    make_workspace, credentials, caplog
+):
+    workspace = make_workspace("deberta-v2", rows=8)  # params only: a second run stops before it loads the model
+    output = f"s3://{BUCKET}/out/leased.parquet"
+    lease = object_lease(locate(output))
+    assert isinstance(lease.store, S3Store), "on S3 the lease uses conditional requests"
+    lease.acquire()
+    try:
+        assert lease.store.create(b"{}") is None, "If-None-Match: * refuses a second lease"
+        assert lease.store.replace(b"{}", '"another-etag"') is None, "If-Match refuses to replace another version"
+        second = infer(workspace, input=INPUT, output=output)
+        last = second.stderr.strip().splitlines()[-1]
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert f"infer.output = {output} is being written by another run (run {lease.owner.run_id} on host" in last
+        assert "s from now" in last, last
+        print(last)
+    finally:
+        lease.release()
+    assert not exists(f"{output}.lease"), "a released lease is deleted"
+
+    crashed = Owner("feedbeef0004", "another-host", 4242, time.time() - 300).until(time.time() - 1)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="out/leased.parquet.lease", Body=crashed.to_json())
+    successor = ObjectLease(locate(output), lease.store)
+    with caplog.at_level(logging.WARNING):
+        successor.acquire()
+    successor.release()
+    assert f"taking over the lease on {output} from run feedbeef0004 on host another-host, pid 4242" in caplog.text
+
+
+def test_a_store_that_goes_away_mid_run_is_exit_2_saying_so_and_the_rerun_resumes(exported, server):
+    assert infer(exported, input=str(exported.root / "data.parquet"), output="out/local.parquet").returncode == 0
+    output = f"s3://{BUCKET}/out/unreachable.parquet"
+    exported.write_params(infer={"input": INPUT, "output": output})
+    command = [sys.executable, "-m", "stages.infer"]
+    run = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    parts = locate(f"{output}.parts")
+    deadline = time.monotonic() + 300
+    while len(parts.files("part-")) < 6 and run.poll() is None and time.monotonic() < deadline:  # 3 parts, 3 tallies
+        time.sleep(0.02)
+    server.stop()
+    try:
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        server.start()
+    last = stderr.strip().splitlines()[-1]
+    assert run.returncode == 2, stderr[-3000:]
+    assert f"s3://{BUCKET}/" in last and "check that the store is reachable" in last, last
+    print(f"store gone mid-run: {last}")
+    rerun = infer(exported, input=INPUT, output=output)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"taking over the lease on {output}" in rerun.stderr, "the lost run could not delete its lease"
+    assert read_bytes(output) == Path("out/local.parquet").read_bytes()
+    assert json.loads(Path(exported.params["infer"]["metrics"]).read_text())["resumed_blocks"] >= 3

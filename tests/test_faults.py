@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
 from stages.scoring import parts as parts_module
+from stages.scoring.parts import PartFiles
+from stages.scoring.score import BlockFailed
+from tests.backbones import CORPUS
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -65,3 +78,97 @@ def test_stages_run_out_of_order_say_what_to_run(make_workspace):
         export.main()
     with pytest.raises(UserError, match="run `dvc repro`"):
         parity.main()
+
+
+def flip_a_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+# What can happen to a finished part (or its tally) between runs, one block each; block 7 stays whole.
+DAMAGES = {
+    "truncated to 100 bytes": lambda part, tally: part.write_bytes(part.read_bytes()[:100]),
+    "one bit flipped": lambda part, tally: flip_a_bit(part),
+    "emptied": lambda part, tally: part.write_bytes(b""),
+    "another block's part": lambda part, tally: part.write_bytes(part.with_name("part-000007.parquet").read_bytes()),
+    "tally truncated": lambda part, tally: tally.write_bytes(tally.read_bytes()[:20]),
+    "tally not UTF-8": lambda part, tally: tally.write_bytes(b"\xff" + tally.read_bytes()),
+    "tally gone": lambda part, tally: tally.unlink(),
+}
+WARNINGS = {
+    "truncated to 100 bytes": "is not what was written (100 bytes",
+    "one bit flipped": "is not what was written (",
+    "emptied": "is not what was written (0 bytes",
+    "another block's part": "is not what was written (",
+    "tally truncated": "has a damaged tally (JSONDecodeError)",
+    "tally not UTF-8": "has a damaged tally (UnicodeDecodeError)",
+    "tally gone": "has no tally",
+}
+
+
+def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch, caplog):
+    monkeypatch.setattr(PartFiles, "remove", lambda self: None)  # keep the parts, as a killed run leaves them
+    infer.main()
+    reference = Path("out/predictions.parquet").read_bytes()
+    Path("out/predictions.parquet").unlink()
+    parts = Path("out/predictions.parquet.parts")
+    for index, damage in enumerate(DAMAGES.values()):
+        damage(parts / f"part-{index:06d}.parquet", parts / f"part-{index:06d}.json")
+    with caplog.at_level(logging.WARNING):
+        infer.main()
+    assert Path("out/predictions.parquet").read_bytes() == reference
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert (metrics["blocks"], metrics["rescored_blocks"], metrics["resumed_blocks"]) == (8, 7, 1)
+    for index, kind in enumerate(DAMAGES):
+        assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
+    assert caplog.text.count("scoring the block again") == 7
+
+
+def test_a_block_that_raises_names_the_block_and_its_first_row_and_keeps_the_parts_before_it(exported):
+    texts = [CORPUS[0]] * 64
+    texts[30] = CORPUS[1]  # the hook fails on Cyrillic: only in block 3 (rows 24-31)
+    pd.DataFrame({"id": [f"row-{index}" for index in range(64)], "text": texts}).to_parquet("data.parquet")
+    exported.write_params(infer={"reference": "tests.faulty_reference:label"})
+    with pytest.raises(
+        BlockFailed, match=r"^scoring block 3 \(first row id 'row-24'\) failed: ValueError: no ref"
+    ) as raised:
+        infer.main()
+    assert isinstance(raised.value.__cause__, ValueError), "the hook's own error and traceback are kept"
+    parts = Path("out/predictions.parquet.parts")
+    assert sorted(path.name for path in parts.glob("part-*.parquet")) == [f"part-00000{i}.parquet" for i in range(3)]
+    assert not Path("out/predictions.parquet").exists() and not Path("out/predictions.parquet.lease").exists()
+
+
+def start_infer(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "stages.infer"]
+    return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_on_the_same_output_exits_2_naming_the_run_that_owns_it(exported):
+    exported.write_params(infer={"block_rows": 2})
+    first = start_infer(exported.root)
+    parts = Path("out/predictions.parquet.parts")
+    deadline = time.monotonic() + 300
+    while not list(parts.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, holding its lease: the second run cannot come too late
+    try:
+        engines = ["local", "ray"] if importlib.util.find_spec("ray") else ["local"]
+        for engine in engines:
+            exported.write_params(infer={"engine": engine})
+            second = start_infer(exported.root)
+            _, stderr = second.communicate(timeout=300)
+            last = stderr.strip().splitlines()[-1]
+            assert second.returncode == 2, stderr[-3000:]
+            assert last.startswith("error: infer.output = out/predictions.parquet is being written by another run")
+            assert f"pid {first.pid}, started" in last, last
+            print(f"{engine}: {last}")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    metrics = json.loads(Path("metrics/infer.json").read_text())
+    assert (metrics["rows"], metrics["resumed_blocks"]) == (64, 0), "the second runs touched nothing"
+    assert not Path("out/predictions.parquet.lease").exists()

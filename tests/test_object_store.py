@@ -13,9 +13,12 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from tests.conftest import REPO, loopback_namespaces_usable, unavailable
 
 
+@pytest.mark.slow  # starts an S3 server; the scenarios take minutes
 def test_scoring_from_and_to_s3_on_a_real_server_in_a_private_network():
     for module, package in (("moto.server", "moto[server]"), ("boto3", "boto3"), ("ray", "ray[data]")):
         if importlib.util.find_spec(module.split(".")[0]) is None:

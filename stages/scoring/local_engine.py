@@ -24,10 +24,18 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.session import provider_of
 from stages.scoring.dataset import iter_blocks, row_count
-from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
+from stages.scoring.lease import FileLease
+from stages.scoring.metrics import Recovery, Tally, build_metrics
+from stages.scoring.object_lease import ObjectLease
+from stages.scoring.output import (
+    count_duplicate_ids,
+    finish_output,
+    hold_output,
+    output_location,
+    release_freed_memory,
+)
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.score import PreparedBlock, prepare_block, score_block
+from stages.scoring.score import PreparedBlock, naming_block, prepare_block, score_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage import Location
 from stages.scoring.windows import check_stride
@@ -73,15 +81,21 @@ def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
 def blocks_to_score(
     params: Params, served: ServedModel, parts: PartFiles
 ) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
-    """Each block of the dataset: prepared for the model, or the tally of its finished part."""
+    """Each block of the dataset: prepared for the model, or the tally of its finished (and verified) part."""
     infer = params.infer
     for index, block in enumerate(iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows)):
-        done = parts.finished(index)
-        yield index, None if done else prepare_block(served, block, infer), done
+        if (done := parts.finished(index)) is not None:
+            yield index, None, done
+            continue
+        with naming_block(index, block):
+            prepared = prepare_block(served, block, infer)
+        yield index, prepared, None
 
 
-def score_dataset(params: Params, served: ServedModel, output: Location) -> Tally:
-    """Score every row of `infer.input` into `output`, resuming from finished parts."""
+def score_dataset(
+    params: Params, served: ServedModel, output: Location, lease: FileLease | ObjectLease
+) -> tuple[Tally, PartFiles]:
+    """Score every row of `infer.input` into `output`, resuming from finished parts; the tally, and the parts."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
@@ -90,29 +104,36 @@ def score_dataset(params: Params, served: ServedModel, output: Location) -> Tall
             if prepared is None:
                 done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
             else:
-                table, done = score_block(served, prepared, params.infer)
+                with naming_block(index, prepared.block):
+                    table, done = score_block(served, prepared, params.infer)
+                lease.check()
                 parts.save(index, table, done)
             tally.add(done)
             progress.update(done.rows)
+    lease.check()
     finish_output(parts, output, params.infer.input)
-    return tally
+    return tally, parts
 
 
 def score_locally(params: Params) -> dict:
-    """Engine `local`: score the dataset in this process (resumably); returns the metrics."""
+    """Engine `local`: score the dataset in this process (resumably), holding the output's lease; the metrics."""
     release_freed_memory()
-    served = ServedModel.load(Path(params.export.output), params.runtime)
-    check_stride(params.infer.long_text, params.infer.stride, served.framing)
     output = output_location(params.infer.output)
-    started = time.perf_counter()
-    tally = score_dataset(params, served, output)
+    with hold_output(output) as lease:
+        served = ServedModel.load(Path(params.export.output), params.runtime)
+        check_stride(params.infer.long_text, params.infer.stride, served.framing)
+        started = time.perf_counter()
+        tally, parts = score_dataset(params, served, output, lease)
+        seconds = time.perf_counter() - started
+        duplicate_ids = count_duplicate_ids(output)
     return build_metrics(
         tally,
-        time.perf_counter() - started,
+        seconds,
         engine="local",
         provider=provider_of(served.session),
         threads=params.runtime.intra_op_num_threads or os.cpu_count(),
         peak_rss_mb=peak_rss_mb(),
-        duplicate_ids=count_duplicate_ids(output),
+        duplicate_ids=duplicate_ids,
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
+        recovery=Recovery(rescored_blocks=len(parts.rescored)),
     )

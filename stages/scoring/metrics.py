@@ -37,6 +37,17 @@ class Tally:
                 setattr(self, name, getattr(self, name) + value)
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What a run recovered from: damaged parts scored again and, under Ray, lost nodes, actor restarts and blocks
+    that were scored (and their part written) more than once."""
+
+    rescored_blocks: int = 0
+    lost_nodes: tuple[str, ...] = ()
+    actor_restarts: int = 0
+    blocks_scored_more_than_once: int = 0
+
+
 def build_metrics(
     tally: Tally,
     seconds: float,
@@ -47,10 +58,12 @@ def build_metrics(
     peak_rss_mb: float,
     duplicate_ids: int,
     rows_per_node: dict[str, int],
+    recovery: Recovery,
 ) -> dict:
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
     this run; a rerun skips finished blocks), engine, provider, onnxruntime threads (all sessions together), rows
-    scored on each machine, peak memory (of the largest process), and reference accuracy.
+    scored on each machine, what the run recovered from, peak memory (of the largest process), and reference
+    accuracy.
     """
     scored, scored_tokens = tally.rows - tally.resumed_rows, tally.tokens - tally.resumed_tokens
     metrics = {
@@ -58,6 +71,7 @@ def build_metrics(
         "blocks": tally.blocks,
         "resumed_blocks": tally.resumed_blocks,
         "resumed_rows": tally.resumed_rows,
+        "rescored_blocks": recovery.rescored_blocks,
         "duplicate_ids": duplicate_ids,
         "skipped": tally.skipped,
         "text_issues": tally.text_issues,
@@ -73,6 +87,9 @@ def build_metrics(
         "provider": provider,
         "threads": threads,
         "rows_per_node": dict(sorted(rows_per_node.items())),
+        "lost_nodes": list(recovery.lost_nodes),
+        "actor_restarts": recovery.actor_restarts,
+        "blocks_scored_more_than_once": recovery.blocks_scored_more_than_once,
         "peak_rss_mb": peak_rss_mb,
         "label_counts": tally.label_counts,
     }

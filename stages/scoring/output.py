@@ -10,7 +10,8 @@ Data) skip names starting with `_`; `_SUCCESS` is the commit marker, as Hadoop a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +20,8 @@ import pyarrow.parquet as pq
 
 from stages.core.errors import UserError
 from stages.scoring.dataset import empty_dataset
+from stages.scoring.lease import FileLease
+from stages.scoring.object_lease import ObjectLease, object_lease
 from stages.scoring.parts import MANIFEST, PART_PREFIX, PartFiles
 from stages.scoring.storage import Location, atomic_file, locate, storage_error
 
@@ -67,6 +70,17 @@ def output_location(name: str) -> Location:
     return output
 
 
+@contextmanager
+def hold_output(output: Location) -> Iterator[FileLease | ObjectLease]:
+    """This run's lease on `output` while the block runs, released however it ends: one run per output."""
+    lease = FileLease(output) if output.is_local else object_lease(output)
+    lease.acquire()
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
 def is_dataset_directory(output: Location) -> bool:
     return output.suffix != ".parquet"
 
@@ -108,7 +122,7 @@ def publish_parts(parts: PartFiles, output: Location) -> None:
     for index in parts.indices():
         part = parts.part(index)
         part.move_to(output.child(part.base_name))
-        files.append({"name": part.base_name, "rows": parts.finished(index).rows})
+        files.append({"name": part.base_name, "rows": parts.recorded(index).rows})
     manifest = {"format": "parquet", "rows": sum(file["rows"] for file in files), "files": files}
     manifest["fingerprint"] = json.loads(parts.directory.child(MANIFEST).read_text())["fingerprint"]
     output.child(DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

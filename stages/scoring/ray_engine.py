@@ -6,7 +6,20 @@ block. Ray Data then hands the numbers of the unfinished blocks to an actor pool
 cluster's nodes; each actor holds one onnxruntime session, reads its block's row group, scores it with
 `stages.scoring.score.score_rows` and writes the block's part file, exactly as the local engine would.
 The driver only collects tallies, then finishes the output like the local engine. So a driver killed
-at any moment resumes from the finished parts, and both engines write identical outputs.
+at any moment resumes from the finished parts, and both engines write identical outputs. The driver holds
+the output's lease for the whole run (`stages.scoring.lease`), so no second run can score into it.
+
+Fault tolerance is Ray's own. Ray Data's actor pools default to `max_restarts=-1` (a lost actor is
+recreated wherever a node has room) and `max_task_retries=-1` (the blocks in flight on it are
+resubmitted), which is what scoring needs: a block scored twice writes the same part file again, whole.
+Those defaults are kept rather than passed again (passing them is deprecated since Ray 2.60 and goes in
+2.64); `tests/test_ray.py` loses a node mid-run to prove them. Errors raised by the scoring itself are
+not retried (`DataContext.actor_task_retry_on_errors = False`: scoring is deterministic, so the block
+would fail again) and no block is dropped (`max_errored_blocks = 0`): both Ray's defaults, set here so
+that nothing else in the process changes them. The run then stops naming the block and its first row
+id, and the parts already written stay for the rerun; `raise_original_map_exception = True` lets that
+error reach the driver as itself (Ray Data otherwise wraps it in a `UserCodeException` that arrives
+without it).
 
 The driver joins the cluster at `RAY_ADDRESS` when it is set, and otherwise the one last started on
 this machine (`ray start`) or a new one of its own. Every node must reach `export.output` at the
@@ -15,10 +28,8 @@ driver's absolute path and `infer.output` at its URL (or the same absolute path 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from collections import Counter
@@ -31,27 +42,30 @@ import ray.data
 
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
-from stages.core.params import InferParams, Params, RuntimeParams
-from stages.graph.session import CUDA, provider_of
-from stages.scoring.dataset import Block, empty_dataset, iter_blocks
-from stages.scoring.metrics import Tally, build_metrics
-from stages.scoring.output import count_duplicate_ids, finish_output, output_location, release_freed_memory
+from stages.core.params import InferParams, Params
+from stages.scoring.dataset import empty_dataset, iter_blocks
+from stages.scoring.lease import FileLease
+from stages.scoring.metrics import Recovery, Tally, build_metrics
+from stages.scoring.object_lease import ObjectLease
+from stages.scoring.output import count_duplicate_ids, finish_output, hold_output, output_location
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.score import score_rows
-from stages.scoring.served import ServedModel, load_framing
+from stages.scoring.ray_actor import STAGED_INPUT, BlockScorer, actor_runtime
+from stages.scoring.ray_health import NodeWatch, recovery_of
+from stages.scoring.score import BlockFailed
+from stages.scoring.served import load_framing
 from stages.scoring.storage import Location, atomic_file, storage_error
 from stages.scoring.windows import check_stride
 
 log = logging.getLogger(__name__)
 
-STAGED_INPUT = "input.parquet"
+Lease = FileLease | ObjectLease
 
 
 def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
     """The dataset's blocks as one Parquet row group each, beside the parts (kept for a rerun); their count."""
     staged = parts.directory.child(STAGED_INPUT)
-    if staged.exists():
-        return staged_reader(staged).num_row_groups
+    if (blocks := staged_blocks(staged)) is not None:
+        return blocks
     blocks = 0
     with atomic_file(staged) as temporary:
         writer = None
@@ -59,7 +73,9 @@ def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
             for block in iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows):
                 table = pa.table({"id": block.ids, "text": block.texts, "issue": pa.array(block.issues, pa.string())})
                 if writer is None:
-                    writer = pq.ParquetWriter(temporary.path, table.schema, filesystem=temporary.filesystem)
+                    writer = pq.ParquetWriter(
+                        temporary.path, table.schema, filesystem=temporary.filesystem, write_page_checksum=True
+                    )
                 writer.write_table(table, row_group_size=max(1, table.num_rows))
                 blocks += 1
         finally:
@@ -70,54 +86,27 @@ def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
     return blocks
 
 
-def staged_reader(staged: Location) -> pq.ParquetFile:
+def staged_blocks(staged: Location) -> int | None:
+    """How many blocks an earlier run staged; None if it staged none, or what it staged is damaged (warned about)."""
+    if not staged.exists():
+        return None
     try:
-        return pq.ParquetFile(staged.filesystem.open_input_file(staged.path))
+        return pq.ParquetFile(staged.filesystem.open_input_file(staged.path)).num_row_groups
+    except pa.ArrowInvalid as error:  # not Parquet (any more): damaged since it was written whole
+        log.warning("%s is damaged (%s); staging the dataset again", staged.name, error)
+        return None
     except (OSError, pa.ArrowException) as error:
         raise storage_error(staged, error) from None
 
 
-class BlockScorer:
-    """A Ray Data actor: one onnxruntime session; scores staged blocks into part files."""
-
-    def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, parts: Location) -> None:
-        release_freed_memory()
-        self.served = ServedModel.load(Path(onnx_dir), runtime)
-        self.infer = infer
-        self.parts = PartFiles(parts)
-        self.staged = staged_reader(parts.child(STAGED_INPUT))
-        self.node = ray.get_runtime_context().get_node_id()[:12]
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        reports = []
-        for index in batch.column("block").to_pylist():
-            rows = self.staged.read_row_group(index)
-            issues = rows.column("issue").to_pylist()
-            block = Block(rows.column("id").combine_chunks(), rows.column("text").to_pylist(), issues)
-            table, tally = score_rows(self.served, block, self.infer)
-            self.parts.save(index, table, tally)
-            report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
-            reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))
-        return pa.table({"report": pa.array(reports, pa.string())})
-
-
-def actor_runtime(params: Params) -> RuntimeParams:
-    """Each actor's onnxruntime settings: one intra-op thread per whole CPU it holds, CUDA only if it holds a GPU."""
-    providers = params.runtime.providers
-    if params.infer.ray_gpus_per_actor == 0:
-        providers = tuple(provider for provider in providers if provider != CUDA)
-        if not providers:
-            raise UserError(
-                "runtime.providers lists only CUDAExecutionProvider but infer.ray_gpus_per_actor is 0; "
-                "give the actors GPUs or add CPUExecutionProvider"
-            )
-    threads = max(1, math.floor(params.infer.ray_cpus_per_actor))
-    return dataclasses.replace(params.runtime, providers=providers, intra_op_num_threads=threads)
-
-
-def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
-    """Score `blocks` on an actor pool spread over the cluster; each block's report, as the actors finish them."""
+def score_blocks(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> tuple[list[dict], NodeWatch]:
+    """Score `blocks` on an actor pool spread over the cluster: each block's report as the actors finish them, and
+    the watch that saw which nodes were lost meanwhile."""
     infer = params.infer
+    context = ray.data.DataContext.get_current()
+    context.actor_task_retry_on_errors = False  # deterministic scoring: a block that raised would raise again
+    context.max_errored_blocks = 0  # a failed block stops the run; its rows are never dropped
+    context.raise_original_map_exception = True  # our errors reach the driver as themselves, with their messages
     pending = ray.data.from_items([{"block": index} for index in blocks], override_num_blocks=len(blocks))
     scored = pending.map_batches(
         BlockScorer,
@@ -126,6 +115,7 @@ def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[di
             "runtime": actor_runtime(params),
             "infer": infer,
             "parts": parts.directory,
+            "run_id": lease.owner.run_id,
         },
         batch_size=1,
         batch_format="pyarrow",
@@ -133,7 +123,14 @@ def score_blocks(params: Params, parts: PartFiles, blocks: list[int]) -> list[di
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
     )  # Ray Data places actors with its default SPREAD strategy: on as many nodes as the pool allows
-    return [json.loads(row["report"]) for row in scored.iter_rows()]
+    watch = NodeWatch()
+    reports = []
+    for row in scored.iter_rows():
+        reports.append(json.loads(row["report"]))
+        lease.check()
+        watch.look()
+    watch.look(now=True)
+    return reports, watch
 
 
 def connect() -> bool:
@@ -147,28 +144,33 @@ def connect() -> bool:
     return True
 
 
-def user_error_in(error: BaseException) -> UserError | None:
-    """The `UserError` a Ray task raised, unwrapped from Ray's exception wrappers, if that is what failed."""
+def our_error_in(error: BaseException) -> UserError | BlockFailed | None:
+    """The `UserError` or `BlockFailed` a Ray task raised, unwrapped from Ray's exception wrappers, if that failed."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, UserError) and not isinstance(current, ray.exceptions.RayError):
+        if isinstance(current, UserError | BlockFailed) and not isinstance(current, ray.exceptions.RayError):
             return current
         current = getattr(current, "cause", None) or current.__cause__
     return None
 
 
-def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int]) -> list[dict]:
-    """`score_blocks` on the cluster, a task's `UserError` re-raised as itself."""
+def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> tuple[list[dict], Recovery]:
+    """`score_blocks` on the cluster, a task's `UserError` re-raised as itself and a failed block named; the
+    reports, and what the run recovered from."""
     started_ray = connect()
     try:
-        return score_blocks(params, parts, blocks)
+        reports, watch = score_blocks(params, parts, blocks, lease)
+        return reports, recovery_of(watch, parts.directory, lease.owner.run_id, len(parts.rescored))
     except Exception as error:
-        cause = user_error_in(error)
+        cause = our_error_in(error)
         if cause is None or cause is error:
             raise
-        raise cause from None
+        message = str(cause).splitlines()[0]  # Ray Data appends its retry advice on further lines
+        if isinstance(cause, UserError):
+            raise UserError(message) from None
+        raise BlockFailed(message) from error
     finally:
         if started_ray:
             ray.shutdown()
@@ -176,34 +178,45 @@ def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int]) -> lis
 
 def score_with_ray(params: Params) -> dict:
     """Engine `ray`: score `infer.input` into `infer.output` on a Ray Data actor pool; returns the metrics."""
-    infer = params.infer
-    check_stride(infer.long_text, infer.stride, load_framing(Path(params.export.output)))
-    runtime = actor_runtime(params)
-    output = output_location(infer.output)
-    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
-    started = time.perf_counter()
-    blocks = stage_blocks(infer, parts)
-    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
-    todo = [index for index in range(blocks) if index not in resumed]
-    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
-    reports = score_on_cluster(params, parts, todo) if todo else []
-    seconds = time.perf_counter() - started
-    parts = PartFiles(parts.directory)  # now with the parts the actors wrote
-    tally, rows_per_node = Tally(), Counter()
+    output = output_location(params.infer.output)
+    with hold_output(output) as lease:
+        check_stride(params.infer.long_text, params.infer.stride, load_framing(Path(params.export.output)))
+        started = time.perf_counter()
+        tally, reports, recovery = score_and_finish(params, output, lease)
+        seconds = time.perf_counter() - started
+        duplicate_ids = count_duplicate_ids(output)
+    rows_per_node = Counter()
     for report in reports:
-        tally.add(Tally(**report["tally"]))
         rows_per_node[report["node"]] += report["tally"]["rows"]
-    for done in resumed.values():
-        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
-        tally.add(done)
-    finish_output(parts, output, infer.input)
     return build_metrics(
         tally,
         seconds,
         engine="ray",
         provider=",".join(sorted({report["provider"] for report in reports})),
-        threads=infer.ray_actors * runtime.intra_op_num_threads,
+        threads=params.infer.ray_actors * actor_runtime(params).intra_op_num_threads,
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
-        duplicate_ids=count_duplicate_ids(output),
+        duplicate_ids=duplicate_ids,
         rows_per_node=dict(rows_per_node),
+        recovery=recovery,
     )
+
+
+def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Tally, list[dict], Recovery]:
+    """Stage the blocks, score the unfinished ones on the cluster, finish the output: the tally, the actors'
+    reports, and what the run recovered from."""
+    infer = params.infer
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
+    blocks = stage_blocks(infer, parts)
+    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
+    todo = [index for index in range(blocks) if index not in resumed]
+    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
+    reports, recovery = score_on_cluster(params, parts, todo, lease) if todo else ([], Recovery())
+    tally = Tally()
+    for report in reports:
+        tally.add(Tally(**report["tally"]))
+    for done in resumed.values():
+        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
+        tally.add(done)
+    lease.check()
+    finish_output(PartFiles(parts.directory), output, infer.input)  # with the parts the actors wrote
+    return tally, reports, recovery

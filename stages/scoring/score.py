@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from stages.core.errors import UserError
 from stages.core.params import InferParams
 from stages.graph.session import onnx_logits
 from stages.scoring.batching import pad_batch, plan_batches
@@ -45,6 +48,22 @@ class PreparedBlock:
     skipped: list[bool]
     encoded: list[EncodedText]
     windows: list[Window]
+
+
+class BlockFailed(RuntimeError):
+    """Scoring a block raised an error that is not the user's to fix (a bug, here or in a hook): names the block."""
+
+
+@contextmanager
+def naming_block(index: int, block: Block) -> Iterator[None]:
+    """Errors raised while block `index` is scored name it and its first row id; a `UserError` stays one."""
+    try:
+        yield
+    except UserError as error:
+        raise UserError(f"block {index} (first row id {block.ids[0].as_py()!r}): {error}") from None
+    except Exception as error:
+        where = f"block {index} (first row id {block.ids[0].as_py()!r})"
+        raise BlockFailed(f"scoring {where} failed: {type(error).__name__}: {error}") from error
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

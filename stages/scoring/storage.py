@@ -47,17 +47,23 @@ class Location:
     def exists(self) -> bool:
         return self.info().type != pafs.FileType.NotFound
 
-    def read_text(self) -> str:
+    def read_bytes(self) -> bytes:
         try:
             with self.filesystem.open_input_stream(self.path) as stream:
-                return stream.read().decode("utf-8")
+                return stream.read()
         except (OSError, pa.ArrowException) as error:
             raise storage_error(self, error) from None
 
-    def write_text(self, text: str) -> None:
-        """Write `text` so that readers see the old content or the new, never part of it."""
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def write_bytes(self, data: bytes | pa.Buffer) -> None:
+        """Write `data` so that readers see the old content or the new, never part of it."""
         with atomic_file(self) as temporary, temporary.filesystem.open_output_stream(temporary.path) as stream:
-            stream.write(text.encode("utf-8"))
+            stream.write(data)
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
 
     @property
     def base_name(self) -> str:
@@ -156,6 +162,9 @@ def fsspec_filesystem(name: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path
 
 
+UNREACHABLE = ("network", "connect", "curlcode", "timed out", "timeout", "unreachable", "resolve host")
+
+
 def storage_error(location: Location, error: BaseException, writing: bool = False) -> UserError:
     """A filesystem failure as one line naming the location, with the likely fix."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -164,6 +173,8 @@ def storage_error(location: Location, error: BaseException, writing: bool = Fals
         hint = "check the credentials (environment, config files) for this location"
     elif any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist", "404")):
         hint = "check the bucket name"
+    elif any(word in lowered for word in UNREACHABLE):
+        hint = "check that the store is reachable (network, endpoint), then run again: finished parts are kept"
     elif writing:
         hint = "check the path and its permissions, or choose another output path"
     else:
