@@ -110,10 +110,11 @@ def test_a_bad_dataset_is_one_clear_error_and_writes_nothing(workspace, name, co
 )
 def test_the_other_stages_that_read_the_dataset_say_the_same(workspace, stage, name, content, message):
     use(workspace, name, content)
+    workspace.write_params(benchmark={"metrics": "out/benchmark.json"})
     with pytest.raises(
         UserError, match=message.replace(r"has no rows", r"has no (non-empty texts to benchmark on|rows)")
     ):
-        stage.main(["--rows", "4", "--metrics", "out/benchmark.json"]) if stage is benchmark else stage.main()
+        stage.main(["--rows", "4"]) if stage is benchmark else stage.main()
 
 
 def test_text_in_another_encoding_is_scored_per_the_bad_row_policy(workspace, caplog):

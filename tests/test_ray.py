@@ -279,50 +279,30 @@ def check_node_lost(stdout: str) -> None:
     )
 
 
-def test_actor_sessions_get_one_thread_per_cpu_and_cuda_only_with_a_gpu(make_workspace):
+def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_workspace, caplog):
     if importlib.util.find_spec("ray") is None:
         unavailable("Ray is not installed (pip install -e '.[ray]')")
-    from stages.scoring.ray_engine import actor_runtime
-
-    workspace = make_workspace()
-    workspace.write_params(runtime={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]})
-    for cpus, gpus, threads, providers in [
-        (0.5, 0, 1, ("CPUExecutionProvider",)),
-        (3.7, 0, 3, ("CPUExecutionProvider",)),
-        (1, 1, 1, ("CUDAExecutionProvider", "CPUExecutionProvider")),
-    ]:
-        workspace.write_params(infer={"ray_cpus_per_actor": cpus, "ray_gpus_per_actor": gpus})
-        runtime = actor_runtime(load_params())
-        assert (runtime.intra_op_num_threads, runtime.providers) == (threads, providers)
-    workspace.write_params(runtime={"providers": ["CUDAExecutionProvider"]}, infer={"ray_gpus_per_actor": 0})
-    with pytest.raises(UserError, match=r"infer\.ray_gpus_per_actor is 0"):
-        actor_runtime(load_params())
-
-
-def test_a_damaged_staged_input_is_staged_again_or_named_with_its_fix(make_workspace, caplog):
-    if importlib.util.find_spec("ray") is None:
-        unavailable("Ray is not installed (pip install -e '.[ray]')")
-    from stages.scoring.ray_actor import read_block, staged_reader
-    from stages.scoring.ray_engine import stage_blocks
+    from stages.scoring.ray_actor import blocks_reader, read_block
+    from stages.scoring.ray_engine import write_blocks_file
 
     make_workspace()  # a dataset of 44 rows, blocks of 16
     infer_params = load_params().infer
     parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
-    assert stage_blocks(infer_params, parts) == 3
-    staged = Path("out/predictions.parquet.parts/input.parquet")
-    whole = staged.read_bytes()
-    staged.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
+    assert write_blocks_file(infer_params, parts) == 3
+    blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
+    whole = blocks_file.read_bytes()
+    blocks_file.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
     with caplog.at_level(logging.WARNING):
-        assert stage_blocks(infer_params, parts) == 3
-    assert "input.parquet is damaged (Parquet magic bytes not found" in caplog.text
-    assert staged.read_bytes() == whole, "staged again, the same"
-    texts = pq.ParquetFile(staged).metadata.row_group(1).column(1)
+        assert write_blocks_file(infer_params, parts) == 3
+    assert "blocks.parquet is damaged (Parquet magic bytes not found" in caplog.text
+    assert blocks_file.read_bytes() == whole, "written again, the same"
+    texts = pq.ParquetFile(blocks_file).metadata.row_group(1).column(1)
     flipped = bytearray(whole)
     chunk = texts.dictionary_page_offset if texts.has_dictionary_page else texts.data_page_offset
     flipped[chunk + texts.total_compressed_size - 8] ^= 0x10  # in the last page of block 1's texts
-    staged.write_bytes(bytes(flipped))
-    location = locate(str(staged))
-    reader = staged_reader(location)
+    blocks_file.write_bytes(bytes(flipped))
+    location = locate(str(blocks_file))
+    reader = blocks_reader(location)
     assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
     with pytest.raises(UserError, match=r"input\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
         read_block(reader, location, 1)

@@ -1,6 +1,6 @@
-"""The Ray engine's scoring actor: one onnxruntime session that scores staged blocks into part files.
+"""The Ray engine's scoring actor: one onnxruntime session that scores the blocks file's blocks into part files.
 
-Each actor reads its block's row group from the staged input (`input.parquet` beside the parts), scores
+Each actor reads its block's row group from the blocks file (`blocks.parquet` beside the parts), scores
 it as the local engine would, saves the part (`stages.scoring.parts`), and then leaves a mark,
 `scored-<run>-<block>-<random>`, beside it: a block with two marks of one run was scored twice (its
 actor died after writing the part and Ray ran the block again), which the driver counts.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import secrets
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import ray
 
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
-from stages.core.params import InferParams, Params, RuntimeParams
-from stages.graph.session import CUDA, provider_of
+from stages.core.params import InferParams, RuntimeParams
+from stages.graph.session import provider_of
 from stages.scoring.dataset import Block
 from stages.scoring.output import release_freed_memory
 from stages.scoring.parts import PartFiles
@@ -29,27 +28,27 @@ from stages.scoring.score import naming_block, score_rows
 from stages.scoring.served import ServedModel
 from stages.scoring.storage import Location, storage_error
 
-STAGED_INPUT = "input.parquet"
+BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
 SCORED_MARK = "scored-"
 
 
-def staged_reader(staged: Location) -> pq.ParquetFile:
-    """The staged blocks, each data page checked against the checksum written with it."""
+def blocks_reader(blocks_file: Location) -> pq.ParquetFile:
+    """The blocks file, each data page checked against the checksum written with it."""
     try:
-        return pq.ParquetFile(staged.filesystem.open_input_file(staged.path), page_checksum_verification=True)
+        return pq.ParquetFile(blocks_file.filesystem.open_input_file(blocks_file.path), page_checksum_verification=True)
     except (OSError, pa.ArrowException) as error:
-        raise storage_error(staged, error) from None
+        raise storage_error(blocks_file, error) from None
 
 
-def read_block(staged: pq.ParquetFile, location: Location, index: int) -> Block:
-    """Block `index` of the staged input; a page that fails its checksum is a `UserError` saying what to delete."""
+def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> Block:
+    """Block `index` of the blocks file; a page that fails its checksum is a `UserError` saying what to delete."""
     try:
-        rows = staged.read_row_group(index)
+        rows = blocks_file.read_row_group(index)
     except (OSError, pa.ArrowException) as error:
         if "checksum" not in str(error).lower():
             raise storage_error(location, error) from None
         raise UserError(
-            f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is staged "
+            f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
             "again and the finished parts are kept"
         ) from None
     return Block(rows.column("id").combine_chunks(), rows.column("text").to_pylist(), rows.column("issue").to_pylist())
@@ -61,7 +60,7 @@ def scored_mark(parts: Location, run_id: str, index: int) -> Location:
 
 
 class BlockScorer:
-    """A Ray Data actor: one onnxruntime session; scores staged blocks into part files."""
+    """A Ray Data actor: one onnxruntime session; scores the blocks file's blocks into part files."""
 
     def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, parts: Location, run_id: str) -> None:
         release_freed_memory()
@@ -69,14 +68,14 @@ class BlockScorer:
         self.infer = infer
         self.parts = PartFiles(parts)
         self.run_id = run_id
-        self.staged_location = parts.child(STAGED_INPUT)
-        self.staged = staged_reader(self.staged_location)
+        self.blocks_location = parts.child(BLOCKS_FILE)
+        self.blocks_file = blocks_reader(self.blocks_location)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         reports = []
         for index in batch.column("block").to_pylist():
-            block = read_block(self.staged, self.staged_location, index)
+            block = read_block(self.blocks_file, self.blocks_location, index)
             with naming_block(index, block):
                 table, tally = score_rows(self.served, block, self.infer)
             self.parts.save(index, table, tally)
@@ -84,17 +83,3 @@ class BlockScorer:
             report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
             reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))
         return pa.table({"report": pa.array(reports, pa.string())})
-
-
-def actor_runtime(params: Params) -> RuntimeParams:
-    """Each actor's onnxruntime settings: one intra-op thread per whole CPU it holds, CUDA only if it holds a GPU."""
-    providers = params.runtime.providers
-    if params.infer.ray_gpus_per_actor == 0:
-        providers = tuple(provider for provider in providers if provider != CUDA)
-        if not providers:
-            raise UserError(
-                "runtime.providers lists only CUDAExecutionProvider but infer.ray_gpus_per_actor is 0; "
-                "give the actors GPUs or add CPUExecutionProvider"
-            )
-    threads = max(1, math.floor(params.infer.ray_cpus_per_actor))
-    return dataclasses.replace(params.runtime, providers=providers, intra_op_num_threads=threads)

@@ -1,7 +1,7 @@
 """Engine `ray` of stage `infer`: the local engine's blocks, scored on a Ray Data actor pool, resumably.
 
 The driver reads the dataset once, as the local engine does (same reader, same blocks of
-`infer.block_rows` rows, same bad-row checks), into `<output>.parts/input.parquet`: one row group per
+`infer.block_rows` rows, same bad-row checks), into `<output>.parts/blocks.parquet` (the blocks file): one row group per
 block. Ray Data then hands the numbers of the unfinished blocks to an actor pool spread over the
 cluster's nodes; each actor holds one onnxruntime session, reads its block's row group, scores it with
 `stages.scoring.score.score_rows` and writes the block's part file, exactly as the local engine would.
@@ -43,13 +43,14 @@ import ray.data
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params
+from stages.scoring.actor_resources import actor_runtime
 from stages.scoring.dataset import empty_dataset, iter_blocks
 from stages.scoring.lease import FileLease
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.object_lease import ObjectLease
 from stages.scoring.output import count_duplicate_ids, finish_output, hold_output, output_location
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.ray_actor import STAGED_INPUT, BlockScorer, actor_runtime
+from stages.scoring.ray_actor import BLOCKS_FILE, BlockScorer
 from stages.scoring.ray_health import NodeWatch, recovery_of
 from stages.scoring.score import BlockFailed
 from stages.scoring.served import load_framing
@@ -61,13 +62,13 @@ log = logging.getLogger(__name__)
 Lease = FileLease | ObjectLease
 
 
-def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
+def write_blocks_file(infer: InferParams, parts: PartFiles) -> int:
     """The dataset's blocks as one Parquet row group each, beside the parts (kept for a rerun); their count."""
-    staged = parts.directory.child(STAGED_INPUT)
-    if (blocks := staged_blocks(staged)) is not None:
+    blocks_file = parts.directory.child(BLOCKS_FILE)
+    if (blocks := blocks_written(blocks_file)) is not None:
         return blocks
     blocks = 0
-    with atomic_file(staged) as temporary:
+    with atomic_file(blocks_file) as temporary:
         writer = None
         try:
             for block in iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows):
@@ -86,17 +87,17 @@ def stage_blocks(infer: InferParams, parts: PartFiles) -> int:
     return blocks
 
 
-def staged_blocks(staged: Location) -> int | None:
-    """How many blocks an earlier run staged; None if it staged none, or what it staged is damaged (warned about)."""
-    if not staged.exists():
+def blocks_written(blocks_file: Location) -> int | None:
+    """How many blocks an earlier run wrote into the blocks file; None if none, or if the file is damaged (warned about)."""
+    if not blocks_file.exists():
         return None
     try:
-        return pq.ParquetFile(staged.filesystem.open_input_file(staged.path)).num_row_groups
+        return pq.ParquetFile(blocks_file.filesystem.open_input_file(blocks_file.path)).num_row_groups
     except pa.ArrowInvalid as error:  # not Parquet (any more): damaged since it was written whole
-        log.warning("%s is damaged (%s); staging the dataset again", staged.name, error)
+        log.warning("%s is damaged (%s); writing the blocks file again", blocks_file.name, error)
         return None
     except (OSError, pa.ArrowException) as error:
-        raise storage_error(staged, error) from None
+        raise storage_error(blocks_file, error) from None
 
 
 def score_blocks(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> tuple[list[dict], NodeWatch]:
@@ -206,7 +207,7 @@ def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Ta
     reports, and what the run recovered from."""
     infer = params.infer
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
-    blocks = stage_blocks(infer, parts)
+    blocks = write_blocks_file(infer, parts)
     resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
     todo = [index for index in range(blocks) if index not in resumed]
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
