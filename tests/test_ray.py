@@ -304,7 +304,7 @@ def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_works
     location = locate(str(blocks_file))
     reader = blocks_reader(location)
     assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
-    with pytest.raises(UserError, match=r"input\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
+    with pytest.raises(UserError, match=r"blocks\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
         read_block(reader, location, 1)
 
 
