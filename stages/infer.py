@@ -15,7 +15,7 @@ from stages.core.errors import UserError
 from stages.core.params import Params
 from stages.core.runner import run_stage
 from stages.scoring.local_engine import score_locally
-from stages.scoring.metrics import warn_about_data
+from stages.scoring.metrics import summary_of, warn_about_data
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def score_with_ray(params: Params) -> dict:
 def main() -> None:
     params = load_declared(PARAMS)
     metrics = score_with_ray(params) if params.infer.engine == "ray" else score_locally(params)
-    write_json(Path(params.infer.metrics), metrics)
+    write_json(Path(params.infer.details), metrics)
+    write_json(Path(params.infer.metrics), summary_of(metrics))
     warn_about_data(metrics, log)
     summary = (
         f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "

@@ -121,7 +121,7 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     print(
         f"local engine s3->s3 after SIGKILL and rerun: sha256 {sha256(read_bytes(output))}, local file {sha256(reference)}"
     )
-    metrics = json.loads(Path(exported.params["infer"]["metrics"]).read_text())
+    metrics = json.loads(Path(exported.params["infer"]["details"]).read_text())
     assert 3 <= metrics["resumed_blocks"] < metrics["blocks"] == 31 and metrics["rows"] == ROWS
     assert not exists(f"{output}.parts"), "the parts are removed once the output is complete"
 
@@ -218,4 +218,4 @@ def test_a_store_that_goes_away_mid_run_is_exit_2_saying_so_and_the_rerun_resume
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"taking over the lease on {output}" in rerun.stderr, "the lost run could not delete its lease"
     assert read_bytes(output) == Path("out/local.parquet").read_bytes()
-    assert json.loads(Path(exported.params["infer"]["metrics"]).read_text())["resumed_blocks"] >= 3
+    assert json.loads(Path(exported.params["infer"]["details"]).read_text())["resumed_blocks"] >= 3

@@ -48,7 +48,7 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     report = json.loads(Path("out/report.json").read_text(encoding="utf-8"))
     rows = {row["variant"]: row for row in report["variants"]}
     summary = json.loads(Path("out/benchmark.json").read_text(encoding="utf-8"))
-    assert summary["ort-fp32"]["texts_per_s"] == rows["ort-fp32"]["texts_per_s"] and set(summary) == set(rows)
+    assert summary == {name: row["texts_per_s"] for name, row in rows.items()}
     skipped = {item["variant"]: item["reason"] for item in report["skipped"]}
     cpu_engines = {"torch-fp32", "ort-fp32", "ort-int8", "ort-int8-vnni" if not has_vnni() else "ort-int8-no-vnni"}
     assert cpu_engines <= set(rows)

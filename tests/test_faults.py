@@ -118,7 +118,7 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
     with caplog.at_level(logging.WARNING):
         infer.main()
     assert Path("out/predictions.parquet").read_bytes() == reference
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert (metrics["blocks"], metrics["rescored_blocks"], metrics["resumed_blocks"]) == (8, 7, 1)
     for index, kind in enumerate(DAMAGES):
         assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
@@ -169,6 +169,6 @@ def test_a_second_run_on_the_same_output_exits_2_naming_the_run_that_owns_it(exp
         first.send_signal(signal.SIGCONT)
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert (metrics["rows"], metrics["resumed_blocks"]) == (64, 0), "the second runs touched nothing"
     assert not Path("out/predictions.parquet.lease").exists()

@@ -53,7 +53,7 @@ def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, expor
         assert all(0 <= start <= end <= len(text) for start, end in zip(row.starts, row.ends, strict=True))
     empty = predictions.set_index("id").loc[source["id"][source["text"].fillna("") == ""]]
     assert (empty["n_tokens"] == 0).all()
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert set(metrics) >= METRIC_KEYS and metrics["rows"] == len(source) and metrics["text_issues"]["null"] == 1
     assert metrics["provider"] == "CPUExecutionProvider"
     assert metrics["token_accuracy"] >= 0.99  # each token's label is its own piece's rule label: rows stayed aligned
@@ -88,7 +88,7 @@ def test_invalid_utf8_in_csv_is_scored_and_counted(make_workspace):
     load_checkpoint.main()
     export.main()
     infer.main()
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert metrics["rows"] == 3 and metrics["text_issues"] == {"invalid_utf8": 1, "null": 1} and metrics["skipped"] == 0
     assert pq.read_table("out/predictions.parquet").column("id").to_pylist() == ["1", "2", "3"]
 
@@ -113,7 +113,7 @@ def test_reference_hook_named_in_params_scores_token_accuracy(make_workspace):
     workspace, _ = scored(make_workspace)
     workspace.write_params(infer={"reference": "tests.test_infer:always_o"})
     infer.main()
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert 0 < metrics["label_counts"]["O"] < metrics["tokens"]
     assert metrics["token_accuracy"] == round(metrics["label_counts"]["O"] / metrics["tokens"], 5)
     workspace.write_params(infer={"reference": "tests.no_such_module:always_o"})

@@ -27,7 +27,7 @@ def test_a_directory_output_is_the_part_files_readable_as_one_dataset(make_works
     manifest = json.loads(Path("out/dataset/_manifest.json").read_text())
     assert manifest["rows"] == 44 and sum(file["rows"] for file in manifest["files"]) == 44
     assert not Path("out/dataset.parts").exists()
-    assert json.loads(Path(workspace.params["infer"]["metrics"]).read_text())["duplicate_ids"] == 0
+    assert json.loads(Path(workspace.params["infer"]["details"]).read_text())["duplicate_ids"] == 0
 
 
 def test_a_run_that_dies_while_publishing_leaves_no_success_marker_and_resumes(make_workspace, monkeypatch):

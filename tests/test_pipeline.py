@@ -81,7 +81,7 @@ def test_dvc_repro_runs_all_four_stages_on_the_demo(demo):
     assert "grid 8x512" in result.stderr and "PASS" in result.stderr  # the parity table
     parity = json.loads((root / "metrics/parity.json").read_text())
     assert parity["passed"] is True and parity["label_agreement"] >= 0.999
-    metrics = json.loads((root / "metrics/infer.json").read_text())
+    metrics = json.loads((root / "metrics/infer_details.json").read_text())
     source = pd.read_parquet(root / "data/demo.parquet")
     assert metrics["rows"] == len(source) >= 5000
     assert metrics["token_accuracy"] >= 0.95
@@ -180,7 +180,7 @@ def test_int8_experiment_passes_parity_on_the_demo(demo):
     assert result.returncode == 0, result.stderr[-3000:]
     parity = json.loads((root / "metrics/parity.json").read_text())
     assert parity["passed"] and parity["precision"] == "int8" and parity["label_agreement"] >= 0.99
-    metrics = json.loads((root / "metrics/infer.json").read_text())
+    metrics = json.loads((root / "metrics/infer_details.json").read_text())
     assert metrics["token_accuracy"] >= 0.95
 
 

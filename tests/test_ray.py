@@ -180,13 +180,13 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
             **defaults,
             **overrides,
             "output": f"out/local-{name}.parquet",
-            "metrics": f"metrics/local-{name}.json",
+            "details": f"metrics/local-{name}.json",
         }
         workspace.write_params(infer=scenario)
         if name != FAILING:
             infer.main()
         scenario.update(engine="ray", output=f"out/ray-{name}.parquet")
-        workspace.write_params(infer={**scenario, "metrics": f"metrics/ray-{name}.json"})
+        workspace.write_params(infer={**scenario, "details": f"metrics/ray-{name}.json"})
         shutil.copy("params.yaml", f"params-{name}.yaml")
         commands.append(f"cp params-{name}.yaml params.yaml && {ray_command(name)}")
 

@@ -54,7 +54,7 @@ def test_sliding_window_scores_every_token_of_long_texts(make_workspace):
         assert row.n_tokens == len(tokenizer(text, add_special_tokens=False)["input_ids"])
         assert len(row.probabilities) == row.n_tokens
         assert all(abs(sum(p) - 1) < 1e-4 for p in row.probabilities)
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert metrics["windows"] > metrics["rows"] and metrics["truncated_rows"] == 0
 
 
@@ -98,7 +98,7 @@ def test_skip_policy_keeps_every_row_with_its_reason(make_workspace):
     assert set(reasons) == {"control_chars", "empty", "null", "whitespace"}
     assert (predictions.loc[reasons.index, "n_tokens"] == 0).all()
     assert (predictions.drop(index=reasons.index)["n_tokens"] > 0).all()
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert metrics["skipped"] == len(reasons) == sum(metrics["text_issues"].values())
     assert metrics["rows"] == len(predictions) == 44
 
@@ -130,7 +130,7 @@ def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_prediction
     workspace = prepared(make_workspace, rows=400, block_rows=8, batch_size=2)
     assert run_infer(workspace.root).wait(timeout=600) == 0
     reference = Path("out/predictions.parquet").read_bytes()
-    blocks = json.loads(Path("metrics/infer.json").read_text())["blocks"]
+    blocks = json.loads(Path("metrics/infer_details.json").read_text())["blocks"]
     Path("out/predictions.parquet").unlink()
     process = run_infer(workspace.root)
     parts = Path("out/predictions.parquet.parts")
@@ -147,7 +147,7 @@ def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_prediction
     assert Path("out/predictions.parquet").read_bytes() == reference
     after = part_files(parts)
     assert {name: after[name] for name in finished} == finished, "finished parts must be reused untouched"
-    metrics = json.loads(Path("metrics/infer.json").read_text())
+    metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert (metrics["blocks"], metrics["resumed_blocks"], metrics["rows"]) == (blocks, len(finished), 404)
     assert metrics["resumed_rows"] == 8 * len(finished)  # texts/s and tokens/s count only the rows scored now
 
@@ -158,6 +158,7 @@ def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):
     neutral = {
         "output": "elsewhere/predictions.parquet",
         "metrics": "elsewhere/infer.json",
+        "details": "elsewhere/infer_details.json",
         "engine": "ray",
         "ray_actors": 3,
         "ray_cpus_per_actor": 0.5,
@@ -195,4 +196,4 @@ def test_changed_params_discard_old_parts(make_workspace):
     infer.main()
     assert pq.read_table("out/predictions.parquet").num_rows == 44
     assert workspace.root.joinpath("out").is_dir() and not parts.exists()
-    assert json.loads(Path("metrics/infer.json").read_text())["resumed_blocks"] == 0
+    assert json.loads(Path("metrics/infer_details.json").read_text())["resumed_blocks"] == 0

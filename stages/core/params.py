@@ -140,6 +140,7 @@ class InferParams:
     id_column: str
     output: str
     metrics: str
+    details: str
     long_text: Literal["truncate", "sliding_window"]
     stride: int = field(metadata=_range(0))
     batch_size: int = field(metadata=_range(1))

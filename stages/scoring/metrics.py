@@ -98,6 +98,14 @@ def build_metrics(
     return metrics
 
 
+SUMMARY_KEYS = ("rows", "seconds", "texts_per_s", "padding_ratio", "peak_rss_mb", "token_accuracy")
+
+
+def summary_of(metrics: dict) -> dict:
+    """The few numbers `dvc exp show` lists per run (`infer.metrics`); the rest are in `infer.details`."""
+    return {key: metrics[key] for key in SUMMARY_KEYS if key in metrics}
+
+
 def warn_about_data(metrics: dict, log: logging.Logger) -> None:
     """Say what the dataset's rows had wrong that scoring carried on through (per `infer.bad_rows`)."""
     if metrics["duplicate_ids"]:

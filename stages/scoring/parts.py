@@ -31,7 +31,15 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 PART_PREFIX = "part-"
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
-NEUTRAL_INFER_PARAMS = ("output", "metrics", "engine", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor")
+NEUTRAL_INFER_PARAMS = (
+    "output",
+    "metrics",
+    "details",
+    "engine",
+    "ray_actors",
+    "ray_cpus_per_actor",
+    "ray_gpus_per_actor",
+)
 
 
 def fingerprint(params: Params) -> str:
