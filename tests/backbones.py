@@ -1,19 +1,20 @@
 """Tiny backbones built from configs, with tokenizers trained in-process and weights trained on the demo's rule
-labels: no hub, seconds to build."""
+labels: no hub, seconds to build, and kept across test sessions (`tests.built`)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
+    AutoTokenizer,
     BertConfig,
     DistilBertConfig,
     ElectraConfig,
     ModernBertConfig,
-    PretrainedConfig,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     RobertaConfig,
@@ -23,6 +24,7 @@ from transformers import (
 from stages.demo.rules import DEMO_LABELS, rule_label
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
+from tests.built import built, copy_files
 
 CORPUS = [
     "Hello world 123, the quick brown Fox jumps over 42 lazy dogs.",
@@ -141,23 +143,41 @@ def train_on_rules(model: CustomModel, table: torch.Tensor, max_length: int) -> 
     model.eval()
 
 
-@functools.cache
-def trained_backbone(kind: str) -> tuple[PreTrainedTokenizerFast, PretrainedConfig, dict[str, torch.Tensor]]:
-    """Tokenizer, config and trained weights of one family, built once per test session."""
-    tokenizer = train_tokenizer(kind)
-    config = tiny_config(kind, len(tokenizer), tokenizer.pad_token_id)
+WEIGHTS = "weights.safetensors"
+
+
+def backbone_files(kind: str) -> Path:
+    """A backbone directory of one family: config.json and its trained tokenizer (no weights), built once."""
+
+    def build(directory: Path) -> None:
+        tokenizer = train_tokenizer(kind)
+        tiny_config(kind, len(tokenizer), tokenizer.pad_token_id).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    return built(f"backbone-{kind}", build)
+
+
+def trained_weights(kind: str) -> dict[str, torch.Tensor]:
+    """Weights of one family's model trained on the demo's rule labels, built once per version of this code."""
+
+    def build(directory: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(backbone_files(kind))
+        torch.manual_seed(0)
+        model = CustomModel(
+            AutoConfig.from_pretrained(backbone_files(kind)), num_labels=len(DEMO_LABELS), classifier_dropout=0.1
+        )
+        train_on_rules(model, rule_label_table(tokenizer), MAX_LENGTH)
+        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, directory / WEIGHTS)
+
+    return load_file(built(f"weights-{kind}", build) / WEIGHTS)
+
+
+def make_backbone(directory: Path, kind: str, trained: bool = True) -> CustomModel:
+    """Write a backbone directory (config + tokenizer) and return a model of it, trained on the demo's rules
+    (or, with `trained=False`, as initialised: for tests of the files alone)."""
+    copy_files(backbone_files(kind), directory)
     torch.manual_seed(0)
-    model = CustomModel(config, num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
-    train_on_rules(model, rule_label_table(tokenizer), MAX_LENGTH)
-    return tokenizer, config, {key: value.clone() for key, value in model.state_dict().items()}
-
-
-def make_backbone(directory: Path, kind: str) -> CustomModel:
-    """Write a backbone directory (config + tokenizer) and return a model of it trained on the demo's rules."""
-    tokenizer, config, state = trained_backbone(kind)
-    directory.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    model = CustomModel(config, num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
-    model.load_state_dict(state)
+    model = CustomModel(AutoConfig.from_pretrained(directory), num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
+    if trained:
+        model.load_state_dict(trained_weights(kind))
     return model.eval()

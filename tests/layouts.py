@@ -12,23 +12,31 @@ scripts the tests score; each model is trained on the demo's rule labels (`tests
 
 from __future__ import annotations
 
-import functools
 import io
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import sentencepiece
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from tokenizers.implementations import ByteLevelBPETokenizer
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from stages.model.token_model import CustomModel
 from stages.model.tokenizer_layout import load_tokenizer
-from tests.backbones import MAX_LENGTH, SPECIALS, make_backbone, rule_label_table, tiny_config, train_on_rules
+from tests.backbones import (
+    MAX_LENGTH,
+    SPECIALS,
+    WEIGHTS,
+    make_backbone,
+    rule_label_table,
+    tiny_config,
+    train_on_rules,
+    trained_weights,
+)  # fmt: skip
+from tests.built import built, copy_files
 from tests.real_text import REAL_TEXT
 
 LAYOUTS = {  # layout -> model family
@@ -85,30 +93,43 @@ def write_tokenizer_files(directory: Path, layout: str) -> None:
         raise ValueError(layout)
 
 
-@functools.cache
-def trained_layout(layout: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """The layout's files (a temporary directory, kept for the session) and a model trained on them."""
-    directory = Path(tempfile.mkdtemp(prefix=f"layout-{layout}-"))
+def layout_files(layout: str) -> Path:
+    """The layout's backbone files: its tokenizer files and config.json (no weights), built once."""
+
+    def build(directory: Path) -> None:
+        if layout == "tokenizer.json":
+            make_backbone(directory, LAYOUTS[layout], trained=False)
+            return
+        write_tokenizer_files(directory, layout)
+        tiny_config(LAYOUTS[layout], 10 * VOCAB_SIZE, 0).save_pretrained(directory)  # the family names the class
+        tokenizer = load_tokenizer(directory, layout, model_max_length=MAX_LENGTH)
+        tiny_config(LAYOUTS[layout], len(tokenizer), tokenizer.pad_token_id).save_pretrained(directory)
+
+    return built(f"layout-{layout}", build)
+
+
+def layout_weights(layout: str) -> dict[str, torch.Tensor]:
+    """Weights of a model trained on the demo's rule labels with the layout's tokenizer, built once."""
     if layout == "tokenizer.json":
-        model = make_backbone(directory, LAYOUTS[layout])
-        return str(directory), model.state_dict()
-    write_tokenizer_files(directory, layout)
-    tiny_config(LAYOUTS[layout], 10 * VOCAB_SIZE, 0).save_pretrained(directory)  # the family names the class
-    tokenizer = load_tokenizer(directory, layout, model_max_length=MAX_LENGTH)
-    config = tiny_config(LAYOUTS[layout], len(tokenizer), tokenizer.pad_token_id)
-    config.save_pretrained(directory)
+        return trained_weights(LAYOUTS[layout])
+
+    def build(directory: Path) -> None:
+        files = layout_files(layout)
+        torch.manual_seed(0)
+        model = CustomModel(AutoConfig.from_pretrained(files), num_labels=4, classifier_dropout=0.1)
+        train_on_rules(model, rule_label_table(layout_tokenizer(files, layout)), MAX_LENGTH)
+        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, directory / WEIGHTS)
+
+    return load_file(built(f"layout-weights-{layout}", build) / WEIGHTS)
+
+
+def write_layout(directory: Path, layout: str, trained: bool = True) -> CustomModel:
+    """Copy the layout's backbone files into `directory`; the model trained on them (or as initialised)."""
+    copy_files(layout_files(layout), directory)
     torch.manual_seed(0)
-    model = CustomModel(config, num_labels=4, classifier_dropout=0.1)
-    train_on_rules(model, rule_label_table(tokenizer), MAX_LENGTH)
-    return str(directory), {key: value.clone() for key, value in model.state_dict().items()}
-
-
-def write_layout(directory: Path, layout: str) -> CustomModel:
-    """Copy the layout's backbone files into `directory`; the model trained on them."""
-    source, state = trained_layout(layout)
-    shutil.copytree(source, directory, dirs_exist_ok=True)
     model = CustomModel(AutoConfig.from_pretrained(directory), num_labels=4, classifier_dropout=0.1)
-    model.load_state_dict(state)
+    if trained:
+        model.load_state_dict(layout_weights(layout))
     return model.eval()
 
 

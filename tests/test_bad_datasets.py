@@ -41,7 +41,7 @@ def use(workspace, name: str, content: bytes | pa.Table | None, **infer_params) 
         path.write_bytes(content)
     output = f"out/{name}.parquet"
     workspace.write_params(
-        infer={"input": name, "output": output, "metrics": f"metrics/{name}.json", "bad_rows": "score", **infer_params}
+        infer={"input": name, "output": output, "details": f"metrics/{name}.json", "bad_rows": "score", **infer_params}
     )
     return output
 
@@ -190,6 +190,7 @@ def dataset_files() -> dict[str, bytes]:
 FILES = dataset_files()
 
 
+@pytest.mark.slow  # Hypothesis: 30 damaged files
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(suffix=st.sampled_from(sorted(FILES)), cuts=st.data())
 def test_damaged_datasets_are_scored_or_refused_in_one_line(workspace, suffix, cuts):

@@ -37,7 +37,7 @@ ROW_KEYS = {
 }
 
 
-@pytest.mark.parametrize("family", ["deberta-v2", "modernbert"])
+@pytest.mark.parametrize("family", ["deberta-v2", pytest.param("modernbert", marks=pytest.mark.slow)])
 def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspace, capsys, family):
     workspace = make_workspace(family)
     workspace.write_params(

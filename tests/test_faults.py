@@ -146,6 +146,7 @@ def start_infer(root: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two real runs, one paused with SIGSTOP
 def test_a_second_run_on_the_same_output_exits_2_naming_the_run_that_owns_it(exported):
     exported.write_params(infer={"block_rows": 2})
     first = start_infer(exported.root)

@@ -42,6 +42,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         yield ServedModel.load(Path(params.export.output), params.runtime), params.infer
 
 
+@pytest.mark.slow  # Hypothesis: many examples
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

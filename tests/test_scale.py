@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -126,6 +127,7 @@ def part_files(parts: Path) -> dict[str, tuple[int, int]]:
     return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in sorted(parts.glob("part-*.parquet"))}
 
 
+@pytest.mark.slow  # SIGKILLs a run
 def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_predictions(make_workspace, monkeypatch):
     workspace = prepared(make_workspace, rows=400, block_rows=8, batch_size=2)
     assert run_infer(workspace.root).wait(timeout=600) == 0

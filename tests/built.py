@@ -1,0 +1,61 @@
+"""Test artefacts (tokenizers, backbone files, trained tiny models) built once per version of the code that builds
+them, and kept in `.pytest_cache/built/` across test sessions, so the fast loop does not retrain them.
+
+An artefact's key hashes its name, the files that build it (`SOURCES`, the test data) and the library
+versions, so any edit to them rebuilds it; a fresh clone (CI) builds everything once per session.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".pytest_cache" / "built"
+SOURCES = (
+    "tests/backbones.py", "tests/layouts.py", "tests/built.py", "tests/data/real_text.parquet",
+    "stages/model/token_model.py", "stages/model/tokenizer_layout.py", "stages/model/backbone.py", "stages/demo/rules.py",
+)  # fmt: skip
+LIBRARIES = ("torch", "transformers", "tokenizers", "sentencepiece")
+COMPLETE = ".complete"
+
+
+@functools.cache
+def sources_digest() -> str:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
+    for library in LIBRARIES:
+        digest.update(f"{library}=={version(library)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def built(name: str, build: Callable[[Path], None]) -> Path:
+    """The directory `build` fills for artefact `name`, built now unless this version of it is kept already."""
+    directory = CACHE / f"{name}-{sources_digest()}"
+    if (directory / COMPLETE).is_file():
+        return directory
+    CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
+    try:
+        build(staging)
+        (staging / COMPLETE).touch()
+        shutil.rmtree(directory, ignore_errors=True)  # a half-built one from an interrupted session
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def copy_files(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """The files of a built directory (but its marker and `skip`) into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file() and file.name != COMPLETE and file.name not in skip:
+            shutil.copy2(file, target / file.name)
