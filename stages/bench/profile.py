@@ -1,5 +1,5 @@
 """Where `infer`'s model time goes: onnxruntime's profiler over the batches `infer` would run, per op type and
-per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peak measured in the same run.
+per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peaks measured in the same run.
 
     python -m stages.bench.profile --size base --rows 300            # mdeberta-v3-base shape, int8 and fp32
     python -m stages.bench.profile --size demo --precisions fp32     # the pipeline's own model
@@ -7,7 +7,8 @@ per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peak measur
 The rows are read, tokenised, windowed and batched exactly as `infer` does with params.yaml's `infer`
 settings (block, budgets, long-text policy); each batch runs once in a profiled session with the `runtime`
 settings. A GEMM's FLOPs come from the shapes the profiler records (2 x output elements x the contracted
-dimension); "of peak" divides its achieved rate by the matmul peak of the same precision.
+dimension); the int8 weight GEMMs are set against the int8 matmul peak, the float ones (fp32 weights, and the
+attention's activation x activation products, which stay fp32 in an int8 model) against the fp32 peak.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from stages.scoring.dataset import iter_blocks
 from stages.scoring.served import ServedModel
 from stages.scoring.windows import make_windows
 
-GEMM_OPS = ("MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm")
-PEAK_OF = {"fp32": "onnxruntime_fp32", "int8": "onnxruntime_int8"}
+INT8_GEMMS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm")  # int8 weights
+FLOAT_GEMMS = ("MatMul", "FusedMatMul", "Gemm")  # fp32 weights, and the attention's activation x activation products
+PEAK_OF = {"int8": "onnxruntime_int8", "float": "onnxruntime_fp32"}
 
 
 def infer_batches(params: Params, served: ServedModel, dataset: Path) -> list[dict[str, np.ndarray]]:
@@ -69,7 +71,8 @@ def profiled_run(onnx_path: Path, params: Params, batches: list[dict[str, np.nda
     events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
     runs = [event for event in events if event.get("cat") == "Session" and event["name"] == "model_run"]
     results = [{"shape": arrays["input_ids"].shape, "seconds": run["dur"] / 1e6, "ops": defaultdict(float),
-                "gemm_flops": 0.0, "gemm_seconds": 0.0} for arrays, run in zip(batches, runs, strict=True)]  # fmt: skip
+                "gemm_flops": defaultdict(float), "gemm_seconds": defaultdict(float)}
+               for arrays, run in zip(batches, runs, strict=True)]  # fmt: skip
     starts = np.array([run["ts"] for run in runs])
     for event in events:
         if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
@@ -77,31 +80,39 @@ def profiled_run(onnx_path: Path, params: Params, batches: list[dict[str, np.nda
         result = results[int(np.searchsorted(starts, event["ts"], side="right")) - 1]
         op = event["args"]["op_name"]
         result["ops"][op] += event["dur"] / 1e6
-        if op in GEMM_OPS:
-            result["gemm_flops"] += gemm_flops(event["args"])
-            result["gemm_seconds"] += event["dur"] / 1e6
+        kind = "int8" if op in INT8_GEMMS else "float" if op in FLOAT_GEMMS else None
+        if kind is not None:
+            result["gemm_flops"][kind] += gemm_flops(event["args"])
+            result["gemm_seconds"][kind] += event["dur"] / 1e6
     return results
 
 
-def summarise(results: list[dict], peak: float) -> dict:
-    """Per op type: seconds and share of model time; per batch shape: batches, seconds, GEMM GFLOP/s, of peak."""
+def summarise(results: list[dict], peaks: dict[str, float]) -> dict:
+    """Per op type: seconds and share of model time. Per batch shape: batches, seconds, and for the int8 and the
+    float GEMMs their share of the time, achieved GFLOP/s and fraction of the matmul peak of their kind."""
     total = sum(result["seconds"] for result in results)
     ops: dict[str, float] = defaultdict(float)
-    shapes: dict[tuple, dict] = {}
-    for result in results:
+    shapes: dict[str, dict] = {}
+    for result in sorted(results, key=lambda result: -result["seconds"]):
         for op, seconds in result["ops"].items():
             ops[op] += seconds
+        rows, length = result["shape"]
         entry = shapes.setdefault(
-            tuple(result["shape"]), {"batches": 0, "seconds": 0.0, "gemm_flops": 0.0, "gemm_seconds": 0.0}
+            f"{rows}x{length}",
+            {"batches": 0, "seconds": 0.0, "flops": defaultdict(float), "gemm_seconds": defaultdict(float)},
         )
         entry["batches"] += 1
-        for key in ("seconds", "gemm_flops", "gemm_seconds"):
-            entry[key] += result[key]
-    by_shape = {
-        f"{rows}x{length}": {**entry, "gemm_gflop_per_s": entry["gemm_flops"] / entry["gemm_seconds"] / 1e9,
-                             "of_peak": entry["gemm_flops"] / entry["gemm_seconds"] / 1e9 / peak}
-        for (rows, length), entry in sorted(shapes.items(), key=lambda item: -item[1]["seconds"])
-    }  # fmt: skip
+        entry["seconds"] += result["seconds"]
+        for kind in result["gemm_flops"]:
+            entry["flops"][kind] += result["gemm_flops"][kind]
+            entry["gemm_seconds"][kind] += result["gemm_seconds"][kind]
+    by_shape = {}
+    for shape, entry in shapes.items():
+        gemms = {kind: {"share": entry["gemm_seconds"][kind] / entry["seconds"],
+                        "gflop_per_s": entry["flops"][kind] / entry["gemm_seconds"][kind] / 1e9,
+                        "of_peak": entry["flops"][kind] / entry["gemm_seconds"][kind] / 1e9 / peaks[kind]}
+                 for kind in entry["flops"] if entry["gemm_seconds"][kind] > 0}  # fmt: skip
+        by_shape[shape] = {"batches": entry["batches"], "seconds": entry["seconds"], "gemms": gemms}
     return {
         "model_seconds": total,
         "ops": {
@@ -109,24 +120,24 @@ def summarise(results: list[dict], peak: float) -> dict:
             for op, seconds in sorted(ops.items(), key=lambda item: -item[1])
         },
         "shapes": by_shape,
-        "peak_gflop_per_s": peak,
+        "peaks": peaks,
     }
 
 
 def format_profile(precision: str, summary: dict, top: int) -> str:
-    lines = [
-        f"{precision}: model time {summary['model_seconds']:.2f} s; matmul peak {summary['peak_gflop_per_s']} GFLOP/s"
-    ]
+    peaks = ", ".join(f"{kind} {value}" for kind, value in summary["peaks"].items())
+    lines = [f"{precision}: model time {summary['model_seconds']:.2f} s; matmul peaks (GFLOP/s) {peaks}"]
     lines += ["  op type                    seconds   share"]
     lines += [
         f"  {op:<24} {entry['seconds']:>9.3f} {entry['share']:>7.1%}"
         for op, entry in list(summary["ops"].items())[:top]
     ]
-    lines += ["  batch shape    batches   seconds   GEMM GFLOP/s   of peak"]
-    lines += [
-        f"  {shape:<14} {entry['batches']:>7} {entry['seconds']:>9.3f} {entry['gemm_gflop_per_s']:>14.1f} {entry['of_peak']:>9.0%}"
-        for shape, entry in list(summary["shapes"].items())[:top]
-    ]
+    lines += ["  batch shape  batches  seconds   GEMMs: share of time, GFLOP/s, of their peak"]
+    for shape, entry in list(summary["shapes"].items())[:top]:
+        gemms = "   ".join(
+            f"{kind} {g['share']:.0%} {g['gflop_per_s']:.0f} {g['of_peak']:.0%}" for kind, g in entry["gemms"].items()
+        )
+        lines.append(f"  {shape:<12} {entry['batches']:>7} {entry['seconds']:>8.3f}   {gemms}")
     return "\n".join(lines)
 
 
@@ -158,7 +169,7 @@ def main() -> None:
             )
             served = ServedModel.load(onnx_dir, runtime)
             results = profiled_run(onnx_dir / ONNX_FILE, params, infer_batches(params, served, dataset), work)
-            report[precision] = summarise(results, peaks[PEAK_OF[precision]]["gflop_per_s"])
+            report[precision] = summarise(results, {kind: peaks[key]["gflop_per_s"] for kind, key in PEAK_OF.items()})
             print(format_profile(precision, report[precision], args.top))
     print(f"{args.rows} rows, {report['threads'] or 'all'} threads on {report['cpu']}")
     if args.metrics:
