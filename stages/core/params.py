@@ -1,38 +1,23 @@
-"""`params.yaml`, parsed once into typed, frozen objects and validated on load.
+"""`params.yaml`, parsed once into typed, frozen objects and validated on load (`stages.core.parsing`).
 
-Every key is typed; unknown keys fail with a did-you-mean suggestion; enum values list their
-choices; numbers are range-checked. Errors name the key by its full dotted path.
+Each key's meaning is the string under its field: `python -m tests.params_doc` turns them into
+docs/params.md (a test checks the page is current).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import logging
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from stages.core.errors import UserError
-
-log = logging.getLogger(__name__)
+from stages.core.parsing import parse_section
+from stages.core.parsing import value_range as _range
 
 PARAMS_FILE = Path("params.yaml")
-# Renamed keys, accepted for one release with a warning: (section, old key) -> new key, or None if dropped.
-RENAMED_KEYS: dict[tuple[str, str], str | None] = {
-    ("infer", "window_rows"): "block_rows",
-    ("infer", "ray_batch_rows"): None,  # the ray engine scores blocks of infer.block_rows rows, as the local one
-}
-# Renamed values, accepted for one release with a warning: (key, old value) -> new value.
-RENAMED_VALUES = {("infer.reference", "demo_rules"): "stages.demo.rules:rule_label"}
-
-
-def _range(low: float | None = None, high: float | None = None) -> dict[str, float | None]:
-    return {"min": low, "max": high}
 
 
 @dataclass(frozen=True)
@@ -40,15 +25,31 @@ class ModelParams:
     """How to build the model and feed it (stage `load_checkpoint`)."""
 
     backbone: str
+    """A local directory, or a Hugging Face id already in the local cache (`HF_HOME`, `HF_HUB_CACHE`; offline with
+    `HF_HUB_OFFLINE=1`), with `config.json` and the tokenizer in any layout the hub ships: `tokenizer.json`, a
+    SentencePiece model (`spm.model`, `sentencepiece.bpe.model`), `vocab.txt`, or `vocab.json` + `merges.txt`. Read
+    for its config and tokenizer only: the checkpoint holds every weight."""
     checkpoint: str
+    """The fine-tuned weights: a `.ckpt`/`.pt`/`.bin` file (a `state_dict`, or a dict holding one: Lightning,
+    `{"model_state_dict": ...}`), a `.safetensors` file, or a `save_pretrained` directory (a Trainer's output;
+    sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)`."""
     num_labels: int = field(metadata=_range(1))
+    """The head's label count; a checkpoint with another is an error that names the count it has."""
     labels: tuple[str, ...] | None
+    """One name per label id, or `null` for `LABEL_<i>`; a Trainer directory's `id2label` must agree."""
     classifier_dropout: float = field(metadata=_range(0.0, 1.0))
+    """The head's dropout (inactive in eval; kept in the head spec)."""
     max_length: int = field(metadata=_range(2))
+    """Tokens per window, special tokens included; at most what the backbone's positions embed."""
     truncation_side: Literal["left", "right"]
+    """Which end of a long text `truncate` keeps: `left` keeps the end, as the seed notes do."""
     trust_remote_code: bool
-    seed: int  # initialises what the checkpoint does not hold (an unused pooler), recorded in head.json
+    """Run code shipped with the backbone (off; a warning when on)."""
+    seed: int
+    """Initialises the weights the checkpoint does not hold (an unused pooler); recorded in `head.json`."""
     output: str
+    """The normalised model directory (a Hugging Face token-classification directory where the family's class is the
+    seed's model)."""
 
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != self.num_labels:
@@ -68,14 +69,27 @@ class ExportParams:
     """How to export the ONNX model (stage `export`)."""
 
     exporter: Literal["dynamo", "torchscript"]
+    """`dynamo` (torch.export) or `torchscript`."""
     opset: int = field(metadata=_range(13, 23))
+    """The ONNX opset; the dynamo exporter writes >= 17 (asking for less is an error, not a silent 18)."""
     input_dtype: Literal["int64", "int32"]
+    """`int64`, or `int32` as in the seed notes; the graph casts internally."""
     precision: Literal["fp32", "int8", "fp16"]
+    """The served precision: `fp32`; `int8` (dynamic, per-channel weights, for CPU serving; see docs/int8.md); `fp16`
+    (GPU serving, overflow-prone ops kept fp32)."""
     int8_target: Literal["auto", "vnni", "no_vnni"]
+    """The CPU that serves int8: `auto` (the one exporting, read from its flags), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX,
+    or ARM: 8-bit weights) or `no_vnni` (AVX2, AVX-512 without VNNI: 7-bit weights, `reduce_range`, because
+    onnxruntime's u8s8 kernels can saturate there). Recorded in `model.json`."""
     dummy_batch: int = field(metadata=_range(2))
+    """The export dummy's batch size (>= 2, so the axis stays dynamic)."""
     dummy_length: int = field(metadata=_range(2))
-    onnx_file: str | None  # an ONNX file exported earlier, adopted instead of exporting
+    """The export dummy's sequence length (>= 2; keep it away from `parity.grid_lengths`)."""
+    onnx_file: str | None
+    """An `.onnx` file exported earlier (e.g. by the seed notes' code), adopted instead of exporting; `null` to export.
+    `exporter`, `opset`, `input_dtype` and `dummy_*` are then what the file has."""
     output: str
+    """The ONNX directory: `model.onnx`, tokenizer, `config.json`, `model.json`."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +97,17 @@ class RuntimeParams:
     """How onnxruntime runs the model: shared by `parity` and `infer` so parity checks what serves."""
 
     providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
+    """onnxruntime providers in order of preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone
+    fails loudly when it cannot load."""
     intra_op_num_threads: int = field(metadata=_range(0))
+    """onnxruntime's intra-op threads; 0 = all cores."""
     graph_optimization_level: Literal["disable", "basic", "extended", "all"]
+    """onnxruntime's graph optimisations."""
     cpu_memory_arena: bool
+    """onnxruntime's CPU memory arena (off: it keeps the largest batch's buffers for the session's life, +1.4 GB RSS on
+    a base model, no speed-up measured)."""
     intra_op_spinning: bool
+    """Idle onnxruntime threads spin (on: lowest latency) or sleep (off: they yield the cores)."""
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -102,8 +123,11 @@ class Tolerance:
     """When ONNX logits count as equal to torch's: `|onnx - torch| <= atol + rtol * |torch|`, and label agreement."""
 
     atol: float = field(metadata=_range(0.0))
+    """Absolute tolerance on each non-pad logit."""
     rtol: float = field(metadata=_range(0.0))
+    """Relative tolerance, times `|torch|`."""
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
+    """The share of tokens whose predicted label must be torch's."""
 
 
 @dataclass(frozen=True)
@@ -111,18 +135,31 @@ class ParityParams:
     """How torch and onnxruntime outputs are compared (stage `parity`)."""
 
     samples: int = field(metadata=_range(1))
+    """Dataset rows compared, drawn with `seed` from the first 10 x `samples` rows and tokenised as `infer` does."""
     batch_size: int = field(metadata=_range(1))
+    """How the dataset rows are batched (length-sorted, padded)."""
     grid_batch_sizes: tuple[int, ...] = field(metadata=_range(1))
+    """The shape grid's batch sizes (rows padded to different lengths)."""
     grid_lengths: tuple[int, ...] = field(metadata=_range(1))
+    """The shape grid's sequence lengths, capped at `model.max_length`; keep one away from `export.dummy_length`."""
     atol: float = field(metadata=_range(0.0))
+    """fp32: `|onnx - torch| <= atol + rtol * |torch|` on every non-pad logit."""
     rtol: float = field(metadata=_range(0.0))
+    """fp32: the relative part of the criterion."""
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
+    """fp32: the share of tokens whose label must agree."""
     int8: Tolerance
+    """The criterion for an int8 model (loose values, gated on label agreement)."""
     fp16: Tolerance
+    """The criterion for an fp16 model."""
     seed: int
+    """Which rows are sampled, and the grid's random tokens."""
     report: str
+    """The summary metrics file (`dvc exp show` lists it): verdict, agreement, largest difference, failures."""
     details: str
+    """Every case's statistics (the rows, each grid shape): open it to see why a case failed."""
     plots: str
+    """The directory of `dvc plots` data: max difference per sequence length, a difference histogram."""
 
     def tolerance(self, precision: str) -> Tolerance:
         """The tolerance for the served precision: `atol`/`rtol`/`min_label_agreement` for fp32."""
@@ -136,25 +173,51 @@ class InferParams:
     """How the dataset is scored (stage `infer`)."""
 
     input: str
+    """The dataset: a `.parquet`, `.csv` or `.jsonl` file, as a path or a URL (`s3://`, `gs://`, `file://`, any fsspec
+    protocol)."""
     text_column: str
+    """The dataset's text column."""
     id_column: str
+    """The dataset's id column (every row needs one)."""
     output: str
+    """The predictions: a `.parquet` file, or a directory (no suffix) for a Parquet dataset of part files; a path or a
+    URL."""
     metrics: str
+    """The run's headline numbers (`dvc exp show` lists them): rows, seconds, texts/s, padding, peak memory, accuracy."""
     details: str
+    """Everything the run counted: blocks, resumes, text issues, rows per node, recoveries, labels."""
     long_text: Literal["truncate", "sliding_window"]
+    """`truncate` (one window, cut on `model.truncation_side`) or `sliding_window` (every token scored)."""
     stride: int = field(metadata=_range(0))
+    """Tokens shared by consecutive sliding windows; each token's prediction comes from the window where it is most
+    central."""
     batch_size: int = field(metadata=_range(1))
+    """At most this many windows per batch."""
     max_batch_tokens: int = field(metadata=_range(1))
+    """At most this many padded token slots per batch (memory grows with it)."""
     max_batch_attention: int = field(metadata=_range(1))
+    """At most rows x length^2 per batch: attention memory grows with the square of the length (262,144 is one
+    512-token row)."""
     block_rows: int = field(metadata=_range(1))
+    """Rows read, sorted by length and batched together: one block, saved as one resumable part file."""
     bad_rows: Literal["score", "skip"]
+    """`score` (null and non-string values scored as empty text) or `skip` (row kept, not scored, reason recorded)."""
     probabilities: bool
+    """Also write each token's label probabilities."""
     span_ignore_labels: tuple[str, ...]
-    reference: str  # none, or module:function naming each token piece's reference label (see stages.scoring.reference)
+    """Labels that never form spans (e.g. `[O]`)."""
+    reference: str
+    """`module:function` mapping a token piece to its expected label name, to report token accuracy (the demo's:
+    `stages.demo.rules:rule_label`); `none` for your data."""
     engine: Literal["local", "ray"]
+    """`local` (this process) or `ray` (a Ray Data actor pool; see docs/ray.md). Both resume from finished parts."""
     ray_actors: int = field(metadata=_range(1))
+    """ray: scoring actors, spread over the nodes; each holds one onnxruntime session."""
     ray_cpus_per_actor: float = field(metadata=_range(0.0))
+    """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads are that number rounded down (at
+    least 1)."""
     ray_gpus_per_actor: float = field(metadata=_range(0.0))
+    """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
 
     def __post_init__(self) -> None:
         if self.reference != "none" and self.reference.count(":") != 1:
@@ -169,15 +232,25 @@ class BenchmarkParams:
     """What the serving benchmark measures (stage `benchmark`): engines side by side on the same rows."""
 
     size: Literal["demo", "base"]
+    """`demo`: the pipeline's model (`model.output`); `base`: mdeberta-v3-base's shape with random weights."""
     rows: int = field(metadata=_range(1))
+    """Non-empty rows of `infer.input`, in dataset order."""
     batch: int = field(metadata=_range(1))
+    """Rows per batch, padded to their longest."""
     length: int = field(metadata=_range(2))
+    """Tokens per row at most, special tokens included."""
     rounds: int = field(metadata=_range(1))
+    """Timed rounds per serving variant, alternating between variants."""
     warmup: int = field(metadata=_range(0))
-    seed: int  # the random weights of size base
+    """Untimed rounds per variant first."""
+    seed: int
+    """The random weights of size `base`."""
     metrics: str
+    """texts/s per serving variant (`dvc metrics`)."""
     report: str
+    """The full report: every variant's numbers, the machine, the settings."""
     plots: str
+    """`dvc plots` data: texts/s per serving variant."""
 
 
 @dataclass(frozen=True)
@@ -201,95 +274,3 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as error:
         raise UserError(f"{path} is not valid YAML: {error}") from None
     return parse_section(Params, raw, prefix="")
-
-
-def parse_section(cls: type, raw: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
-    where = prefix.rstrip(".") or "params.yaml"
-    if not isinstance(raw, dict):
-        raise UserError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    raw = _renamed(raw, prefix)
-    for key in raw:
-        if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1)
-            suggestion = f"; did you mean {prefix}{hint[0]}?" if hint else f"; known keys: {', '.join(fields)}"
-            raise UserError(f"unknown key {prefix}{key}{suggestion}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, spec in fields.items():
-        key = prefix + name
-        if name not in raw:
-            raise UserError(f"missing key {key} in params.yaml")
-        value = RENAMED_VALUES.get((key, raw[name]), raw[name]) if isinstance(raw[name], str) else raw[name]
-        if value is not raw[name]:
-            log.warning(
-                "%s: %r is deprecated; use %r (the old value works for one more release)", key, raw[name], value
-            )
-        values[name] = _parse_value(hints[name], value, key)
-        _check_range(spec, values[name], key)
-    return cls(**values)
-
-
-def _renamed(raw: dict, prefix: str) -> dict:
-    """`raw` with deprecated keys of this section renamed (or dropped), each with a warning naming the new key."""
-    section = prefix.rstrip(".")
-    renamed = dict(raw)
-    for (where, old), new in RENAMED_KEYS.items():
-        if where != section or old not in raw:
-            continue
-        value = renamed.pop(old)
-        if new is None:
-            log.warning("%s%s is no longer used; remove it from params.yaml", prefix, old)
-        elif new in raw:
-            raise UserError(f"params.yaml sets both {prefix}{old} and {prefix}{new}; keep only {prefix}{new}")
-        else:
-            log.warning("%s%s is renamed %s%s; the old name works for one more release", prefix, old, prefix, new)
-            renamed[new] = value
-    return renamed
-
-
-def _parse_value(kind: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(kind)
-    arguments = typing.get_args(kind)
-    if dataclasses.is_dataclass(kind):
-        return parse_section(kind, value, prefix=key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in arguments:
-            return None
-        (inner,) = [argument for argument in arguments if argument is not type(None)]
-        return _parse_value(inner, value, key)
-    if origin is Literal:
-        if value not in arguments:
-            choices = ", ".join(str(argument) for argument in arguments)
-            raise UserError(f"{key} = {value!r} is not allowed; choose one of: {choices}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise UserError(f"{key} must be a list, got {value!r}")
-        return tuple(_parse_value(arguments[0], item, f"{key}[{index}]") for index, item in enumerate(value))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{key} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{key} must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str) or not value:
-            raise UserError(f"{key} must be a non-empty string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported params type {kind!r} for {key}")
-
-
-def _check_range(spec: dataclasses.Field, value: Any, key: str) -> None:
-    low, high = spec.metadata.get("min"), spec.metadata.get("max")
-    for item in value if isinstance(value, tuple) else (value,):
-        if (low is not None and item < low) or (high is not None and item > high):
-            bounds = f">= {low}" if high is None else f"between {low} and {high}"
-            raise UserError(f"{key} = {value!r} is out of range; it must be {bounds}")
