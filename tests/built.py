@@ -7,6 +7,7 @@ versions, so any edit to them rebuilds it; a fresh clone (CI) builds everything 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -37,19 +38,23 @@ def sources_digest() -> str:
 
 
 def built(name: str, build: Callable[[Path], None]) -> Path:
-    """The directory `build` fills for artefact `name`, built now unless this version of it is kept already."""
+    """The directory `build` fills for artefact `name`, built now unless this version of it is kept already.
+    Parallel test workers wait for one another (a lock per artefact), so each artefact is built once."""
     directory = CACHE / f"{name}-{sources_digest()}"
     if (directory / COMPLETE).is_file():
         return directory
     CACHE.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
-    try:
-        build(staging)
-        (staging / COMPLETE).touch()
-        shutil.rmtree(directory, ignore_errors=True)  # a half-built one from an interrupted session
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with (CACHE / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / COMPLETE).is_file():
+            staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
+            try:
+                build(staging)
+                (staging / COMPLETE).touch()
+                shutil.rmtree(directory, ignore_errors=True)  # a half-built one from an interrupted session
+                os.replace(staging, directory)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
