@@ -18,6 +18,7 @@ from transformers import (
     RobertaConfig,
 )
 
+from stages.bench.outliers import add_outliers
 from stages.demo.rules import DEMO_LABELS, rule_label
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
@@ -33,6 +34,9 @@ SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 MAX_LENGTH = 128  # the tiny configs' position limit
 TRAIN_STEPS, TRAIN_BATCH = 150, 16
 KINDS = ("deberta-v2", "bert", "distilbert", "roberta", "electra", "modernbert")
+# Outlier channels this many times their size (stages.bench.outliers): the trained tiny models decide every label
+# by >= 5 logits, so it takes outliers far larger than real encoders' (5-50x) to cost them labels under int8.
+OUTLIER_FACTOR = 1000.0
 
 
 def train_tokenizer(kind: str) -> PreTrainedTokenizerFast:
@@ -149,12 +153,15 @@ def trained_backbone(kind: str) -> tuple[PreTrainedTokenizerFast, PretrainedConf
     return tokenizer, config, {key: value.clone() for key, value in model.state_dict().items()}
 
 
-def make_backbone(directory: Path, kind: str) -> CustomModel:
-    """Write a backbone directory (config + tokenizer) and return a model of it trained on the demo's rules."""
+def make_backbone(directory: Path, kind: str, outliers: bool = False) -> CustomModel:
+    """Write a backbone directory (config + tokenizer) and return a model of it trained on the demo's rules,
+    with `outliers`: given outlier channels of OUTLIER_FACTOR times their size, computing the same function."""
     tokenizer, config, state = trained_backbone(kind)
     directory.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     model = CustomModel(config, num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
     model.load_state_dict(state)
+    if outliers:
+        add_outliers(model, OUTLIER_FACTOR)
     return model.eval()

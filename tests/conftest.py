@@ -60,9 +60,10 @@ def sample_texts(rows: int) -> list[str | None]:
     return [*texts, "", "   ", None, "\x00\x1b\u200b\u202e"]
 
 
-def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Workspace:
-    """Write a tiny backbone, its checkpoint, a dataset and params.yaml under `root` (the stages' cwd)."""
-    model = make_backbone(root / "backbone", kind)
+def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40, outliers: bool = False) -> Workspace:
+    """Write a tiny backbone, its checkpoint (of the model with outlier channels, if asked), a dataset and
+    params.yaml under `root` (the stages' cwd)."""
+    model = make_backbone(root / "backbone", kind, outliers)
     torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
     frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts})
@@ -91,8 +92,8 @@ def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40) -> Wor
 def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Build a workspace for one backbone family and chdir into it."""
 
-    def build(kind: str = "deberta-v2", rows: int = 40) -> Workspace:
+    def build(kind: str = "deberta-v2", rows: int = 40, outliers: bool = False) -> Workspace:
         monkeypatch.chdir(tmp_path)
-        return build_workspace(tmp_path, kind, rows)
+        return build_workspace(tmp_path, kind, rows, outliers)
 
     return build
