@@ -7,6 +7,7 @@ quantization docs advise. `export.int8_target` names that CPU; `auto` means the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable, Collection, Iterator
@@ -66,11 +67,13 @@ def prepare_for_quantization(source: Path, prepared: Path) -> None:
     """Shape inference and constant folding, so every weight reaches its MatMul as an initializer.
 
     Symbolic shape inference fails on some graphs (BERT's attention mask arithmetic, some exporters'
-    Range nodes); ONNX shape inference alone is then enough for dynamic quantization.
+    Range nodes); ONNX shape inference alone is then enough for dynamic quantization. A failed symbolic
+    pass saves its partial graph into the working directory, so it runs in the prepared graph's directory.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with converter_errors("int8"), quiet_root_logger():
+    source, prepared = source.resolve(), prepared.resolve()
+    with converter_errors("int8"), quiet_root_logger(), contextlib.chdir(prepared.parent):
         try:
             quant_pre_process(str(source), str(prepared))
         except Exception as error:  # any failure of the symbolic pass has the same fallback
