@@ -69,6 +69,7 @@ def export_fp32(model: CustomModel, directory: Path) -> Path:
         input_dtype="int64",
         precision="fp32",
         int8_target="auto",
+        int8_max_float_share=0.0,  # unused: the fp32 model
         dummy_batch=2,
         dummy_length=6,
         output=str(directory),

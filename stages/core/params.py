@@ -71,6 +71,7 @@ class ExportParams:
     input_dtype: Literal["int64", "int32"]
     precision: Literal["fp32", "int8", "fp16"]
     int8_target: Literal["auto", "vnni", "no_vnni"]
+    int8_max_float_share: float = field(metadata=_range(0.0, 1.0))
     dummy_batch: int = field(metadata=_range(2))
     dummy_length: int = field(metadata=_range(2))
     output: str

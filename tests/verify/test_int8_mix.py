@@ -1,0 +1,90 @@
+"""Accuracy-aware int8: a model with outlier channels fails the gate at full int8, and the export stage's mix passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages import export, load_checkpoint, parity
+from stages.core.errors import CheckFailed
+from stages.core.params import load_params
+from stages.graph.exporter import export_graph
+from stages.graph.onnx_dir import write_onnx_dir
+from stages.graph.precision import prepare_for_quantization, resolve_int8_target
+from stages.model.directory import load_model_dir
+from stages.scoring.tokens import TextTokenizer
+from stages.verify.cases import gate_inputs, sample_texts
+from stages.verify.int8_mix import fall_back
+from stages.verify.mix_trials import PLAIN, MixSearch
+
+
+def outlier_workspace(make_workspace, kind: str = "bert", **export_params):
+    workspace = make_workspace(kind, outliers=True)
+    workspace.write_params(export={"precision": "int8", **export_params})
+    load_checkpoint.main()
+    return workspace
+
+
+def test_outliers_fail_full_int8_and_the_accuracy_aware_export_passes(make_workspace):
+    outlier_workspace(make_workspace)
+    params = load_params()
+    write_onnx_dir(Path(params.model.output), params.export, Path(params.export.output))  # every MatMul int8
+    with pytest.raises(CheckFailed, match=r"rows: label agreement 0\.\d+ < parity\.int8\.min_label_agreement"):
+        parity.main()
+    export.main()
+    parity.main()
+    report = json.loads(Path(params.parity.report).read_text(encoding="utf-8"))
+    assert report["passed"] and report["rows_label_agreement"] >= params.parity.int8.min_label_agreement
+    conversion = json.loads(Path(params.export.output, "model.json").read_text(encoding="utf-8"))[
+        "precision_conversion"
+    ]
+    assert conversion["mix"] == "accuracy_aware" and conversion["float_matmuls"] == []
+    assert conversion["quantized_weight_matmuls"] == conversion["weight_matmuls"] == 13
+    assert conversion["smoothing"]["folded_into_norms"] == 1  # the last LayerNorm feeds the head alone
+    assert [(trial["graph"], trial["passed"]) for trial in conversion["trials"]] == [
+        ("plain", False),
+        ("smoothed", True),
+    ]
+
+
+def mix_search() -> MixSearch:
+    """The export stage's search, started by hand on the workspace's model (fp32 graph, gate inputs)."""
+    params = load_params()
+    model, spec = load_model_dir(Path(params.model.output))
+    exported, prepared = Path("fp32.onnx"), Path("prepared.onnx")
+    export_graph(model, params.export, exported)
+    prepare_for_quantization(exported, prepared)
+    tokenizer = TextTokenizer.load(Path(params.model.output))
+    framing = tokenizer.framing(spec.max_length, spec.truncation_side)
+    inputs = list(gate_inputs(sample_texts(params), tokenizer, framing, model.config.vocab_size, params))
+    return MixSearch.start(prepared.resolve(), exported, resolve_int8_target("auto"), inputs, params)
+
+
+@pytest.mark.slow
+def test_the_float_fallback_keeps_the_fewest_matmuls_float_that_pass(make_workspace):
+    outlier_workspace(make_workspace, "modernbert")  # pre-LN: outliers at every Wqkv and mlp.Wi input too
+    search = mix_search()
+    chosen, reasons = fall_back(search, PLAIN)  # without smoothing
+    assert chosen.passed
+    floats = search.names(chosen.floats)
+    assert "fc" in floats and "word embedding" not in floats, floats  # the embedding went back to int8
+    assert 2 <= len(floats) <= 6 and all(module.endswith(("fc", "Wqkv", "mlp.Wi")) for module in floats), floats
+    assert "quantizing it too fails the gate" in reasons[search.head]
+    others = [node for node in chosen.floats if node != search.head]
+    assert all("with only the first" in reasons[node] for node in others)
+    if others:  # the bisection left nothing spare: one ranked MatMul fewer fails
+        assert not search.trial(chosen.floats[:-1], PLAIN).passed
+
+
+def test_no_mix_within_the_bound_fails_the_export_in_one_line(make_workspace):
+    workspace = outlier_workspace(make_workspace, int8_max_float_share=0.0)  # nothing may stay float...
+    workspace.write_params(parity={"int8": {"atol": 0.001, "rtol": 0.0, "min_label_agreement": 0.99}})  # ...too strict
+    with pytest.raises(CheckFailed) as failure:
+        export.main()
+    message = str(failure.value)
+    assert "\n" not in message and "export.int8_max_float_share = 0 " in message, message
+    assert "the best (0 of 13 MatMuls float, 0% of the work) reached label agreement 1.0000" in message, message
+    assert "failing values" in message, message
+    assert not Path(load_params().export.output).exists()
