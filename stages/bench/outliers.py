@@ -48,16 +48,24 @@ def last_norm(model: CustomModel) -> nn.LayerNorm:
     return norms[name]
 
 
-@torch.no_grad()
-def add_outliers(model: CustomModel, factor: float) -> list[str]:
-    """Give `model` outlier channels `factor` times their size, keeping its function; returns the modules changed."""
-    channels = outlier_channels(model.config.hidden_size)
+def norm_readers(model: CustomModel) -> list[tuple[nn.LayerNorm, str]]:
+    """Each norm whose output one Linear alone reads, with that Linear's name: the head's, and pre-LN blocks'."""
     modules = dict(model.named_modules())
-    scale_norm(last_norm(model), model.fc, channels, factor)
-    changed = ["fc"]
+    pairs = [(last_norm(model), "fc")]
     for name, module in modules.items():
         for norm_suffix, reader_suffix in PRE_NORMS.items():
             if name.endswith(norm_suffix) and isinstance(module, nn.LayerNorm):
-                scale_norm(module, modules[name.removesuffix(norm_suffix) + reader_suffix], channels, factor)
-                changed.append(name.removesuffix(norm_suffix) + reader_suffix)
-    return changed
+                pairs.append((module, name.removesuffix(norm_suffix) + reader_suffix))
+    return pairs
+
+
+@torch.no_grad()
+def add_outliers(model: CustomModel, factor: float) -> list[str]:
+    """Give `model` outlier channels `factor` times their size, keeping its function; returns the Linears that
+    read them."""
+    channels = outlier_channels(model.config.hidden_size)
+    modules = dict(model.named_modules())
+    pairs = norm_readers(model)
+    for norm, reader in pairs:
+        scale_norm(norm, modules[reader], channels, factor)
+    return [reader for _, reader in pairs]
