@@ -108,8 +108,11 @@ def run_infer(run: Run) -> None:
 
 
 def mix_summary(conversion: dict) -> str:
-    """What an int8 variant quantized: smoothing, and how many weight MatMuls stayed float."""
+    """What an int8 variant quantized (smoothing, weight MatMuls left float) and, if it searched, for how long."""
     if not conversion:
         return "-"
     smoothing = "smoothed, " if conversion.get("smoothing") else ""
-    return f"{smoothing}{conversion['float_weight_matmuls']} of {conversion['weight_matmuls']} MatMuls float"
+    summary = f"{smoothing}{conversion['float_weight_matmuls']} of {conversion['weight_matmuls']} MatMuls float"
+    if "trials" in conversion:
+        summary += f"; search: {len(conversion['trials'])} trials, {conversion['search_seconds']:.0f} s"
+    return summary
