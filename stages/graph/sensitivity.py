@@ -47,31 +47,44 @@ def exposing(prepared: Path, values: Iterable[str], target: Path) -> Path:
     return target
 
 
+def matmul_weights(prepared: Path, matmuls: list[WeightMatMul]) -> dict[str, np.ndarray]:
+    """The MatMuls' weights ([K, N] each) by initializer name."""
+    return {
+        initializer.name: numpy_helper.to_array(initializer)
+        for initializer in onnx.load(str(prepared)).graph.initializer
+        if initializer.name in {matmul.weight for matmul in matmuls}
+    }
+
+
 def simulated_int8_errors(
     prepared: Path,
     matmuls: list[WeightMatMul],
     batches: Iterable[Mapping[str, np.ndarray]],
     runtime: RuntimeParams,
     target: str,
+    scales: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Each MatMul's relative output error under int8 (||int8 - fp32|| / ||fp32|| over `batches`), by node."""
-    weights = {
-        initializer.name: numpy_helper.to_array(initializer)
-        for initializer in onnx.load(str(prepared)).graph.initializer
-        if initializer.name in {matmul.weight for matmul in matmuls}
+    """Each MatMul's relative output error under int8 (||int8 - fp32|| / ||fp32|| over `batches`), by node;
+    with `scales` for an input, as if its channels were divided by them and its weights' rows multiplied."""
+    scales = scales or {}
+    weights = matmul_weights(prepared, matmuls)
+    quantized = {
+        matmul.node: fake_quantized_weight(
+            weights[matmul.weight] * scales.get(matmul.activation, np.ones(1, np.float32))[:, None], target
+        )
+        for matmul in matmuls
     }
-    quantized = {name: fake_quantized_weight(weight, target) for name, weight in weights.items()}
     activations = sorted({matmul.activation for matmul in matmuls})
     session = create_session(exposing(prepared, activations, prepared.with_name("exposed.onnx")), runtime)
     squared_error = dict.fromkeys((matmul.node for matmul in matmuls), 0.0)
     squared_output = dict.fromkeys(squared_error, 0.0)
     for arrays in batches:
         outputs = dict(zip(activations, session.run(activations, build_feed(session, arrays)), strict=True))
-        fake = {name: fake_quantized_activation(values) for name, values in outputs.items()}
+        fake = {name: fake_quantized_activation(values / scales.get(name, 1.0)) for name, values in outputs.items()}
         for matmul in matmuls:
             rows = weights[matmul.weight].shape[0]
             exact = outputs[matmul.activation].reshape(-1, rows) @ weights[matmul.weight]
-            approximate = fake[matmul.activation].reshape(-1, rows) @ quantized[matmul.weight]
+            approximate = fake[matmul.activation].reshape(-1, rows) @ quantized[matmul.node]
             squared_error[matmul.node] += float(np.square(approximate - exact).sum())
             squared_output[matmul.node] += float(np.square(exact).sum())
     return {node: (squared_error[node] / max(squared_output[node], 1e-30)) ** 0.5 for node in squared_error}

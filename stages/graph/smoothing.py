@@ -3,7 +3,9 @@ loses resolution to a few outlier channels, so each weight MatMul's input channe
 s_k = max|x_k|^alpha / max|w_k|^(1 - alpha) (ranges calibrated on dataset rows) and the weight's row k is
 multiplied by it. The fp32 function is unchanged (to float rounding). The division folds into the
 LayerNormalization that produces the input when only these MatMuls read it (no extra work); otherwise one
-Mul node divides the input for every MatMul that reads it.
+Mul node divides the input for every MatMul that reads it. An input is migrated only where that lowers its
+MatMuls' simulated int8 error SMOOTHING_GAIN times (`stages.graph.sensitivity`): outlier channels, not the
+ordinary spread of activations, which would only cost Mul nodes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from onnx import numpy_helper
 
 from stages.core.params import RuntimeParams
 from stages.graph.matmuls import WeightMatMul
-from stages.graph.sensitivity import exposing
+from stages.graph.sensitivity import exposing, matmul_weights
 from stages.graph.session import build_feed, create_session
 
 SMOOTHING_ALPHA = 0.5  # SmoothQuant's balance between activation and weight ranges (its default for BERT-size models)
 SCALE_LIMITS = (1e-4, 1e4)  # no channel is scaled by more than this (all-zero channels included)
+SMOOTHING_GAIN = 2.0  # an input is migrated where that divides its MatMuls' simulated int8 error at least this much
 
 
 def channel_ranges(
@@ -48,8 +51,31 @@ def migration_scales(activation_range: np.ndarray, weights: list[np.ndarray]) ->
     return np.clip(scales, *SCALE_LIMITS).astype(np.float32)
 
 
-def smooth(prepared: Path, output: Path, matmuls: list[WeightMatMul], ranges: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write the prepared graph with every weight MatMul's input migrated to `output`; returns what it did."""
+def candidate_scales(
+    prepared: Path, matmuls: list[WeightMatMul], ranges: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The migration scales of every weight MatMul input, from its channel ranges and its readers' weights."""
+    weights = matmul_weights(prepared, matmuls)
+    readers: dict[str, list[np.ndarray]] = defaultdict(list)
+    for matmul in matmuls:
+        readers[matmul.activation].append(weights[matmul.weight])
+    return {activation: migration_scales(ranges[activation], group) for activation, group in readers.items()}
+
+
+def worth_smoothing(matmuls: list[WeightMatMul], before: Mapping[str, float], after: Mapping[str, float]) -> set[str]:
+    """The inputs whose MatMuls' worst simulated int8 error migration divides by SMOOTHING_GAIN or more."""
+    worst_before: dict[str, float] = defaultdict(float)
+    worst_after: dict[str, float] = defaultdict(float)
+    for matmul in matmuls:
+        worst_before[matmul.activation] = max(worst_before[matmul.activation], before[matmul.node])
+        worst_after[matmul.activation] = max(worst_after[matmul.activation], after[matmul.node])
+    return {name for name in worst_before if worst_before[name] >= SMOOTHING_GAIN * worst_after[name]}
+
+
+def smooth(
+    prepared: Path, output: Path, matmuls: list[WeightMatMul], scales: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Write the prepared graph to `output` with the inputs in `scales` migrated; returns what it did."""
     model = onnx.load(str(prepared))
     graph = model.graph
     initializers = {initializer.name: initializer for initializer in graph.initializer}
@@ -61,14 +87,15 @@ def smooth(prepared: Path, output: Path, matmuls: list[WeightMatMul], ranges: di
             readers[value].add(node.name)
     groups: dict[str, list[WeightMatMul]] = defaultdict(list)
     for matmul in matmuls:
-        groups[matmul.activation].append(matmul)
+        if matmul.activation in scales:
+            groups[matmul.activation].append(matmul)
     folded = 0
     divisions: dict[str | None, list[onnx.NodeProto]] = defaultdict(list)  # Mul nodes by the node they follow
     for activation, group in groups.items():
-        weights = [numpy_helper.to_array(initializers[matmul.weight]) for matmul in group]
-        scales = migration_scales(ranges[activation], weights)
-        for matmul, weight in zip(group, weights, strict=True):  # a new initializer: weights may be shared
-            nodes[matmul.node].input[1] = add_initializer(graph, weight * scales[:, None], f"{matmul.node}_smoothed_B")
+        divisors = scales[activation]
+        for matmul in group:  # a new initializer: weights may be shared
+            weight = numpy_helper.to_array(initializers[matmul.weight]) * divisors[:, None]
+            nodes[matmul.node].input[1] = add_initializer(graph, weight, f"{matmul.node}_smoothed_B")
         producer = producers.get(activation)
         if (
             producer is not None
@@ -77,12 +104,12 @@ def smooth(prepared: Path, output: Path, matmuls: list[WeightMatMul], ranges: di
         ):
             for index in (1, 2)[: len(producer.input) - 1]:  # scale, and bias if present
                 if producer.input[index]:
-                    values = numpy_helper.to_array(initializers[producer.input[index]]) / scales
+                    values = numpy_helper.to_array(initializers[producer.input[index]]) / divisors
                     producer.input[index] = add_initializer(graph, values, f"{producer.name}_smoothed_{index}")
             folded += 1
             continue
         divided = f"{activation}_smoothed"
-        inverse = add_initializer(graph, 1.0 / scales, f"{activation}_inverse_scales")
+        inverse = add_initializer(graph, 1.0 / divisors, f"{activation}_inverse_scales")
         divisions[producer.name if producer else None].append(
             onnx.helper.make_node("Mul", [activation, inverse], [divided], name=divided)
         )

@@ -5,8 +5,9 @@ shapes; its tolerance is `parity.int8`; the reference is the fp32 ONNX model, wh
 Each trial quantizes, runs every input and judges as the gate does; the first that passes is exported:
 
 1. full int8, every weight MatMul and the word embedding quantized;
-2. full int8 after SmoothQuant-style scale migration at every weight MatMul's input (`stages.graph.smoothing`,
-   ranges calibrated on the rows): fp32 is unchanged, outlier channels no longer cost the rest their resolution;
+2. full int8 after SmoothQuant-style scale migration (`stages.graph.smoothing`, ranges calibrated on the rows)
+   at the weight MatMul inputs where it divides the simulated int8 error at least twice: fp32 is unchanged,
+   and outlier channels no longer cost the other channels their resolution;
 3. float fallback, on whichever of the two graphs came closer: the head and the word embedding stay float
    (the head does little work, the embedding is a lookup), then the weight MatMuls with the largest simulated
    int8 error on the rows are kept float too, in growing groups (1, 2, 4, ...) until the gate passes, within
@@ -30,7 +31,7 @@ from stages.graph.sensitivity import simulated_int8_errors
 from stages.model.directory import CONFIG_FILE, HEAD_FILE, HeadSpec
 from stages.scoring.tokens import TextTokenizer
 from stages.verify.cases import gate_inputs, sample_texts
-from stages.verify.mix_trials import SMOOTHED, MixSearch, Trial
+from stages.verify.mix_trials import PLAIN, SMOOTHED, MixSearch, Trial
 
 
 def accuracy_aware_int8(params: Params, model_dir: Path) -> Int8Mixer:
@@ -56,7 +57,8 @@ def choose_mix(search: MixSearch) -> tuple[Trial, dict[str, str]]:
     full = search.trial(())
     if full.passed:
         return full, {}
-    search.smooth()
+    if not search.smooth():
+        return fall_back(search, PLAIN)
     smoothed = search.trial((), SMOOTHED)
     if smoothed.passed:
         return smoothed, {}

@@ -14,8 +14,9 @@ import onnx
 from stages.core.params import Params, RuntimeParams, Tolerance
 from stages.graph.matmuls import WeightMatMul, weight_matmuls, word_embedding_gather
 from stages.graph.precision import quantize_prepared
+from stages.graph.sensitivity import simulated_int8_errors
 from stages.graph.session import create_session, onnx_logits
-from stages.graph.smoothing import channel_ranges, smooth
+from stages.graph.smoothing import candidate_scales, channel_ranges, smooth, worth_smoothing
 from stages.verify.compare import ROWS_CASE, CaseReport, compare_case
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,21 @@ class MixSearch:
         """The weight MatMuls as `graph` has them (smoothing gives them new inputs and weights, not new names)."""
         return weight_matmuls(onnx.load(str(self.graphs[graph]), load_external_data=False), self.exported)
 
-    def smooth(self) -> None:
-        """Add the smoothed graph: every weight MatMul's input migrated, ranges calibrated on the rows."""
-        plain = self.graphs[PLAIN]
+    def smooth(self) -> bool:
+        """Add the smoothed graph: the inputs whose migration divides their MatMuls' simulated int8 error at
+        least SMOOTHING_GAIN times migrated, ranges calibrated on the rows; False if no input gains so much."""
+        plain, rows = self.graphs[PLAIN], self.calibration_rows()
         activations = sorted({matmul.activation for matmul in self.matmuls})
-        ranges = channel_ranges(plain, activations, self.calibration_rows(), self.runtime)
+        scales = candidate_scales(plain, self.matmuls, channel_ranges(plain, activations, rows, self.runtime))
+        before = simulated_int8_errors(plain, self.matmuls, rows, self.runtime, self.target)
+        after = simulated_int8_errors(plain, self.matmuls, rows, self.runtime, self.target, scales)
+        gaining = worth_smoothing(self.matmuls, before, after)
+        if not gaining:
+            return False
         self.graphs[SMOOTHED] = plain.with_name("smoothed.onnx")
-        self.smoothing = smooth(plain, self.graphs[SMOOTHED], self.matmuls, ranges)
+        chosen = {activation: scales[activation] for activation in gaining}
+        self.smoothing = smooth(plain, self.graphs[SMOOTHED], self.matmuls, chosen)
+        return True
 
     @property
     def head(self) -> str | None:

@@ -14,8 +14,8 @@ from stages.core.params import ExportParams, load_params
 from stages.graph.exporter import export_graph
 from stages.graph.matmuls import weight_matmuls, word_embedding_gather
 from stages.graph.precision import prepare_for_quantization, quantize_prepared
-from stages.graph.sensitivity import fake_quantized_activation, fake_quantized_weight
-from stages.graph.smoothing import channel_ranges, smooth
+from stages.graph.sensitivity import fake_quantized_activation, fake_quantized_weight, simulated_int8_errors
+from stages.graph.smoothing import candidate_scales, channel_ranges, smooth, worth_smoothing
 from stages.model.token_model import CustomModel
 from tests.backbones import tiny_config
 from tests.conftest import REPO
@@ -84,7 +84,11 @@ def test_smoothing_keeps_fp32_and_folds_into_a_norm_read_by_matmuls_alone(tmp_pa
     runtime = load_params(REPO / "params.yaml").runtime.on_cpu(1)
     feeds = [{"x": activations(32, seed)} for seed in range(3)]
     ranges = channel_ranges(plain, ["normed", "h"], feeds, runtime)
-    report = smooth(plain, tmp_path / "smoothed.onnx", matmuls, ranges)
+    scales = candidate_scales(plain, matmuls, ranges)
+    before = simulated_int8_errors(plain, matmuls, feeds, runtime, "vnni")
+    after = simulated_int8_errors(plain, matmuls, feeds, runtime, "vnni", scales)
+    assert "normed" in worth_smoothing(matmuls, before, after)  # the outliers' input gains; what it did is measured
+    report = smooth(plain, tmp_path / "smoothed.onnx", matmuls, scales)
     assert (report["inputs"], report["folded_into_norms"], report["mul_nodes"]) == (2, 1, 1)
     values = activations(32, seed=7)
     np.testing.assert_allclose(run(tmp_path / "smoothed.onnx", values), run(plain, values), rtol=1e-4, atol=1e-3)
