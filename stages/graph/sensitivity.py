@@ -4,7 +4,7 @@ then each MatMul's output computed again from its input and weight quantized as 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,29 +62,37 @@ def simulated_int8_errors(
     batches: Iterable[Mapping[str, np.ndarray]],
     runtime: RuntimeParams,
     target: str,
-    scales: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, float]:
-    """Each MatMul's relative output error under int8 (||int8 - fp32|| / ||fp32|| over `batches`), by node;
-    with `scales` for an input, as if its channels were divided by them and its weights' rows multiplied."""
-    scales = scales or {}
+    scale_sets: Sequence[Mapping[str, np.ndarray]] = ({},),
+) -> list[dict[str, float]]:
+    """Each MatMul's relative output error under int8 (||int8 - fp32|| / ||fp32|| over `batches`), by node, once
+    per scale set (in one fp32 run): with scales for an input, as if its channels were divided by them and its
+    weights' rows multiplied."""
     weights = matmul_weights(prepared, matmuls)
-    quantized = {
-        matmul.node: fake_quantized_weight(
-            weights[matmul.weight] * scales.get(matmul.activation, np.ones(1, np.float32))[:, None], target
-        )
-        for matmul in matmuls
-    }
+    ones = np.ones(1, np.float32)
+    quantized = [
+        {
+            matmul.node: fake_quantized_weight(
+                weights[matmul.weight] * scales.get(matmul.activation, ones)[:, None], target
+            )
+            for matmul in matmuls
+        }
+        for scales in scale_sets
+    ]
     activations = sorted({matmul.activation for matmul in matmuls})
     session = create_session(exposing(prepared, activations, prepared.with_name("exposed.onnx")), runtime)
-    squared_error = dict.fromkeys((matmul.node for matmul in matmuls), 0.0)
-    squared_output = dict.fromkeys(squared_error, 0.0)
+    squared_errors = [dict.fromkeys((matmul.node for matmul in matmuls), 0.0) for _ in scale_sets]
+    squared_output = dict.fromkeys(squared_errors[0], 0.0)
     for arrays in batches:
         outputs = dict(zip(activations, session.run(activations, build_feed(session, arrays)), strict=True))
-        fake = {name: fake_quantized_activation(values / scales.get(name, 1.0)) for name, values in outputs.items()}
         for matmul in matmuls:
             rows = weights[matmul.weight].shape[0]
-            exact = outputs[matmul.activation].reshape(-1, rows) @ weights[matmul.weight]
-            approximate = fake[matmul.activation].reshape(-1, rows) @ quantized[matmul.node]
-            squared_error[matmul.node] += float(np.square(approximate - exact).sum())
+            values = outputs[matmul.activation].reshape(-1, rows)
+            exact = values @ weights[matmul.weight]
             squared_output[matmul.node] += float(np.square(exact).sum())
-    return {node: (squared_error[node] / max(squared_output[node], 1e-30)) ** 0.5 for node in squared_error}
+            for scales, weight, errors in zip(scale_sets, quantized, squared_errors, strict=True):
+                divided = values / scales.get(matmul.activation, ones)
+                approximate = fake_quantized_activation(divided) @ weight[matmul.node]
+                errors[matmul.node] += float(np.square(approximate - exact).sum())
+    return [
+        {node: (errors[node] / max(squared_output[node], 1e-30)) ** 0.5 for node in errors} for errors in squared_errors
+    ]

@@ -69,7 +69,7 @@ def choose_mix(search: MixSearch) -> tuple[Trial, dict[str, str]]:
 def fall_back(search: MixSearch, graph: str) -> tuple[Trial, dict[str, str]]:
     """Keep the head, the word embedding and the MatMuls int8 costs most float, as few as pass the gate."""
     matmuls = search.matmuls_in(graph)
-    errors = simulated_int8_errors(
+    (errors,) = simulated_int8_errors(
         search.graphs[graph], matmuls, search.calibration_rows(), search.runtime, search.target
     )
     ranked = sorted((matmul for matmul in matmuls if not matmul.is_head), key=lambda matmul: -errors[matmul.node])

@@ -111,8 +111,7 @@ class MixSearch:
         plain, rows = self.graphs[PLAIN], self.calibration_rows()
         activations = sorted({matmul.activation for matmul in self.matmuls})
         scales = candidate_scales(plain, self.matmuls, channel_ranges(plain, activations, rows, self.runtime))
-        before = simulated_int8_errors(plain, self.matmuls, rows, self.runtime, self.target)
-        after = simulated_int8_errors(plain, self.matmuls, rows, self.runtime, self.target, scales)
+        before, after = simulated_int8_errors(plain, self.matmuls, rows, self.runtime, self.target, [{}, scales])
         gaining = worth_smoothing(self.matmuls, before, after)
         if not gaining:
             return False

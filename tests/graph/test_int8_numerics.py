@@ -50,11 +50,18 @@ def test_simulated_int8_is_what_onnxruntime_computes(tmp_path, target):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])],
         [numpy_helper.from_array(weight, "w")],
     )
-    quantize_prepared(save(graph, tmp_path / "fp32.onnx"), tmp_path / "int8.onnx", target)
+    fp32 = save(graph, tmp_path / "fp32.onnx")
+    quantize_prepared(fp32, tmp_path / "int8.onnx", target)
     values = activations(64)
     simulated = fake_quantized_activation(values) @ fake_quantized_weight(weight, target)
-    np.testing.assert_allclose(run(tmp_path / "int8.onnx", values), simulated, rtol=1e-4, atol=1e-3)
+    served = run(tmp_path / "int8.onnx", values)
+    np.testing.assert_allclose(served, simulated, rtol=1e-4, atol=1e-3)
     assert np.abs(simulated - values @ weight).max() > 0.1  # the outliers really cost resolution
+    model = onnx.load(str(fp32))
+    runtime = load_params(REPO / "params.yaml").runtime.on_cpu(1)
+    (errors,) = simulated_int8_errors(fp32, weight_matmuls(model, model), [{"x": values}], runtime, target)
+    measured = np.linalg.norm(served - values @ weight) / np.linalg.norm(values @ weight)
+    assert errors["matmul"] == pytest.approx(measured, rel=1e-3)
 
 
 def test_smoothing_keeps_fp32_and_folds_into_a_norm_read_by_matmuls_alone(tmp_path):
@@ -85,8 +92,7 @@ def test_smoothing_keeps_fp32_and_folds_into_a_norm_read_by_matmuls_alone(tmp_pa
     feeds = [{"x": activations(32, seed)} for seed in range(3)]
     ranges = channel_ranges(plain, ["normed", "h"], feeds, runtime)
     scales = candidate_scales(plain, matmuls, ranges)
-    before = simulated_int8_errors(plain, matmuls, feeds, runtime, "vnni")
-    after = simulated_int8_errors(plain, matmuls, feeds, runtime, "vnni", scales)
+    before, after = simulated_int8_errors(plain, matmuls, feeds, runtime, "vnni", [{}, scales])
     assert "normed" in worth_smoothing(matmuls, before, after)  # the outliers' input gains; what it did is measured
     report = smooth(plain, tmp_path / "smoothed.onnx", matmuls, scales)
     assert (report["inputs"], report["folded_into_norms"], report["mul_nodes"]) == (2, 1, 1)
