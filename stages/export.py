@@ -4,6 +4,9 @@ The ONNX directory is self-contained for serving: `model.onnx` (plus `model.onnx
 over 2 GB), the tokenizer and `config.json` (so transformers and Optimum open it), and `model.json`,
 a sidecar repeating the metadata stored in the ONNX model itself (exporter, opset, input names and
 dtypes, labels, max_length, truncation side, precision, library versions).
+
+An int8 model is accuracy-aware: the weight MatMuls whose quantization would fail the parity gate on
+its own rows and grid stay float (`stages.verify.int8_mix`); `model.json` says which and why.
 """
 
 from __future__ import annotations
@@ -15,16 +18,21 @@ from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
+from stages.verify.int8_mix import accuracy_aware_int8
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("model.output", "export")  # what this stage reads, as its params in dvc.yaml
+PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search judges mixes on the parity gate's inputs)
+    "model.output", "export", "runtime",
+    "parity.samples", "parity.batch_size", "parity.seed", "parity.grid_batch_sizes", "parity.grid_lengths", "parity.int8",
+    "infer.input", "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride",
+)  # fmt: skip
 
 
 def main() -> None:
     params = load_declared(PARAMS)
-    target = Path(params.export.output)
-    metadata = write_onnx_dir(Path(params.model.output), params.export, target)
+    model_dir, target = Path(params.model.output), Path(params.export.output)
+    metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir))
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
     log.info(
         "wrote %s/%s: %s exporter, opset %d, %s, inputs %s",

@@ -21,6 +21,7 @@ from transformers import (
     XLMRobertaConfig,
 )
 
+from stages.bench.outliers import add_outliers
 from stages.demo.rules import DEMO_LABELS, rule_label
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
@@ -37,6 +38,9 @@ SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 MAX_LENGTH = 128  # the tiny configs' position limit
 TRAIN_STEPS, TRAIN_BATCH = 150, 16
 KINDS = ("deberta-v2", "bert", "distilbert", "roberta", "electra", "modernbert")
+# Outlier channels this many times their size (stages.bench.outliers): the trained tiny models decide every label
+# by >= 5 logits, so it takes outliers far larger than real encoders' (5-50x) to cost them labels under int8.
+OUTLIER_FACTOR = 1000.0
 
 
 def train_tokenizer(kind: str) -> PreTrainedTokenizerFast:
@@ -172,12 +176,15 @@ def trained_weights(kind: str) -> dict[str, torch.Tensor]:
     return load_file(built(f"weights-{kind}", build) / WEIGHTS)
 
 
-def make_backbone(directory: Path, kind: str, trained: bool = True) -> CustomModel:
+def make_backbone(directory: Path, kind: str, trained: bool = True, outliers: bool = False) -> CustomModel:
     """Write a backbone directory (config + tokenizer) and return a model of it, trained on the demo's rules
-    (or, with `trained=False`, as initialised: for tests of the files alone)."""
+    (or, with `trained=False`, as initialised: for tests of the files alone); with `outliers`, given outlier
+    channels of OUTLIER_FACTOR times their size, computing the same function."""
     copy_files(backbone_files(kind), directory)
     torch.manual_seed(0)
     model = CustomModel(AutoConfig.from_pretrained(directory), num_labels=len(DEMO_LABELS), classifier_dropout=0.1)
     if trained:
         model.load_state_dict(trained_weights(kind))
+    if outliers:
+        add_outliers(model, OUTLIER_FACTOR)
     return model.eval()

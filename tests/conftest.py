@@ -61,10 +61,16 @@ def sample_texts(rows: int) -> list[str | None]:
     return [*texts, "", "   ", None, "\x00\x1b\u200b\u202e"]
 
 
-def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40, layout: str | None = None) -> Workspace:
-    """Write a tiny backbone (of `kind`, or in one of `tests.layouts.LAYOUTS`), its checkpoint, a dataset and
-    params.yaml under `root` (the stages' cwd)."""
-    model = make_backbone(root / "backbone", kind) if layout is None else write_layout(root / "backbone", layout)
+def build_workspace(
+    root: Path, kind: str = "deberta-v2", rows: int = 40, layout: str | None = None, outliers: bool = False
+) -> Workspace:
+    """Write a tiny backbone (of `kind`, or in one of `tests.layouts.LAYOUTS`), its checkpoint (of the model with
+    outlier channels, if asked), a dataset and params.yaml under `root` (the stages' cwd)."""
+    model = (
+        make_backbone(root / "backbone", kind, outliers=outliers)
+        if layout is None
+        else write_layout(root / "backbone", layout)
+    )
     torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
     frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts})
@@ -93,8 +99,8 @@ def build_workspace(root: Path, kind: str = "deberta-v2", rows: int = 40, layout
 def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Build a workspace for one backbone family and chdir into it."""
 
-    def build(kind: str = "deberta-v2", rows: int = 40, layout: str | None = None) -> Workspace:
+    def build(kind: str = "deberta-v2", rows: int = 40, layout: str | None = None, outliers: bool = False) -> Workspace:
         monkeypatch.chdir(tmp_path)
-        return build_workspace(tmp_path, kind, rows, layout)
+        return build_workspace(tmp_path, kind, rows, layout, outliers)
 
     return build

@@ -4,13 +4,16 @@ Each cell runs `load_checkpoint` (a checkpoint saved the seed's way), `export` a
 on a tiny model of the family trained on the demo's rule labels. A cell passes the gate, or ends
 in a user error (exit 2) whose one line names the unsupported combination and what to use instead.
 The first column checks that `AutoModelForTokenClassification` loads the normalised model directory
-and gives the project's logits, or says why the family's class is not the seed's model.
+and gives the project's logits, or says why the family's class is not the seed's model. The last
+column is the same model given outlier channels as real pretrained encoders have them (fp32 unchanged,
+full int8 fails the gate): accuracy-aware int8, with how it passed and what full int8 agreed.
 
     python -m tests.support_matrix     # run every cell and rewrite the support table in docs/support.md
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +29,7 @@ from stages import export, load_checkpoint, parity
 from stages.core.errors import UserError
 from stages.model.directory import load_model_dir
 from stages.model.hub import hub_layout
+from tests.backbones import make_backbone
 from tests.conftest import REPO, build_workspace
 
 FAMILIES = {
@@ -42,6 +46,7 @@ EXPECTED_INPUTS = {  # the graph takes only the inputs the backbone uses
     family: TYPED if family in ("bert", "electra") else TYPED[:2] for family in FAMILIES
 }
 PRECISIONS = ("fp32", "int8", "fp16")
+OUTLIER_CELL = ("torchscript", "int8")  # exporter, precision of the outlier model's column
 HUB_ATOL = 1e-5  # fp32: the same weights in the same modules
 TABLE_START, TABLE_END = "<!-- support-matrix:start -->", "<!-- support-matrix:end -->"
 
@@ -56,6 +61,7 @@ class Outcome:
     line: str
     parity: dict
     sidecar: dict
+    outliers: bool = False  # the model given outlier channels
 
 
 def run_cell(workspace, exporter: str, precision: str) -> Outcome:
@@ -95,18 +101,36 @@ def hub_outcome(workspace) -> Outcome:
     )
 
 
+def outlier_outcome(workspace, family: str) -> Outcome:
+    """The family's model given outlier channels, saved as a checkpoint, loaded, exported at int8, gated."""
+    model = make_backbone(workspace.root / "backbone", family, outliers=True)
+    torch.save(model.state_dict(), workspace.root / "model.ckpt")
+    load_checkpoint.main()
+    return dataclasses.replace(run_cell(workspace, *OUTLIER_CELL), outliers=True)
+
+
 def run_family(root: Path, family: str) -> list[Outcome]:
     """Every cell of one family's row, in `root` (which becomes the working directory)."""
     os.chdir(root)
     workspace = build_workspace(root, family)
     load_checkpoint.main()
     cells = [run_cell(workspace, exporter, precision) for exporter in EXPORTERS for precision in PRECISIONS]
-    return [hub_outcome(workspace), *cells]
+    hub = hub_outcome(workspace)
+    return [hub, *cells, outlier_outcome(workspace, family)]
+
+
+def mix_text(conversion: dict) -> str:
+    """How accuracy-aware int8 passed where full int8 failed: smoothing, and the MatMuls kept float."""
+    floats = ", ".join(f"`{matmul['module']}`" for matmul in conversion["float_matmuls"])
+    how = "smoothed" if conversion["smoothing"] else "not smoothed"
+    return f"✓ {how}, " + (f"float: {floats}" if floats else "every MatMul int8") + " (full int8: ✗)"
 
 
 def cell_text(outcome: Outcome) -> str:
     if outcome.exporter == "transformers":
         return f"✓ {outcome.sidecar['architecture']}" if outcome.passed else outcome.line
+    if outcome.outliers and outcome.passed:
+        return mix_text(outcome.sidecar["precision_conversion"])
     return "✓" if outcome.passed else f"✗ {outcome.line}"
 
 
@@ -116,7 +140,8 @@ def render_row(family: str, outcomes: list[Outcome]) -> str:
 
 def render_table(rows: dict[str, list[Outcome]]) -> str:
     cells = [f"{exporter} {precision}" for exporter in EXPORTERS for precision in PRECISIONS]
-    header = ["family", "Hugging Face directory (`model.output`)", *cells]
+    outlier_cell = "with outlier channels: {} {}".format(*OUTLIER_CELL)
+    header = ["family", "Hugging Face directory (`model.output`)", *cells, outlier_cell]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *(render_row(family, outcomes) for family, outcomes in rows.items())])
 

@@ -12,8 +12,11 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_row(family, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # restored afterwards; run_family works in tmp_path
-    hub, *outcomes = run_family(tmp_path, family)
+    hub, *outcomes, outliers = run_family(tmp_path, family)
     assert hub.passed or family == "modernbert", hub.line  # its class adds a prediction head
+    assert outliers.passed and outliers.parity["rows_label_agreement"] >= 0.99, outliers.line
+    mix = outliers.sidecar["precision_conversion"]
+    assert mix["mix"] == "accuracy_aware" and not mix["trials"][0]["passed"], mix  # full int8 fails the gate
     for outcome in outcomes:
         cell = f"{family} {outcome.exporter} {outcome.precision}"
         if not outcome.passed:
@@ -25,8 +28,8 @@ def test_family_row(family, tmp_path, monkeypatch):
             conversion = outcome.sidecar["precision_conversion"]
             assert conversion["weight_matmuls"] > 0, cell
             assert conversion["quantized_weight_matmuls"] == conversion["weight_matmuls"], (cell, conversion)
-            assert conversion["float_weight_matmuls"] == 0, (cell, conversion)
+            assert conversion["float_weight_matmuls"] == 0 and conversion["mix"] == "full", (cell, conversion)
     page = SUPPORT_PAGE.read_text(encoding="utf-8")
-    assert render_row(family, [hub, *outcomes]) in page, (
+    assert render_row(family, [hub, *outcomes, outliers]) in page, (
         "regenerate the table in docs/support.md: python -m tests.support_matrix"
     )

@@ -81,6 +81,9 @@ class ExportParams:
     """The CPU that serves int8: `auto` (the one exporting, read from its flags), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX,
     or ARM: 8-bit weights) or `no_vnni` (AVX2, AVX-512 without VNNI: 7-bit weights, `reduce_range`, because
     onnxruntime's u8s8 kernels can saturate there). Recorded in `model.json`."""
+    int8_max_float_share: float = field(metadata=_range(0.0, 1.0))
+    """int8: at most this share of the weight MatMuls' multiply-adds may stay float for a mix to pass the parity gate,
+    else the export fails (docs/int8.md)."""
     dummy_batch: int = field(metadata=_range(2))
     """The export dummy's batch size (>= 2, so the axis stays dynamic)."""
     dummy_length: int = field(metadata=_range(2))

@@ -14,15 +14,20 @@ from stages.core.params import ExportParams
 from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
-from stages.graph.precision import apply_precision
+from stages.graph.precision import Int8Mixer, apply_precision, full_int8
 from stages.graph.rewrites import has_relative_attention
 from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
 
 NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
 
 
-def write_onnx_dir(model_dir: Path, params: ExportParams, target: Path) -> dict[str, Any]:
-    """Export the normalised model in `model_dir` into `target` (atomically); returns the metadata written."""
+def write_onnx_dir(
+    model_dir: Path, params: ExportParams, target: Path, int8_mixer: Int8Mixer = full_int8
+) -> dict[str, Any]:
+    """Export the normalised model in `model_dir` into `target` (atomically); returns the metadata written.
+
+    An int8 model is mixed by `int8_mixer`: every weight MatMul quantized by default (the benchmarks'
+    full int8); the export stage passes the mixer that keeps float what the parity gate needs."""
     model, spec = load_model_dir(model_dir)
     with atomic_directory(target) as staging:
         if params.onnx_file is None:
@@ -35,7 +40,9 @@ def write_onnx_dir(model_dir: Path, params: ExportParams, target: Path) -> dict[
             }
         served_as_given = origin.get("source_precision", "fp32") == params.precision
         conversion = (
-            {} if served_as_given else apply_precision(staging / ONNX_FILE, params.precision, params.int8_target)
+            {}
+            if served_as_given
+            else apply_precision(staging / ONNX_FILE, params.precision, params.int8_target, int8_mixer)
         )
         facts = {
             **origin,

@@ -7,10 +7,10 @@ quantization docs advise. `export.int8_target` names that CPU; `auto` means the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,16 @@ import onnx
 
 from stages.core.cpu import describe_cpu, has_vnni
 from stages.core.errors import UserError, raised_in_project
+from stages.graph.matmuls import matmul_census
 
 log = logging.getLogger(__name__)
 
 # Kept in fp32 in the fp16 model: normalisation and softmax accumulate sums that overflow fp16
 # (mDeBERTa is prone to it); the graph's inputs and outputs stay as they are (`keep_io_types`).
 FP16_FP32_OPS = ("LayerNormalization", "SimplifiedLayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
+# (prepared graph, exported fp32 graph, resolved int8 target) -> what it chose. It writes the int8 model over
+# the exported graph; `full_int8` quantizes everything, the export stage's mixer keeps what the gate needs float.
+Int8Mixer = Callable[[Path, Path, str], dict[str, Any]]
 
 
 @contextmanager
@@ -39,6 +43,21 @@ def quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+@contextmanager
+def converter_errors(precision: str) -> Iterator[None]:
+    """A converter library failing on this graph is a `UserError` that says to serve fp32 instead."""
+    try:
+        yield
+    except Exception as error:  # the converters raise many types, each meaning "cannot convert"; ours are bugs
+        if raised_in_project(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f"export.precision = {precision} cannot convert this graph ({type(error).__name__}: {first_line[:300]}); "
+            "use export.precision: fp32, or the other export.exporter"
+        ) from error
+
+
 def resolve_int8_target(target: str) -> str:
     """`vnni` or `no_vnni`: as given, or for `auto` what this machine's CPU has."""
     if target != "auto":
@@ -46,59 +65,58 @@ def resolve_int8_target(target: str) -> str:
     return "vnni" if has_vnni() else "no_vnni"
 
 
-def constant_values(graph: onnx.GraphProto) -> set[str]:
-    """Names of the values computable from initializers alone (weights, and Transposes or Casts of them)."""
-    constant = {initializer.name for initializer in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" or (node.input and all(name in constant for name in node.input if name)):
-            constant.update(node.output)
-    return constant
-
-
-def matmul_census(model: onnx.ModelProto) -> dict[str, int]:
-    """MatMuls by kind: weight (B constant) in float, quantized (MatMulInteger), activation x activation."""
-    constant = constant_values(model.graph)
-    counts = Counter(
-        "quantized_weight_matmuls"
-        if node.op_type == "MatMulInteger"
-        else "float_weight_matmuls"
-        if node.input[1] in constant
-        else "activation_matmuls"
-        for node in model.graph.node
-        if node.op_type in ("MatMul", "MatMulInteger")
-    )
-    return {key: counts[key] for key in ("quantized_weight_matmuls", "float_weight_matmuls", "activation_matmuls")}
-
-
 def prepare_for_quantization(source: Path, prepared: Path) -> None:
     """Shape inference and constant folding, so every weight reaches its MatMul as an initializer.
 
     Symbolic shape inference fails on some graphs (BERT's attention mask arithmetic, some exporters'
-    Range nodes); ONNX shape inference alone is then enough for dynamic quantization.
+    Range nodes); ONNX shape inference alone is then enough for dynamic quantization. A failed symbolic
+    pass saves its partial graph into the working directory, so it runs in the prepared graph's directory.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(source), str(prepared))
-    except Exception as error:  # any failure of onnxruntime's symbolic pass has the same fallback
-        if raised_in_project(error):
-            raise
-        log.info("symbolic shape inference failed (%s); using ONNX shape inference", str(error) or type(error).__name__)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    source, prepared = source.resolve(), prepared.resolve()
+    with converter_errors("int8"), quiet_root_logger(), contextlib.chdir(prepared.parent):
+        try:
+            quant_pre_process(str(source), str(prepared))
+        except Exception as error:  # any failure of the symbolic pass has the same fallback
+            if raised_in_project(error):
+                raise
+            reason = str(error) or type(error).__name__
+            log.info("symbolic shape inference failed (%s); using ONNX shape inference", reason)
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
 
 
-def quantize_int8(path: Path, int8_target: str) -> dict[str, Any]:
-    """Dynamic int8 with per-channel weights; 7-bit weights for a CPU without VNNI. Returns what it did."""
+def quantize_prepared(prepared: Path, output: Path, target: str, keep_float: Collection[str] = ()) -> None:
+    """Dynamic int8 of a prepared graph, per-channel weights (7-bit for `no_vnni`); `keep_float` names nodes
+    (weight MatMuls, the word embedding's Gather) left in float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    with converter_errors("int8"), quiet_root_logger():
+        quantize_dynamic(
+            str(prepared),
+            str(output),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=target == "no_vnni",
+            nodes_to_exclude=list(keep_float),
+        )
+
+
+def full_int8(prepared: Path, exported: Path, target: str) -> dict[str, Any]:
+    """The int8 mix that quantizes every weight MatMul and the word embedding."""
+    quantize_prepared(prepared, exported, target)
+    return {"mix": "full", "float_matmuls": []}
+
+
+def quantize_int8(path: Path, int8_target: str, mixer: Int8Mixer = full_int8) -> dict[str, Any]:
+    """Dynamic int8 with per-channel weights, 7-bit for a CPU without VNNI, mixed with float where `mixer`
+    says; returns what it did."""
     target = resolve_int8_target(int8_target)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch, quiet_root_logger():
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         prepare_for_quantization(path, prepared)
         weights = matmul_census(onnx.load(str(prepared), load_external_data=False))["float_weight_matmuls"]
-        quantize_dynamic(
-            str(prepared), str(path), weight_type=QuantType.QInt8, per_channel=True, reduce_range=target == "no_vnni"
-        )
+        mix = mixer(prepared, path, target)
     census = matmul_census(onnx.load(str(path), load_external_data=False))
     report = {
         "int8_target": target,
@@ -106,21 +124,22 @@ def quantize_int8(path: Path, int8_target: str) -> dict[str, Any]:
         "reduce_range": target == "no_vnni",
         "weight_matmuls": weights,
         **census,
+        **mix,
     }
+    kept = [entry["module"] for entry in mix["float_matmuls"]]
     log.info(
-        "int8 for %s CPUs%s: %d of %d weight MatMuls quantized, %d left in float; %d activation x activation "
+        "int8 for %s CPUs%s: %d of %d weight MatMuls quantized, %d kept float%s; %d activation x activation "
         "MatMuls stay fp32",
         target,
         " (7-bit weights)" if report["reduce_range"] else "",
         census["quantized_weight_matmuls"],
         weights,
-        census["float_weight_matmuls"],
+        len(kept),
+        f" ({', '.join(kept)})" if kept else "",
         census["activation_matmuls"],
     )
-    if census["float_weight_matmuls"]:
-        log.warning(
-            "%d weight MatMuls were not quantized: the int8 model is partly fp32", census["float_weight_matmuls"]
-        )
+    if unexpected := census["float_weight_matmuls"] - len(kept):
+        log.warning("%d weight MatMuls were not quantized: the int8 model is partly fp32", unexpected)
     return report
 
 
@@ -130,11 +149,12 @@ def convert_fp16(path: Path) -> dict[str, Any]:
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.ERROR)  # it logs whole node protos
-    model = convert_float_to_float16(
-        onnx.load(str(path)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_FP32_OPS]
-    )
-    drop_repeated_casts(model.graph)  # a deduplicated initializer gets one Cast per use, all with one name
-    OnnxModel(model).topological_sort()  # the converter appends its Cast nodes at the end
+    with converter_errors("fp16"):
+        model = convert_float_to_float16(
+            onnx.load(str(path)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_FP32_OPS]
+        )
+        drop_repeated_casts(model.graph)  # a deduplicated initializer gets one Cast per use, all with one name
+        OnnxModel(model).topological_sort()  # the converter appends its Cast nodes at the end
     onnx.save(model, str(path))
     return {"fp32_ops": sum(node.op_type in FP16_FP32_OPS for node in model.graph.node)}
 
@@ -153,20 +173,11 @@ def drop_repeated_casts(graph: onnx.GraphProto) -> None:
     graph.node.extend(kept)
 
 
-def apply_precision(path: Path, precision: str, int8_target: str) -> dict[str, Any]:
-    """Convert the fp32 model at `path` to `precision`; returns what the conversion did.
+def apply_precision(path: Path, precision: str, int8_target: str, int8_mixer: Int8Mixer = full_int8) -> dict[str, Any]:
+    """Convert the fp32 model at `path` to `precision` (int8: mixed by `int8_mixer`); returns what the conversion did.
 
     A graph the converter cannot handle is a `UserError` that says to serve fp32 instead.
     """
     if precision == "fp32":
         return {}
-    try:
-        return quantize_int8(path, int8_target) if precision == "int8" else convert_fp16(path)
-    except Exception as error:  # the converters raise many types for a graph they cannot convert; ours are bugs
-        if raised_in_project(error):
-            raise
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(
-            f"export.precision = {precision} cannot convert this graph ({type(error).__name__}: {first_line[:300]}); "
-            "use export.precision: fp32, or the other export.exporter"
-        ) from error
+    return quantize_int8(path, int8_target, int8_mixer) if precision == "int8" else convert_fp16(path)

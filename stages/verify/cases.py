@@ -18,6 +18,7 @@ from stages.model.token_model import CustomModel, torch_logits
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.dataset import empty_dataset, iter_blocks
 from stages.scoring.served import ServedModel
+from stages.scoring.tokens import Framing, TextTokenizer
 from stages.scoring.windows import make_windows
 from stages.verify.compare import ROWS_CASE, CaseReport, compare_case
 
@@ -45,14 +46,16 @@ def sample_texts(params: Params) -> list[str]:
     return [pool.texts[index] for index in sorted(chosen)]
 
 
-def dataset_batches(texts: list[str], served: ServedModel, params: Params) -> Iterator[dict[str, np.ndarray]]:
+def dataset_batches(
+    texts: list[str], tokenizer: TextTokenizer, framing: Framing, params: Params
+) -> Iterator[dict[str, np.ndarray]]:
     """Dataset rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
-    encoded = served.tokenizer.encode(texts)
-    windows = make_windows(encoded, served.framing, params.infer.long_text, params.infer.stride)
+    encoded = tokenizer.encode(texts)
+    windows = make_windows(encoded, framing, params.infer.long_text, params.infer.stride)
     batch_size = params.parity.batch_size
-    budget = batch_size * served.framing.max_length
+    budget = batch_size * framing.max_length
     for indices in plan_batches([len(window) for window in windows], batch_size, budget):
-        yield pad_batch([windows[index].input_ids for index in indices], served.pad_id)
+        yield pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id)
 
 
 def grid_batch(batch_size: int, length: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -74,17 +77,24 @@ def grid_shapes(parity: ParityParams, max_length: int) -> list[tuple[int, int]]:
     return [(batch, length) for batch in parity.grid_batch_sizes for length in lengths]
 
 
+def gate_inputs(
+    texts: list[str], tokenizer: TextTokenizer, framing: Framing, vocab_size: int, params: Params
+) -> Iterator[tuple[str, list[dict[str, np.ndarray]]]]:
+    """What the gate compares, case by case: the dataset rows' batches, then one random batch per grid shape."""
+    yield ROWS_CASE, list(dataset_batches(texts, tokenizer, framing, params))
+    for index, (batch, length) in enumerate(grid_shapes(params.parity, framing.max_length)):
+        yield f"grid {batch}x{length}", [grid_batch(batch, length, vocab_size, params.parity.seed + index)]
+
+
 def check_parity(
     model: CustomModel, served: ServedModel, params: Params, texts: list[str], tolerance: Tolerance
 ) -> tuple[list[CaseReport], Pairs]:
     """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
-    rows = run_pairs(model, served.session, dataset_batches(texts, served, params))
-    cases = [compare_case(ROWS_CASE, rows, tolerance)]
-    compared = list(rows)
-    for index, (batch, length) in enumerate(grid_shapes(params.parity, served.framing.max_length)):
-        arrays = grid_batch(batch, length, model.config.vocab_size, params.parity.seed + index)
-        pairs = run_pairs(model, served.session, iter([arrays]))
-        cases.append(compare_case(f"grid {batch}x{length}", pairs, tolerance))
+    cases, compared = [], []
+    inputs = gate_inputs(texts, served.tokenizer, served.framing, model.config.vocab_size, params)
+    for name, batches in inputs:
+        pairs = run_pairs(model, served.session, iter(batches))
+        cases.append(compare_case(name, pairs, tolerance))
         compared.extend(pairs)
     return cases, compared
 
