@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
 from tests.conftest import REPO
+
+CPU_INFO = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").is_file() else ""
 
 METRIC_KEYS = {
     "rows",
@@ -56,6 +59,8 @@ def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, expor
     metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert set(metrics) >= METRIC_KEYS and metrics["rows"] == len(source) and metrics["text_issues"]["null"] == 1
     assert metrics["provider"] == "CPUExecutionProvider"
+    if "cpu family" in CPU_INFO:  # x86 Linux: the generation is named, not only the flags
+        assert re.fullmatch(r".+, family \d+ model \d+ \(.*\)", metrics["cpu"]), metrics["cpu"]
     assert metrics["token_accuracy"] >= 0.99  # each token's label is its own piece's rule label: rows stayed aligned
 
 

@@ -27,14 +27,21 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name, or the machine type where it is not reported."""
+    """The CPU's model name with its family and model numbers (e.g. `AMD EPYC, family 23 model 1`: Zen 1),
+    which tell CPU generations apart where a VM hides the name; the machine type where nothing is reported."""
+    fields: dict[str, str] = {}
     try:
         for line in CPUINFO.read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor's block ends
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{name}, family {fields['cpu family']} model {fields['model']}"
+    return name
 
 
 def is_x86() -> bool:
@@ -52,6 +59,7 @@ def has_native_bf16() -> bool:
 
 
 def describe_cpu() -> str:
-    """Model name and the instruction sets that matter here, e.g. `AMD EPYC 7B13 (avx2 fma)`."""
+    """Model name, family/model and the instruction sets that matter here, e.g.
+    `AMD EPYC 7B13, family 25 model 1 (avx2 fma)`."""
     present = [flag for flag in SHOWN_FLAGS if flag in cpu_flags()]
     return f"{cpu_model()} ({' '.join(present) or 'no x86 SIMD flags read'})"

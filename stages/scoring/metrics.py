@@ -6,6 +6,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from stages.core.cpu import describe_cpu
+
 
 @dataclass
 class Tally:
@@ -61,7 +63,8 @@ def build_metrics(
     recovery: Recovery,
 ) -> dict:
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
-    this run; a rerun skips finished blocks), engine, provider, onnxruntime threads (all sessions together), rows
+    this run; a rerun skips finished blocks), engine, provider, the CPU that scored (local engine; on Ray each node
+    has its own), onnxruntime threads (all sessions together), rows
     scored on each machine, what the run recovered from, peak memory (of the largest process), and reference
     accuracy.
     """
@@ -85,6 +88,7 @@ def build_metrics(
         "tokens_per_s": round(scored_tokens / seconds, 1),
         "engine": engine,
         "provider": provider,
+        "cpu": describe_cpu() if engine == "local" else None,
         "threads": threads,
         "rows_per_node": dict(sorted(rows_per_node.items())),
         "lost_nodes": list(recovery.lost_nodes),

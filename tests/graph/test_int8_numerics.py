@@ -118,7 +118,9 @@ def test_weight_matmuls_are_named_after_their_modules(tmp_path, monkeypatch, kin
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     model = CustomModel(tiny_config(kind, 100, 0), num_labels=4, classifier_dropout=0.1).eval()
-    params = ExportParams(exporter, 18 if exporter == "dynamo" else 17, "int32", "fp32", "auto", 0.5, 2, 6, None, "onnx")
+    params = ExportParams(
+        exporter, 18 if exporter == "dynamo" else 17, "int32", "fp32", "auto", 0.5, 2, 6, None, "onnx"
+    )
     export_graph(model, params, tmp_path / "fp32.onnx")
     prepare_for_quantization(tmp_path / "fp32.onnx", tmp_path / "prepared.onnx")
     prepared = onnx.load(str(tmp_path / "prepared.onnx"))
