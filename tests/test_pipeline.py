@@ -97,6 +97,24 @@ def test_second_repro_reruns_nothing(demo):
     assert result.returncode == 0 and "Running stage" not in result.stdout, result.stdout
 
 
+def test_a_runtime_change_reruns_the_stages_that_read_runtime(demo):
+    root, _ = demo
+    params_file = root / "params.yaml"
+    original = params_file.read_text(encoding="utf-8")
+    params = yaml.safe_load(original)
+    params["runtime"]["intra_op_spinning"] = not params["runtime"]["intra_op_spinning"]
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    try:
+        changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
+    finally:
+        params_file.write_text(original, encoding="utf-8")
+    stages = {stage.split(":")[-1] for stage in changed}
+    assert {"export", "infer", "benchmark"} <= stages and "load_checkpoint" not in stages, changed
+    assert changed["benchmark"] == [{"changed deps": {"params.yaml": {"runtime": "modified"}}}], changed["benchmark"]
+    after = run([sys.executable, "-m", "dvc", "status", "--json"], root)
+    assert after.returncode == 0 and json.loads(after.stdout) == {}, after.stdout
+
+
 def test_perturbed_onnx_model_stops_dvc_at_parity(demo):
     root, _ = demo
     path = root / "models/onnx/model.onnx"
