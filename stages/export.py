@@ -34,11 +34,16 @@ def main() -> None:
     model_dir, target = Path(params.model.output), Path(params.export.output)
     metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir))
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
+    origin = (
+        f"{params.export.onnx_file} adopted"
+        if metadata["exporter"] == "onnx_file"
+        else f"{metadata['exporter']} exporter"
+    )
     log.info(
-        "wrote %s/%s: %s exporter, opset %d, %s, inputs %s",
+        "wrote %s/%s: %s, opset %d, %s, inputs %s",
         target,
         ONNX_FILE,
-        params.export.exporter,
+        origin,
         metadata["opset"],
         params.export.precision,
         inputs,
