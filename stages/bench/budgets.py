@@ -21,7 +21,7 @@ import yaml
 
 from stages.bench.end_to_end import sample_rows
 from stages.bench.served import Run, export_variant, infer_workdir, run_infer
-from stages.bench.subject import SIZES, normalised_model
+from stages.bench.subject import benchmark_parser, normalised_model
 from stages.core.cpu import describe_cpu
 from stages.core.params import PARAMS_FILE, load_params
 from stages.core.runner import run_stage
@@ -75,10 +75,7 @@ def format_table(runs: list[tuple[tuple[int, int, int], Run]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=SIZES, default="base", help="demo: the pipeline's model; base: mdeberta")
-    parser.add_argument("--dataset", default=None, help="a .parquet/.csv/.jsonl dataset (default: infer.input)")
-    parser.add_argument("--rows", type=int, default=600, help="the dataset's first rows")
+    parser = benchmark_parser(__doc__.splitlines()[0], rows=600)
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--rounds", type=int, default=1, help="runs per budget, taking turns; medians reported")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

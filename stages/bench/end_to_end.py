@@ -41,7 +41,7 @@ from stages.bench.served import (
     run_infer,
     subprocess_env,
 )
-from stages.bench.subject import SIZES, normalised_model
+from stages.bench.subject import benchmark_parser, normalised_model
 from stages.core.cpu import describe_cpu
 from stages.core.params import PARAMS_FILE, load_params
 from stages.core.runner import run_stage
@@ -181,12 +181,7 @@ def format_report(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size", choices=SIZES, default="base", help="demo: the pipeline's model; base: mdeberta shape"
-    )
-    parser.add_argument("--dataset", default=None, help="a .parquet/.csv/.jsonl dataset (default: infer.input)")
-    parser.add_argument("--rows", type=int, default=1000, help="the dataset's first rows")
+    parser = benchmark_parser(__doc__.splitlines()[0], rows=1000)
     parser.add_argument("--rounds", type=int, default=1, help="runs per engine, taking turns; medians reported")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(

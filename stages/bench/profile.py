@@ -13,7 +13,6 @@ attention's activation x activation products, which stay fp32 in an int8 model) 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import tempfile
@@ -24,7 +23,7 @@ import numpy as np
 
 from stages.bench.end_to_end import sample_rows
 from stages.bench.peaks import matmul_peak_samples, summarise_peaks
-from stages.bench.subject import SIZES, normalised_model
+from stages.bench.subject import benchmark_parser, normalised_model
 from stages.core.cpu import describe_cpu
 from stages.core.params import Params, load_params
 from stages.core.runner import run_stage
@@ -142,12 +141,7 @@ def format_profile(precision: str, summary: dict, top: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size", choices=SIZES, default="base", help="demo: the pipeline's model; base: mdeberta shape"
-    )
-    parser.add_argument("--dataset", default=None, help="a .parquet/.csv/.jsonl dataset (default: infer.input)")
-    parser.add_argument("--rows", type=int, default=300, help="the dataset's first rows")
+    parser = benchmark_parser(__doc__.splitlines()[0], rows=300)
     parser.add_argument("--precisions", default="int8,fp32", help="served precisions to profile, comma-separated")
     parser.add_argument("--top", type=int, default=12, help="op types and batch shapes shown")
     parser.add_argument("--metrics", type=Path, default=None, help="also write the profile as JSON here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import shutil
@@ -26,6 +27,17 @@ log = logging.getLogger(__name__)
 SIZES = ("demo", "base")
 BASE_NUM_LABELS, BASE_DROPOUT = 4, 0.2
 PLANTED_STRENGTH, PLANTED_HEAD_SCALE = 1.0, 0.5  # a label direction of norm 1 in embeddings of norm ~0.55
+
+
+def benchmark_parser(description: str, rows: int) -> argparse.ArgumentParser:
+    """A benchmark command's parser with the options they all take: the model under test and the rows."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--size", choices=SIZES, default="base", help="demo: the pipeline's model; base: mdeberta shape"
+    )
+    parser.add_argument("--dataset", default=None, help="a .parquet/.csv/.jsonl dataset (default: infer.input)")
+    parser.add_argument("--rows", type=int, default=rows, help="the dataset's first rows")
+    return parser
 
 
 def base_model(seed: int) -> CustomModel:
