@@ -20,8 +20,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 
 from stages import load_checkpoint
 from stages.graph.precision import quiet_root_logger, resolve_int8_target
-from stages.graph.session import build_feed, create_session, onnx_logits
-from stages.verify.compare import compare_case
+from stages.graph.session import build_feed, create_session
 from stages.verify.int8_mix import fall_back
 from stages.verify.mix_trials import PLAIN, SMOOTHED, MixSearch, Trial
 from tests.conftest import build_workspace
@@ -48,15 +47,7 @@ def static_int8(search: MixSearch) -> Trial:
             str(search.graphs[PLAIN]), str(path), RowBatches(search), quant_format=QuantFormat.QDQ, per_channel=True,
             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], reduce_range=search.target == "no_vnni",
         )  # fmt: skip
-    session = create_session(path, search.runtime)
-    cases = []
-    for (name, batches), references in zip(search.inputs, search.reference, strict=True):
-        pairs = [
-            (reference, onnx_logits(session, arrays), arrays["attention_mask"])
-            for reference, arrays in zip(references, batches, strict=True)
-        ]
-        cases.append(compare_case(name, pairs, search.tolerance))
-    return Trial(PLAIN, (), cases, path)
+    return Trial(PLAIN, (), search.judge(path), path)
 
 
 def remedies(search: MixSearch) -> dict[str, Trial]:

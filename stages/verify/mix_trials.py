@@ -133,15 +133,7 @@ class MixSearch:
         """Quantize `graph` with `floats` kept float and judge the result; a failing candidate's file is removed."""
         path = self.graphs[PLAIN].with_name(f"trial-{len(self.trials)}.onnx")
         quantize_prepared(self.graphs[graph], path, self.target, floats)
-        session = create_session(path, self.runtime)
-        cases = []
-        for (name, batches), references in zip(self.inputs, self.reference, strict=True):
-            pairs = [
-                (reference, onnx_logits(session, arrays), arrays["attention_mask"])
-                for reference, arrays in zip(references, batches, strict=True)
-            ]
-            cases.append(compare_case(name, pairs, self.tolerance))
-        trial = Trial(graph, floats, cases, path)
+        trial = Trial(graph, floats, self.judge(path), path)
         self.trials.append(trial)
         log.info(
             "int8 mix, %s graph, %d nodes float (%s): gate %s, label agreement %.4f (rows %.4f), max |diff| %.3g",
@@ -156,6 +148,18 @@ class MixSearch:
         if not trial.passed:
             path.unlink()
         return trial
+
+    def judge(self, path: Path) -> list[CaseReport]:
+        """The gate's cases for the int8 model at `path`: its logits on every input against the fp32 reference."""
+        session = create_session(path, self.runtime)
+        cases = []
+        for (name, batches), references in zip(self.inputs, self.reference, strict=True):
+            pairs = [
+                (reference, onnx_logits(session, arrays), arrays["attention_mask"])
+                for reference, arrays in zip(references, batches, strict=True)
+            ]
+            cases.append(compare_case(name, pairs, self.tolerance))
+        return cases
 
     def names(self, floats: tuple[str, ...]) -> list[str]:
         """Module names of float MatMuls, `word embedding` for the embedding's Gather."""
