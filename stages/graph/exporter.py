@@ -10,6 +10,7 @@ import torch
 
 from stages.core.errors import UserError, raised_in_project
 from stages.core.params import ExportParams
+from stages.graph.fusible import spell_for_fusion
 from stages.graph.rewrites import narrowed_relative_attention
 from stages.model.token_model import CustomModel, GraphInputs
 
@@ -36,9 +37,11 @@ def export_rewrites(exporter: str) -> contextlib.AbstractContextManager:
     return narrowed_relative_attention() if exporter == "dynamo" else contextlib.nullcontext()
 
 
-def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
-    """Run the chosen exporter; a backbone it cannot export is a `UserError` that names the other exporter.
-    An error raised in this project's own code (a rewrite, the model wrapper) is a bug and keeps its traceback."""
+def export_graph(model: CustomModel, params: ExportParams, path: Path) -> list[str]:
+    """Run the chosen exporter, then respell the graph where onnxruntime fuses another spelling
+    (`stages.graph.fusible`); returns those rewrites' names. A backbone the exporter cannot export is a
+    `UserError` that names the other exporter; an error raised in this project's own code (a rewrite, the
+    model wrapper) is a bug and keeps its traceback."""
     try:
         run_exporter(model, params, path)
     except Exception as error:  # exporters raise many types for a model they cannot export; ours are bugs
@@ -50,6 +53,7 @@ def export_graph(model: CustomModel, params: ExportParams, path: Path) -> None:
             f"the {params.exporter} exporter cannot export this {model.config.model_type} model "
             f"({type(error).__name__}: {first_line[:300]}); use export.exporter: {other} instead"
         ) from error
+    return spell_for_fusion(path)
 
 
 def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:

@@ -31,9 +31,12 @@ def write_onnx_dir(
     model, spec = load_model_dir(model_dir)
     with atomic_directory(target) as staging:
         if params.onnx_file is None:
-            export_graph(model, params, staging / ONNX_FILE)
+            rewrites = export_graph(model, params, staging / ONNX_FILE)
+            if params.exporter == "dynamo" and has_relative_attention(model):
+                rewrites.insert(0, "narrowed_relative_attention")
             origin = {"exporter": params.exporter}
         else:
+            rewrites = []  # a file is served as it was exported
             origin = {
                 "exporter": "onnx_file",
                 **adopt_onnx(Path(params.onnx_file), staging / ONNX_FILE, spec, params.precision),
@@ -53,9 +56,7 @@ def write_onnx_dir(
             "source_checkpoint": spec.source_checkpoint,
             "source_sha256": spec.source_sha256,
             "precision_conversion": conversion,
-            "rewrites": ["narrowed_relative_attention"]
-            if params.onnx_file is None and params.exporter == "dynamo" and has_relative_attention(model)
-            else [],
+            "rewrites": rewrites,
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
         for item in model_dir.iterdir():
