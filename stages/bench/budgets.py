@@ -54,7 +54,7 @@ def budget_runs(args: argparse.Namespace, work: Path) -> tuple[list[tuple[tuple[
         directory = work / "budget-{}-{}-{}".format(*budget)
         infer_workdir(settings, exported.workdir / "onnx", dataset, directory, args.threads)
         runs.append((budget, Run("infer", args.precision, workdir=directory)))
-    return runs, {"dataset": str(source), "rows": args.rows, "conversion": exported.conversion}
+    return runs, {"dataset": str(source), "rows": args.rows}
 
 
 def format_table(runs: list[tuple[tuple[int, int, int], Run]]) -> str:
