@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search judges mixes on the parity gate's inputs)
     "model.output", "export", "runtime",
-    "parity.samples", "parity.batch_size", "parity.seed", "parity.grid_batch_sizes", "parity.grid_lengths", "parity.int8",
-    "infer.input", "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride",
+    "parity.input", "parity.samples", "parity.batch_size", "parity.seed", "parity.grid_batch_sizes",
+    "parity.grid_lengths", "parity.int8", "annotations",
+    "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
 )  # fmt: skip
 
 

@@ -15,11 +15,11 @@ from stages.core.errors import UserError
 from stages.core.params import Params
 from stages.core.runner import run_stage
 from stages.scoring.local_engine import score_locally
-from stages.scoring.metrics import summary_of, warn_about_data
+from stages.scoring.metrics import quality_plots, summary_of, warn_about_data
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("export.output", "runtime", "infer")  # what this stage reads, as its params in dvc.yaml
+PARAMS = ("export.output", "runtime", "infer", "annotations")  # what this stage reads, as its params in dvc.yaml
 
 
 def score_with_ray(params: Params) -> dict:
@@ -40,13 +40,18 @@ def main() -> None:
     metrics = score_with_ray(params) if params.infer.engine == "ray" else score_locally(params)
     write_json(Path(params.infer.details), metrics)
     write_json(Path(params.infer.metrics), summary_of(metrics))
+    for name, rows in quality_plots(metrics).items():
+        write_json(Path(params.infer.plots) / name, rows)
     warn_about_data(metrics, log)
     summary = (
         f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "
         f"{metrics['texts_per_s']} texts/s, padding {metrics['padding_ratio']:.1%}, {metrics['provider']}"
     )
-    if "token_accuracy" in metrics:
-        summary += f", token accuracy vs infer.reference {metrics['token_accuracy']:.4f}"
+    if "entity_f1" in metrics:
+        summary += (
+            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f}, "
+            f"token accuracy {metrics['token_accuracy']:.4f}"
+        )
     log.info("wrote %s: %s", params.infer.output, summary)
 
 

@@ -1,8 +1,10 @@
 """Stage `parity`: does the ONNX model compute what the torch model computes? A failure stops the pipeline.
 
-Compared on dataset rows tokenised exactly as `infer` tokenises them and on a grid of batch sizes x
-sequence lengths, over non-pad tokens, with the session options and provider `infer` uses (TF32 off on
-CUDA). The report and plots are written first; then a failure exits 1 and says what to change.
+Compared on the rows of `parity.input` tokenised and windowed exactly as `infer` does (label agreement pooled
+over their tokens, their spans against torch's and, with gold annotations, each model's entity F1) and on a
+grid of batch sizes x sequence lengths (values, finiteness, and labels where the tolerance protects them), over
+non-pad tokens, with the session options and provider `infer` uses (TF32 off on CUDA). The report and plots
+are written first; then a failure exits 1 and says what to change.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from stages.graph.metadata import SIDECAR_FILE, read_sidecar
 from stages.graph.session import provider_of
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
-from stages.verify.cases import check_compatible, check_parity, plot_data, sample_texts
+from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
 from stages.verify.compare import build_report, case_details, explain_failure, format_table
 
 log = logging.getLogger(__name__)
 
 PARAMS = (  # what this stage reads, as its params in dvc.yaml: rows are tokenised and windowed as infer does
-    "model.output", "export.output", "runtime", "parity",
-    "infer.input", "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride",
+    "model.output", "export.output", "runtime", "parity", "annotations",
+    "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
 )  # fmt: skip
 
 
@@ -41,7 +43,8 @@ def main() -> None:
     check_compatible(spec, served.session, onnx_dir)
     precision = read_sidecar(onnx_dir)["precision"]
     tolerance = params.parity.tolerance(precision)
-    cases, compared = check_parity(model, served, params, sample_texts(params), tolerance)
+    inputs = gate_inputs(sample_rows(params), served.tokenizer, served.framing, spec, model.config.vocab_size, params)
+    cases, compared = check_parity(model, served.session, inputs, tolerance)
     report = build_report(cases, tolerance, precision, provider_of(served.session))
     write_json(Path(params.parity.report), report)
     write_json(Path(params.parity.details), case_details(cases))

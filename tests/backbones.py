@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -22,9 +23,10 @@ from transformers import (
 )
 
 from stages.bench.outliers import add_outliers
-from stages.demo.rules import DEMO_LABELS, rule_label
+from stages.demo.rules import CJK_RUN, DEMO_LABELS
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
+from stages.scoring.tokens import TextTokenizer
 from tests.built import built, copy_files
 
 CORPUS = [
@@ -117,6 +119,19 @@ def tiny_config(kind: str, vocab_size: int, pad_id: int):
     raise ValueError(kind)
 
 
+def rule_label(piece: str) -> str:
+    """A label planted on each token piece by its own characters: digits NUMBER, CJK characters CJK, an uppercase
+    first letter CAPITALIZED, else O. A model taught it is confident on any token, random ids too: these models test
+    the mechanics (layouts, exporters, precisions), not the gate's judgement (tests.context_model does that)."""
+    text = piece.replace("\u2581", "")
+    if any(char.isdigit() for char in text):
+        return "NUMBER"
+    if CJK_RUN.search(text):
+        return "CJK"
+    letters = [char for char in text if char.isalpha()]
+    return "CAPITALIZED" if letters and letters[0].isupper() else "O"
+
+
 def rule_label_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """Each vocabulary id's demo rule label (of its piece: NUMBER, CJK, CAPITALIZED or O), as the demo labels them;
     O for the special tokens that carry no text ([UNK] stands for text, so it keeps its piece's label)."""
@@ -188,3 +203,16 @@ def make_backbone(directory: Path, kind: str, trained: bool = True, outliers: bo
     if outliers:
         add_outliers(model, OUTLIER_FACTOR)
     return model.eval()
+
+
+def piece_rule_accuracy(source: pd.DataFrame, predictions: pd.DataFrame) -> float:
+    """The share of scored tokens labelled as the models were taught (`tests.backbones.rule_label` of each token's
+    piece), the row's tokens read again from its own text: high only where every row got its own predictions."""
+    tokenizer = TextTokenizer.load(Path("models/onnx"))
+    correct = total = 0
+    for text, row in zip(source["text"].fillna(""), predictions.itertuples(), strict=True):
+        (tokens,) = tokenizer.encode([text])
+        pieces = tokenizer.pieces(tokens.input_ids[len(tokens) - row.n_tokens :])
+        correct += sum(rule_label(piece) == label for piece, label in zip(pieces, row.labels, strict=True))
+        total += row.n_tokens
+    return correct / total

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from stages.demo.rules import DEMO_LABELS
+from stages.demo.rules import DEMO_LABELS, entity_spans
 from stages.model.token_model import CustomModel
 from tests.backbones import CORPUS, make_backbone
 from tests.layouts import write_layout
@@ -73,7 +73,8 @@ def build_workspace(
     )
     torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
-    frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts})
+    entities = [entity_spans(text or "") for text in texts]  # gold spans, by the demo's rule
+    frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts, "entities": entities})
     frame.to_parquet(root / "data.parquet")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["model"].update(
@@ -82,13 +83,15 @@ def build_workspace(
     # The TorchScript exporter takes a second where dynamo takes ten; tests about the exporters choose their own.
     params["export"].update(exporter="torchscript", opset=17)
     params["runtime"].update(providers=["CPUExecutionProvider"], intra_op_num_threads=1)
-    params["parity"].update(samples=24, batch_size=8, grid_batch_sizes=[1, 3], grid_lengths=[1, 2, 7, 64, 128])
-    params["infer"].update(
+    params["parity"].update(
         input=str(root / "data.parquet"),
-        output="out/predictions.parquet",
-        reference="none",
+        samples=24,
         batch_size=8,
-        block_rows=16,
+        grid_batch_sizes=[1, 3],
+        grid_lengths=[1, 2, 7, 64, 128],
+    )
+    params["infer"].update(
+        input=str(root / "data.parquet"), output="out/predictions.parquet", batch_size=8, block_rows=16
     )
     workspace = Workspace(root=root, model=model, params=params)
     workspace.write_params()

@@ -1,23 +1,32 @@
 """Build the HTML template `dvc plots show` renders with, with Vega inlined so the page renders offline.
 
     python -m tests.plots_template      # npm pack the pinned releases, rewrite .dvc/plots/offline.html
+                                        # and .dvc/plots/confusion_counts.json
 
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so on a machine without internet (where
 batch scoring often runs) the page is blank. `.dvc/config` points `plots.html_template` at this template,
 which carries the three scripts itself and no `{scripts}` placeholder, so DVC adds no CDN tags: the page
 renders anywhere, and can be copied elsewhere as one file. Vega, Vega-Lite and vega-embed are BSD-3-Clause
 (the Vega project, University of Washington Interactive Data Lab).
+
+`confusion_counts` is DVC's own `confusion` template summing a `tokens` field instead of counting rows: the
+demo's 330,000 scored tokens are 16 rows of counts, where the `confusion` template wants one row per token.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
+from dvc_render.vega_templates import ConfusionTemplate
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / ".dvc" / "plots" / "offline.html"
+CONFUSION_COUNTS = REPO / ".dvc" / "plots" / "confusion_counts.json"
 SCRIPTS = {  # package@version -> its browser build inside the npm tarball
     "vega@5.33.1": "package/build/vega.min.js",
     "vega-lite@5.23.0": "package/build/vega-lite.min.js",
@@ -56,7 +65,19 @@ def packed_script(package: str, member: str, scratch: Path) -> str:
     return script
 
 
+def write_confusion_counts() -> None:
+    """DVC's confusion template, with each cell the sum of its rows' `tokens` instead of their count."""
+    template = copy.deepcopy(ConfusionTemplate.DEFAULT_CONTENT)
+    aggregate = template["spec"]["transform"][0]
+    if aggregate["aggregate"] != [{"op": "count", "as": "xy_count"}]:
+        raise ValueError("DVC's confusion template changed: adapt write_confusion_counts to it")
+    aggregate["aggregate"] = [{"op": "sum", "field": "tokens", "as": "xy_count"}]
+    CONFUSION_COUNTS.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {CONFUSION_COUNTS}")
+
+
 def main() -> None:
+    write_confusion_counts()
     with tempfile.TemporaryDirectory() as scratch:
         scripts = [packed_script(package, member, Path(scratch)) for package, member in SCRIPTS.items()]
     body = "\n".join(f"    <script>\n{script}\n    </script>" for script in scripts)

@@ -21,8 +21,10 @@ from stages.core.errors import UserError
 from stages.scoring import parts as parts_module
 from stages.scoring.parts import PartFiles
 from stages.scoring.score import BlockFailed
+from stages.scoring.tokens import TextTokenizer
 from tests.backbones import CORPUS
 from tests.conftest import REPO
+from tests.faulty_graph import fail_on_token_ids
 
 
 @pytest.fixture
@@ -127,14 +129,16 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
 
 def test_a_block_that_raises_names_the_block_and_its_first_row_and_keeps_the_parts_before_it(exported):
     texts = [CORPUS[0]] * 64
-    texts[30] = CORPUS[1]  # the hook fails on Cyrillic: only in block 3 (rows 24-31)
+    texts[30] = CORPUS[1]  # the graph fails on Cyrillic tokens: only in block 3 (rows 24-31)
     pd.DataFrame({"id": [f"row-{index}" for index in range(64)], "text": texts}).to_parquet("data.parquet")
-    exported.write_params(infer={"reference": "tests.faulty_reference:label"})
+    tokenizer = TextTokenizer.load(Path("models/onnx"))
+    latin, cyrillic = (set(tokens.input_ids.tolist()) for tokens in tokenizer.encode(CORPUS[:2]))
+    fail_on_token_ids(Path("models/onnx/model.onnx"), cyrillic - latin, tokenizer.backend.get_vocab_size())
     with pytest.raises(
-        BlockFailed, match=r"^scoring block 3 \(first row id 'row-24'\) failed: ValueError: no ref"
+        BlockFailed, match=r"^scoring block 3 \(first row id 'row-24'\) failed: \w+: .*indices element out of data"
     ) as raised:
         infer.main()
-    assert isinstance(raised.value.__cause__, ValueError), "the hook's own error and traceback are kept"
+    assert raised.value.__cause__ is not None, "onnxruntime's own error and traceback are kept"
     parts = Path("out/predictions.parquet.parts")
     assert sorted(path.name for path in parts.glob("part-*.parquet")) == [f"part-00000{i}.parquet" for i in range(3)]
     assert not Path("out/predictions.parquet").exists() and not Path("out/predictions.parquet.lease").exists()

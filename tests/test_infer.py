@@ -15,6 +15,7 @@ import pytest
 
 from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
+from tests.backbones import piece_rule_accuracy
 from tests.conftest import REPO
 
 CPU_INFO = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").is_file() else ""
@@ -33,9 +34,9 @@ METRIC_KEYS = {
 
 
 def scored(make_workspace, kind: str = "deberta-v2", **export_params):
-    """Load, export and score the workspace's dataset; the model was trained on the demo's rule labels."""
+    """Load, export and score the workspace's dataset; the model was taught a label per token piece."""
     workspace = make_workspace(kind)
-    workspace.write_params(export=export_params, infer={"reference": "stages.demo.rules:rule_label"})
+    workspace.write_params(export=export_params)
     load_checkpoint.main()
     export.main()
     infer.main()
@@ -61,7 +62,9 @@ def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, expor
     assert metrics["provider"] == "CPUExecutionProvider"
     if "cpu family" in CPU_INFO:  # x86 Linux: the generation is named, not only the flags
         assert re.fullmatch(r".+, family \d+ model \d+ \(.*\)", metrics["cpu"]), metrics["cpu"]
-    assert metrics["token_accuracy"] >= 0.99  # each token's label is its own piece's rule label: rows stayed aligned
+    assert (
+        piece_rule_accuracy(source, predictions) >= 0.99
+    )  # each token's label is its own piece's: rows stayed aligned
 
 
 def test_long_texts_are_truncated_from_the_left_and_flagged(make_workspace):
@@ -74,16 +77,20 @@ def test_long_texts_are_truncated_from_the_left_and_flagged(make_workspace):
         assert row.starts[0] > 0
 
 
-def test_csv_and_jsonl_inputs_give_the_same_predictions(make_workspace):
+def test_csv_and_jsonl_inputs_give_the_same_predictions_and_scores(make_workspace):
     workspace, predictions = scored(make_workspace)
+    first = json.loads(Path("metrics/infer.json").read_text())
     source = pd.read_parquet(workspace.params["infer"]["input"])
-    source.to_csv("data.csv", index=False)
+    source.assign(entities=source.entities.map(lambda spans: json.dumps(spans.tolist()))).to_csv(
+        "data.csv", index=False
+    )
     source.to_json("data.jsonl", orient="records", lines=True, force_ascii=False)
     for path in ("data.csv", "data.jsonl"):
         workspace.write_params(infer={"input": path, "output": f"out/{path}.parquet"})
         infer.main()
         other = pd.read_parquet(f"out/{path}.parquet")
         assert other["label_ids"].map(list).tolist() == predictions["label_ids"].map(list).tolist(), path
+        assert json.loads(Path("metrics/infer.json").read_text())["entity_f1"] == first["entity_f1"], path
 
 
 def test_invalid_utf8_in_csv_is_scored_and_counted(make_workspace):
@@ -107,23 +114,6 @@ def test_dataset_without_the_text_column_names_its_columns(make_workspace):
     with pytest.raises(UserError, match=r"no column 'text' \(infer\.text_column\); its columns are: id, body"):
         infer.main()
     assert not Path("out/predictions.parquet").exists()
-
-
-def always_o(piece: str) -> str:
-    """A reference hook for the test below: every token's expected label is O."""
-    return "O"
-
-
-def test_reference_hook_named_in_params_scores_token_accuracy(make_workspace):
-    workspace, _ = scored(make_workspace)
-    workspace.write_params(infer={"reference": "tests.test_infer:always_o"})
-    infer.main()
-    metrics = json.loads(Path("metrics/infer_details.json").read_text())
-    assert 0 < metrics["label_counts"]["O"] < metrics["tokens"]
-    assert metrics["token_accuracy"] == round(metrics["label_counts"]["O"] / metrics["tokens"], 5)
-    workspace.write_params(infer={"reference": "tests.no_such_module:always_o"})
-    with pytest.raises(UserError, match=r"infer\.reference = 'tests\.no_such_module:always_o' cannot be loaded"):
-        infer.main()
 
 
 def test_scoring_imports_neither_torch_nor_transformers(make_workspace):

@@ -31,8 +31,10 @@ from stages.core.errors import UserError
 from stages.core.params import load_params
 from stages.scoring.parts import PartFiles
 from stages.scoring.storage import locate
+from stages.scoring.tokens import TextTokenizer
 from tests.backbones import CORPUS
 from tests.conftest import REPO, loopback_namespaces_usable, unavailable
+from tests.faulty_graph import fail_on_token_ids
 
 # Each scenario is scored by the local engine, then by the ray engine on one cluster.
 SCENARIOS = {
@@ -52,9 +54,9 @@ SCENARIOS = {
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
     # the dead driver's lease over, scores the damaged block again and the unfinished ones.
     "driver_killed": {"block_rows": 1},
-    # The reference hook raises on the last block (only row 60 is Cyrillic): the run stops naming that block and its
-    # first row, and the parts of the other blocks stay. Scored by the ray engine only.
-    "block_raises": {"input": "poisoned.parquet", "block_rows": 8, "reference": "tests.faulty_reference:label"},
+    # A broken graph fails on the last block (only row 60 is Cyrillic, and it fails on Cyrillic tokens): the run stops
+    # naming that block and its first row, and the parts of the other blocks stay. Scored by the ray engine only.
+    "block_raises": {"input": "poisoned.parquet", "block_rows": 8},
     # One actor per node; one actor's process is SIGKILLed once 4 parts are finished: Ray restarts it.
     "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
     # Last, as it breaks the cluster: one actor per node, and the second node is lost (SIGKILL to its raylet and
@@ -76,7 +78,11 @@ SAME_METRICS = (
     "truncated_rows",
     "padding_ratio",
     "label_counts",
+    "entity_f1",
+    "entities",
+    "token_confusion",
 )
+FAULTY_MODEL = "models/onnx-faulty"
 
 
 # The GCS marks a node dead after this many missed health checks, this often: ~5 s after it is lost (Ray's
@@ -134,10 +140,15 @@ def write_text_files(root: Path) -> None:
 
 
 def write_poisoned_dataset(root: Path) -> None:
-    """64 Latin texts but one Cyrillic (row 60, in the last block of 8), on which `tests.faulty_reference` raises."""
+    """64 Latin texts but one Cyrillic (row 60, in the last block of 8), and a copy of the model that fails on the
+    Cyrillic text's tokens (`tests.faulty_graph`)."""
     texts = [CORPUS[0]] * 64
     texts[60] = CORPUS[1]
     pd.DataFrame({"id": [f"row-{index}" for index in range(64)], "text": texts}).to_parquet(root / "poisoned.parquet")
+    shutil.copytree(root / "models/onnx", root / FAULTY_MODEL)
+    tokenizer = TextTokenizer.load(root / FAULTY_MODEL)
+    latin, cyrillic = (set(tokens.input_ids.tolist()) for tokens in tokenizer.encode(CORPUS[:2]))
+    fail_on_token_ids(root / FAULTY_MODEL / "model.onnx", cyrillic - latin, tokenizer.backend.get_vocab_size())
 
 
 def ray_command(name: str) -> str:
@@ -182,11 +193,12 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
             "output": f"out/local-{name}.parquet",
             "details": f"metrics/local-{name}.json",
         }
-        workspace.write_params(infer=scenario)
+        model = {"output": FAULTY_MODEL if name == FAILING else "models/onnx"}
+        workspace.write_params(infer=scenario, export=model)
         if name != FAILING:
             infer.main()
         scenario.update(engine="ray", output=f"out/ray-{name}.parquet")
-        workspace.write_params(infer={**scenario, "details": f"metrics/ray-{name}.json"})
+        workspace.write_params(infer={**scenario, "details": f"metrics/ray-{name}.json"}, export=model)
         shutil.copy("params.yaml", f"params-{name}.yaml")
         commands.append(f"cp params-{name}.yaml params.yaml && {ray_command(name)}")
 
@@ -239,9 +251,9 @@ def check_block_raises() -> None:
     """A block whose scoring raises stops the run, naming the block and its first row; the other parts stay."""
     log = Path(f"{FAILING}.log").read_text()
     last = log.strip().splitlines()[-1]
-    assert Path(f"{FAILING}.rc").read_text().strip() == "1", log[-3000:]  # a bug in a hook: its traceback is kept
+    assert Path(f"{FAILING}.rc").read_text().strip() == "1", log[-3000:]  # not the user's to fix: traceback kept
     assert last.startswith("stages.scoring.score.BlockFailed: scoring block 7 (first row id 'row-56') failed:"), last
-    assert "ValueError: no reference label for" in last, last
+    assert "indices element out of data bounds" in last, last
     parts = PartFiles(locate(f"out/ray-{FAILING}.parquet.parts"))
     assert 7 not in parts.indices() and parts.indices(), parts.indices()
     assert all(parts.finished(index) is not None for index in parts.indices()), "the other parts are whole"
@@ -286,14 +298,14 @@ def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_works
     from stages.scoring.ray_engine import write_blocks_file
 
     make_workspace()  # a dataset of 44 rows, blocks of 16
-    infer_params = load_params().infer
+    params = load_params()
     parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
-    assert write_blocks_file(infer_params, parts) == 3
+    assert write_blocks_file(params, parts) == 3
     blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
     whole = blocks_file.read_bytes()
     blocks_file.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
     with caplog.at_level(logging.WARNING):
-        assert write_blocks_file(infer_params, parts) == 3
+        assert write_blocks_file(params, parts) == 3
     assert "blocks.parquet is damaged (Parquet magic bytes not found" in caplog.text
     assert blocks_file.read_bytes() == whole, "written again, the same"
     texts = pq.ParquetFile(blocks_file).metadata.row_group(1).column(1)

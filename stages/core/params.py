@@ -130,15 +130,22 @@ class Tolerance:
     rtol: float = field(metadata=_range(0.0))
     """Relative tolerance, times `|torch|`."""
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
-    """The share of tokens whose predicted label must be torch's."""
+    """The share of tokens whose label must be torch's: the rows' tokens pooled; on the grid, those whose margin the
+    tolerance cannot close (docs/int8.md)."""
+    max_f1_drop: float = field(metadata=_range(0.0, 1.0))
+    """How far the rows' span F1 may fall: the ONNX spans' against torch's, and with gold, below torch's entity F1."""
 
 
 @dataclass(frozen=True)
 class ParityParams:
     """How torch and onnxruntime outputs are compared (stage `parity`)."""
 
+    input: str
+    """The gate's (and the int8 search's) rows: a labelled validation file, read as `infer.input` is, with `annotations`;
+    naming `infer.input` makes new data rerun the export and the gate."""
     samples: int = field(metadata=_range(1))
-    """Dataset rows compared, drawn with `seed` from the first 10 x `samples` rows and tokenised as `infer` does."""
+    """Rows of `input` compared, drawn with `seed` from its first 10 x `samples` rows and tokenised as `infer` does;
+    label agreement is pooled over their tokens (a few thousand measure 0.999)."""
     batch_size: int = field(metadata=_range(1))
     """How the dataset rows are batched (length-sorted, padded)."""
     grid_batch_sizes: tuple[int, ...] = field(metadata=_range(1))
@@ -150,7 +157,9 @@ class ParityParams:
     rtol: float = field(metadata=_range(0.0))
     """fp32: the relative part of the criterion."""
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
-    """fp32: the share of tokens whose label must agree."""
+    """fp32: the share of tokens whose label must agree (rows pooled; grid tokens the tolerance protects)."""
+    max_f1_drop: float = field(metadata=_range(0.0, 1.0))
+    """fp32: how far the rows' span F1 may fall (ONNX spans against torch's; entity F1 against gold)."""
     int8: Tolerance
     """The criterion for an int8 model (loose values, gated on label agreement)."""
     fp16: Tolerance
@@ -167,7 +176,7 @@ class ParityParams:
     def tolerance(self, precision: str) -> Tolerance:
         """The tolerance for the served precision: `atol`/`rtol`/`min_label_agreement` for fp32."""
         if precision == "fp32":
-            return Tolerance(self.atol, self.rtol, self.min_label_agreement)
+            return Tolerance(self.atol, self.rtol, self.min_label_agreement, self.max_f1_drop)
         return getattr(self, precision)
 
 
@@ -176,8 +185,7 @@ class InferParams:
     """How the dataset is scored (stage `infer`)."""
 
     input: str
-    """The dataset: a `.parquet`, `.csv` or `.jsonl` file, as a path or a URL (`s3://`, `gs://`, `file://`, any fsspec
-    protocol)."""
+    """The dataset: a `.parquet`, `.csv`, `.jsonl` or `.conll` file, as a path or any fsspec URL (`s3://`, `gs://`)."""
     text_column: str
     """The dataset's text column."""
     id_column: str
@@ -188,12 +196,13 @@ class InferParams:
     metrics: str
     """The run's headline numbers (`dvc exp show` lists them): rows, seconds, texts/s, padding, peak memory, accuracy."""
     details: str
-    """Everything the run counted: blocks, resumes, text issues, rows per node, recoveries, labels."""
+    """Everything the run counted: blocks, resumes, text issues, rows per node, recoveries, labels, entity scores."""
+    plots: str
+    """`dvc plots` data against gold: the token confusion matrix, entity F1 per label (empty without gold)."""
     long_text: Literal["truncate", "sliding_window"]
     """`truncate` (one window, cut on `model.truncation_side`) or `sliding_window` (every token scored)."""
     stride: int = field(metadata=_range(0))
-    """Tokens shared by consecutive sliding windows; each token's prediction comes from the window where it is most
-    central."""
+    """Tokens shared by consecutive sliding windows; a token's prediction is from the window where it is most central."""
     batch_size: int = field(metadata=_range(1))
     """At most this many windows per batch."""
     max_batch_tokens: int = field(metadata=_range(1))
@@ -209,9 +218,6 @@ class InferParams:
     """Also write each token's label probabilities."""
     span_ignore_labels: tuple[str, ...]
     """Labels that never form spans (e.g. `[O]`)."""
-    reference: str
-    """`module:function` mapping a token piece to its expected label name, to report token accuracy (the demo's:
-    `stages.demo.rules:rule_label`); `none` for your data."""
     engine: Literal["local", "ray"]
     """`local` (this process) or `ray` (a Ray Data actor pool; see docs/ray.md). Both resume from finished parts."""
     ray_actors: int = field(metadata=_range(1))
@@ -222,12 +228,25 @@ class InferParams:
     ray_gpus_per_actor: float = field(metadata=_range(0.0))
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
 
-    def __post_init__(self) -> None:
-        if self.reference != "none" and self.reference.count(":") != 1:
-            raise UserError(
-                f"infer.reference = {self.reference!r} must be none or module:function, "
-                "e.g. stages.demo.rules:rule_label"
-            )
+
+@dataclass(frozen=True)
+class AnnotationParams:
+    """Gold labels in a dataset (`parity.input`, `infer.input`), for entity precision, recall and F1 (docs/quality.md)."""
+
+    format: Literal["auto", "spans", "tags", "none"]
+    """`spans` (a list of `{start, end, label}` per row in `spans_column`), `tags` (words and a tag per word in
+    `words_column` and `tags_column`; `.conll` files always), `none`, or `auto`: spans where the dataset has
+    `spans_column`, else tags where it has both tag columns, else none."""
+    spans_column: str
+    """Character spans per row: `{start, end, label}` (Label Studio's `labels: [one]` too) or `[start, end, label]`."""
+    words_column: str
+    """Each row's words (`tokens`), found in the text in order, or joined by spaces where there is no text column."""
+    tags_column: str
+    """The column of each word's tag (Hugging Face datasets: `ner_tags`): names, or ids named by `tag_names`."""
+    scheme: Literal["iob2", "iob1", "io"]
+    """`iob2` (BIO: an entity starts with `B-`), `iob1` (`B-` only between two of one type), `io` (plain labels)."""
+    tag_names: tuple[str, ...] | None
+    """The name of each tag id for integer tags (a Hugging Face `ClassLabel`'s `names`)."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +284,7 @@ class Params:
     runtime: RuntimeParams
     parity: ParityParams
     infer: InferParams
+    annotations: AnnotationParams
     benchmark: BenchmarkParams
 
 

@@ -21,9 +21,8 @@ log = logging.getLogger(__name__)
 RENAMED_KEYS: dict[tuple[str, str], str | None] = {
     ("infer", "window_rows"): "block_rows",
     ("infer", "ray_batch_rows"): None,  # the ray engine scores blocks of infer.block_rows rows, as the local one
+    ("infer", "reference"): None,  # token accuracy and entity F1 come from gold annotations (annotations)
 }
-# Renamed values, accepted for one release with a warning: (key, old value) -> new value.
-RENAMED_VALUES = {("infer.reference", "demo_rules"): "stages.demo.rules:rule_label"}
 
 
 def value_range(low: float | None = None, high: float | None = None) -> dict[str, float | None]:
@@ -49,12 +48,7 @@ def parse_section(cls: type, raw: Any, prefix: str) -> Any:
         key = prefix + name
         if name not in raw:
             raise UserError(f"missing key {key} in params.yaml")
-        value = RENAMED_VALUES.get((key, raw[name]), raw[name]) if isinstance(raw[name], str) else raw[name]
-        if value is not raw[name]:
-            log.warning(
-                "%s: %r is deprecated; use %r (the old value works for one more release)", key, raw[name], value
-            )
-        values[name] = _parse_value(hints[name], value, key)
+        values[name] = _parse_value(hints[name], raw[name], key)
         _check_range(spec, values[name], key)
     return cls(**values)
 

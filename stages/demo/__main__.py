@@ -1,17 +1,19 @@
-"""Regenerate every demo artefact: the demo dataset, a tiny DeBERTa-v2 backbone and a trained checkpoint.
+"""Regenerate every demo artefact: the demo datasets, a tiny DeBERTa-v2 backbone and a trained checkpoint.
 
-The pipeline needs a checkpoint, a backbone directory and a dataset to run end to end, and the real
+The pipeline needs a checkpoint, a backbone directory and datasets to run end to end, and the real
 ones (mdeberta-v3-base, production text) are neither small nor shareable. This builds stand-ins
 offline and deterministically:
 
-* `data/demo.parquet`: synthetic multilingual rows (`stages.demo.corpus`).
+* `data/demo.parquet`: synthetic multilingual rows (`stages.demo.corpus`) to score, and
+  `data/validation.parquet`, a labelled validation split of other rows for the parity gate; both carry
+  gold spans (`entities`) from the demo rule (`stages.demo.rules`), so `infer` and `parity` report
+  entity F1.
 * `models/demo/backbone/`: a tiny DeBERTa-v2 with mdeberta-v3-base's architecture choices, in the
   files the hub ships mdeberta-v3-base with: `config.json`, a SentencePiece Unigram model
   `spm.model` trained on the demo texts, and `tokenizer_config.json`; no `tokenizer.json`
   (`stages.demo.tokenizer`).
 * `models/demo/demo.ckpt`: `torch.save(model.state_dict())` of the seed's `CustomModel`, trained
-  briefly to tag each token with `stages.demo.rules.rule_label`, so predictions are checkable
-  (`stages.demo.training`).
+  briefly on the demo rule's spans over a third set of rows, written nowhere (`stages.demo.training`).
 
 Everything is seeded, so two runs write byte-identical files on the same machine. Run with
 `python -m stages.demo` from the repository root; it takes a minute or two on two CPU cores.
@@ -29,24 +31,18 @@ from transformers import AutoConfig
 
 from stages.core.errors import CheckFailed
 from stages.core.runner import run_stage
-from stages.demo.corpus import make_texts, write_dataset
+from stages.demo.corpus import SEED, make_texts, write_dataset
 from stages.demo.tokenizer import MAX_LENGTH, save_backbone, train_sentencepiece
-from stages.demo.training import (
-    TARGET_ACCURACY,
-    TRAIN_LENGTH,
-    check_padding_invariance,
-    encode,
-    evaluate,
-    label_table,
-    split_rows,
-    train_model,
-)
+from stages.demo.training import TARGET_ACCURACY, TRAIN_LENGTH, check_padding_invariance, encode, evaluate, train_model
 
 log = logging.getLogger(__name__)
 
 DATASET_PATH = Path("data/demo.parquet")
+VALIDATION_PATH = Path("data/validation.parquet")
 BACKBONE_DIR = Path("models/demo/backbone")
 CHECKPOINT_PATH = Path("models/demo/demo.ckpt")
+VALIDATION_SEED, TRAINING_SEED = SEED + 1, SEED + 2  # other rows of the same distribution
+VALIDATION_ROWS = 1000
 
 
 def length_percentiles(sequences: list[list[int]]) -> dict[str, int]:
@@ -66,13 +62,16 @@ def directory_size(path: Path) -> int:
 
 
 def main() -> None:
-    """Regenerate dataset, backbone and checkpoint, and check the model's token accuracy."""
+    """Regenerate datasets, backbone and checkpoint, and check the model's token accuracy on unseen rows."""
     started = time.perf_counter()
     torch.set_num_threads(2)
     texts = make_texts()
     write_dataset(texts, DATASET_PATH)
+    validation = make_texts(VALIDATION_SEED)[:VALIDATION_ROWS]
+    write_dataset(validation, VALIDATION_PATH)
     present = [text for text in texts if text is not None]
-    log.info("wrote %s: %d rows, %d bytes", DATASET_PATH, len(texts), DATASET_PATH.stat().st_size)
+    for path, rows in ((DATASET_PATH, texts), (VALIDATION_PATH, validation)):
+        log.info("wrote %s: %d rows, %d bytes", path, len(rows), path.stat().st_size)
 
     tokenizer = save_backbone(train_sentencepiece(present), BACKBONE_DIR)
     config = AutoConfig.from_pretrained(BACKBONE_DIR)
@@ -81,14 +80,14 @@ def main() -> None:
     log.info("vocab %d, [UNK] %d of %d tokens", len(tokenizer), unknown, sum(map(len, untruncated)))
     log.info("token lengths (untruncated, [CLS]/[SEP] included): %s", length_percentiles(untruncated))
 
-    train_texts, held_out, long_held_out = split_rows(present, [len(ids) for ids in untruncated])
-    table = label_table(tokenizer)
-    model = train_model(config, encode(tokenizer, train_texts, TRAIN_LENGTH), table, tokenizer.pad_token_id)
+    training = [text for text in make_texts(TRAINING_SEED) if text and text.strip()]
+    held_out = [text for text in validation if text and text.strip()]
+    model = train_model(config, encode(tokenizer, training, TRAIN_LENGTH), tokenizer.pad_token_id)
     CHECKPOINT_PATH.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), CHECKPOINT_PATH)
 
-    check_padding_invariance(model, encode(tokenizer, held_out, MAX_LENGTH), tokenizer.pad_token_id)
-    accuracies = evaluate(model, tokenizer, table, held_out, long_held_out, present)
+    check_padding_invariance(model, encode(tokenizer, held_out, MAX_LENGTH).ids, tokenizer.pad_token_id)
+    accuracies = evaluate(model, tokenizer, held_out, MAX_LENGTH)
     for name, accuracy in accuracies.items():
         log.info("token accuracy %s: %.4f", name, accuracy)
     log.info(

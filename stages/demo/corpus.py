@@ -24,6 +24,7 @@ from stages.demo.lexicon import (
     LATIN,
     SENTENCE_END,
 )
+from stages.demo.rules import entity_spans
 
 SEED = 20240517
 NUM_ROWS = 6400
@@ -207,11 +208,24 @@ def make_texts(seed: int = SEED) -> list[str | None]:
     return texts
 
 
+SPANS_TYPE = pa.list_(pa.struct([("start", pa.int32()), ("end", pa.int32()), ("label", pa.string())]))
+
+
 def write_dataset(texts: list[str | None], path: Path) -> None:
-    """Write `id`, `text` (nullable string) as zstd-compressed Parquet."""
+    """Write `id`, `text` (nullable string) and `entities` (the demo rule's gold spans) as zstd-compressed Parquet."""
     table = pa.table(
-        {"id": [f"row-{index:06d}" for index in range(len(texts))], "text": texts},
-        schema=pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("text", pa.string())]),
+        {
+            "id": [f"row-{index:06d}" for index in range(len(texts))],
+            "text": texts,
+            "entities": [entity_spans(text or "") for text in texts],
+        },
+        schema=pa.schema(
+            [
+                pa.field("id", pa.string(), nullable=False),
+                pa.field("text", pa.string()),
+                pa.field("entities", SPANS_TYPE),
+            ]
+        ),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, compression="zstd", compression_level=19)

@@ -1,18 +1,20 @@
-"""Training the demo model to tag each token with its rule label, and checking it learnt the rules."""
+"""Training the demo model on the demo rule's spans (a token takes the label of the span holding it), and checking
+it learnt them on rows it never saw."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import DebertaV2Config, PreTrainedTokenizerBase
 
 from stages.core.errors import CheckFailed
-from stages.demo.rules import DEMO_LABELS, rule_label
-from stages.demo.tokenizer import MAX_LENGTH
+from stages.demo.rules import DEMO_LABELS, entity_spans
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
+from stages.scoring.quality import gold_token_types
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,6 @@ SEED = 20240517
 NUM_LABELS = len(DEMO_LABELS)
 CLASSIFIER_DROPOUT = 0.2
 TRAIN_LENGTH = 128
-HELD_OUT_EVERY = 10  # every 10th row is held out,
-LONG_HELD_OUT_EVERY = 4  # and every 4th row longer than MAX_LENGTH tokens
 BATCH_SIZE = 32
 TRAIN_STEPS = 400
 LEARNING_RATE = 3e-3
@@ -31,22 +31,27 @@ EVAL_BATCH_SIZE = 64
 TARGET_ACCURACY = 0.97
 
 
-def label_table(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """Label id of every vocabulary id: `rule_label` of its piece, -100 for special tokens but [UNK].
+@dataclass(frozen=True)
+class Encoded:
+    """Texts as token ids and, per token, the label id of the demo rule's span holding it (-100: special tokens)."""
 
-    [UNK] stands for real text, so it is labelled like any other piece; the template's [CLS]/[SEP]
-    and the padding carry no text and are ignored.
-    """
-    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    labels = torch.tensor([DEMO_LABELS.index(rule_label(piece)) for piece in pieces])
-    ignored = [index for index in tokenizer.all_special_ids if index != tokenizer.unk_token_id]
-    labels[ignored] = -100
-    return labels
+    ids: list[list[int]]
+    labels: list[list[int]]
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, left-truncated to `max_length` as the tokenizer is configured."""
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Encoded:
+    """Token ids of each text, truncated to `max_length` as the tokenizer is configured, and their rule labels."""
+    encoding = tokenizer(
+        texts, truncation=True, max_length=max_length, return_offsets_mapping=True, return_special_tokens_mask=True
+    )
+    labels = []
+    for text, offsets, special in zip(texts, encoding["offset_mapping"], encoding["special_tokens_mask"], strict=True):
+        gold = [(span["start"], span["end"], span["label"]) for span in entity_spans(text)]
+        types = gold_token_types(text, offsets, gold)
+        labels.append(
+            [-100 if is_special else DEMO_LABELS.index(kind) for kind, is_special in zip(types, special, strict=True)]
+        )
+    return Encoded(encoding["input_ids"], labels)
 
 
 def padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,25 +60,13 @@ def padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return torch.from_numpy(arrays["input_ids"]), torch.from_numpy(arrays["attention_mask"])
 
 
-def batch_labels(ids: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Per-token labels from the vocabulary table; padding positions get -100."""
-    return table[ids].masked_fill(mask == 0, -100)
+def padded_labels(labels: list[list[int]], length: int) -> torch.Tensor:
+    """Label ids padded with -100 to `length`."""
+    return torch.tensor([row + [-100] * (length - len(row)) for row in labels])
 
 
-def split_rows(texts: list[str], lengths: list[int]) -> tuple[list[str], list[str], list[str]]:
-    """Training texts, held-out texts, and the held-out texts longer than `MAX_LENGTH` tokens.
-
-    Long rows are held out more often than the others, so some are always tested at full length.
-    """
-    long_rows = [index for index, length in enumerate(lengths) if length > MAX_LENGTH]
-    held = set(range(0, len(texts), HELD_OUT_EVERY)) | set(long_rows[::LONG_HELD_OUT_EVERY])
-    train = [text for index, text in enumerate(texts) if index not in held]
-    held_out = [texts[index] for index in sorted(held)]
-    return train, held_out, [texts[index] for index in sorted(held.intersection(long_rows))]
-
-
-def train_model(config: DebertaV2Config, sequences: list[list[int]], table: torch.Tensor, pad_id: int) -> CustomModel:
-    """Train `CustomModel` to tag tokens with `rule_label`: AdamW, warmup then linear decay, padded batches."""
+def train_model(config: DebertaV2Config, rows: Encoded, pad_id: int) -> CustomModel:
+    """Train `CustomModel` to tag tokens with the rule's spans: AdamW, warmup then linear decay, padded batches."""
     torch.manual_seed(SEED)
     model = CustomModel(config, num_labels=NUM_LABELS, classifier_dropout=CLASSIFIER_DROPOUT)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
@@ -84,10 +77,10 @@ def train_model(config: DebertaV2Config, sequences: list[list[int]], table: torc
     sampler = np.random.default_rng(SEED)
     model.train()
     for step in range(TRAIN_STEPS):
-        picks = sampler.choice(len(sequences), BATCH_SIZE, replace=False)
-        ids, mask = padded([sequences[pick] for pick in picks], pad_id)
-        logits = model(ids, mask)
-        loss = loss_fn(logits.reshape(-1, NUM_LABELS), batch_labels(ids, mask, table).reshape(-1))
+        picks = sampler.choice(len(rows.ids), BATCH_SIZE, replace=False)
+        ids, mask = padded([rows.ids[pick] for pick in picks], pad_id)
+        labels = padded_labels([rows.labels[pick] for pick in picks], ids.shape[1])
+        loss = loss_fn(model(ids, mask).reshape(-1, NUM_LABELS), labels.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -98,13 +91,14 @@ def train_model(config: DebertaV2Config, sequences: list[list[int]], table: torc
 
 
 @torch.no_grad()
-def token_accuracy(model: CustomModel, sequences: list[list[int]], table: torch.Tensor, pad_id: int) -> float:
+def token_accuracy(model: CustomModel, rows: Encoded, pad_id: int) -> float:
     """Share of labelled tokens predicted right, in length-sorted padded batches."""
     correct = total = 0
-    ordered = sorted(sequences, key=len)
-    for start in range(0, len(ordered), EVAL_BATCH_SIZE):
-        ids, mask = padded(ordered[start : start + EVAL_BATCH_SIZE], pad_id)
-        labels = batch_labels(ids, mask, table)
+    order = sorted(range(len(rows.ids)), key=lambda index: len(rows.ids[index]))
+    for start in range(0, len(order), EVAL_BATCH_SIZE):
+        picks = order[start : start + EVAL_BATCH_SIZE]
+        ids, mask = padded([rows.ids[pick] for pick in picks], pad_id)
+        labels = padded_labels([rows.labels[pick] for pick in picks], ids.shape[1])
         predictions = model(ids, mask).argmax(-1)
         counted = labels != -100
         correct += int((predictions[counted] == labels[counted]).sum())
@@ -123,22 +117,11 @@ def check_padding_invariance(model: CustomModel, sequences: list[list[int]], pad
 
 
 def evaluate(
-    model: CustomModel,
-    tokenizer: PreTrainedTokenizerBase,
-    table: torch.Tensor,
-    held_out: list[str],
-    long_held_out: list[str],
-    rows: list[str],
+    model: CustomModel, tokenizer: PreTrainedTokenizerBase, held_out: list[str], max_length: int
 ) -> dict[str, float]:
-    """Token accuracy on held-out rows (at the training length and at 512), on the long held-out rows
-    at 512, and on every row at 512 (left-truncated, as the pipeline scores them)."""
-    cases = {
-        f"held-out@{TRAIN_LENGTH}": (held_out, TRAIN_LENGTH),
-        f"held-out@{MAX_LENGTH}": (held_out, MAX_LENGTH),
-        f"held-out-long({len(long_held_out)} rows)@{MAX_LENGTH}": (long_held_out, MAX_LENGTH),
-        f"all-rows@{MAX_LENGTH}": (rows, MAX_LENGTH),
-    }
+    """Token accuracy on rows the model never saw, at the training length and at `max_length` (left-truncated, as the
+    pipeline scores them)."""
     return {
-        name: token_accuracy(model, encode(tokenizer, texts, length), table, tokenizer.pad_token_id)
-        for name, (texts, length) in cases.items()
+        f"held-out@{length}": token_accuracy(model, encode(tokenizer, held_out, length), tokenizer.pad_token_id)
+        for length in (TRAIN_LENGTH, max_length)
     }

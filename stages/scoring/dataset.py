@@ -1,32 +1,36 @@
-"""Reading a text dataset (Parquet, CSV, JSONL) in blocks of rows, with ids kept and texts made safe.
+"""Reading a text dataset (Parquet, CSV, JSONL, CoNLL) in blocks of rows, with ids kept, texts made safe and gold
+annotations, where the dataset has them, read as character spans (`stages.scoring.annotations`).
 
 A dataset that cannot be read as a whole (missing, empty, corrupt, unparsable, a text column that is
 not text, rows without an id) is a `UserError` naming the file, the problem and the fix. A row whose
 text is bad (null, not a string, not UTF-8, empty, control characters) is read, and what happens
-to it is `infer.bad_rows`' decision.
+to it is `infer.bad_rows`' decision. A CoNLL file (`.conll`: a word and its tag last on each line, a blank
+line between sentences, `-DOCSTART-` lines skipped) is read as rows of words and tags, ids counting sentences.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from stages.core.errors import UserError
+from stages.core.params import AnnotationParams
+from stages.scoring.annotations import gold_columns, row_spans, tag_spans
+from stages.scoring.quality import Span
+from stages.scoring.readers import READERS, Columns, column_names
 from stages.scoring.storage import Location, locate, storage_error
 
-FORMATS = (".parquet", ".csv", ".jsonl")
+FORMATS = tuple(READERS)
+
 TEXT_ISSUES = ("null", "not_string", "invalid_utf8", "empty", "whitespace", "control_chars")
 ALLOWED_CONTROLS = frozenset("\t\n\r")
-CSV_BLOCK_BYTES = 1 << 22
-CSV_HEADER_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Block:
     ids: pa.Array
     texts: list[str]
     issues: list[str | None]
+    gold: list[list[Span]] | None = None  # each row's gold spans, where the dataset has annotations
 
 
 def text_issue(text: str) -> str | None:
@@ -54,36 +59,90 @@ def text_issue(text: str) -> str | None:
     return None
 
 
-def open_dataset(name: str) -> Location:
-    """The dataset `infer.input` names, checked to be a non-empty file of a known format."""
+def open_dataset(name: str, param: str = "infer.input") -> Location:
+    """The dataset `param` names, checked to be a non-empty file of a known format."""
     source = locate(name)
     info = source.info()
     if info.type == pafs.FileType.NotFound:
-        raise UserError(f"dataset not found: {name} (infer.input)")
+        raise UserError(f"dataset not found: {name} ({param})")
     if info.type != pafs.FileType.File:
-        raise UserError(f"dataset {name} is a directory; infer.input must name one {'/'.join(FORMATS)} file")
+        raise UserError(f"dataset {name} is a directory; {param} must name one {'/'.join(FORMATS)} file")
     if source.suffix not in FORMATS:
-        raise UserError(f"dataset {name} has an unknown format; infer.input must end in one of {', '.join(FORMATS)}")
+        raise UserError(f"dataset {name} has an unknown format; {param} must end in one of {', '.join(FORMATS)}")
     if info.size == 0:
-        raise UserError(f"dataset {name} is empty (0 bytes); write it again or point infer.input at the right file")
+        raise UserError(f"dataset {name} is empty (0 bytes); write it again or point {param} at the right file")
     return source
 
 
-def iter_blocks(name: str, text_column: str, id_column: str, block_rows: int) -> Iterator[Block]:
-    """Yield the dataset's rows in order, in blocks of `block_rows` rows, reading no more than that at once."""
-    source = open_dataset(name)
-    readers = {".parquet": _parquet_batches, ".csv": _csv_batches, ".jsonl": _jsonl_batches}
-    json_texts = source.suffix == ".jsonl"
+def iter_blocks(
+    name: str,
+    text_column: str,
+    id_column: str,
+    block_rows: int,
+    annotations: AnnotationParams | None = None,
+    param: str = "infer.input",
+) -> Iterator[Block]:
+    """Yield the dataset's rows in order, in blocks of `block_rows` rows, reading no more than that at once; with
+    `annotations`, each row's gold spans too. `param` names the dataset in errors."""
+    source = open_dataset(name, param)
     first_row = 0
     try:
-        for table in _rebatch(readers[source.suffix](source, text_column, id_column, block_rows), block_rows):
-            values = table.column(text_column).to_pylist()
-            if json_texts:
-                values = [json.loads(value) for value in values]
-            yield make_block(table.column(id_column).combine_chunks(), values, name, first_row)
+        columns = dataset_columns(source, text_column, id_column, annotations, param)
+        for table in _rebatch(READERS[source.suffix](source, columns, block_rows), block_rows):
+            values = {column: table.column(column).to_pylist() for column in columns.names[1:]}
+            if source.suffix == ".jsonl":
+                values = {column: [json.loads(value) for value in cells] for column, cells in values.items()}
+            ids = table.column(columns.id).combine_chunks()
+            yield annotated_block(ids, values, columns, annotations, name, first_row)
             first_row += table.num_rows
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(source, error) from None
+
+
+def dataset_columns(
+    source: Location, text_column: str, id_column: str, annotations: AnnotationParams | None, param: str
+) -> Columns:
+    """Which columns to read: the id and text, and the gold's where `annotations` finds them; all checked present."""
+    names = column_names(source, annotations)
+    if not names:  # JSON Lines without a record
+        raise empty_dataset(source.name, param)
+    gold_format, gold = gold_columns(annotations, names, source.name) if annotations else ("none", ())
+    text = None if gold_format == "tags" and text_column not in names else text_column
+    for param, column in (("infer.text_column", text), ("infer.id_column", id_column)):
+        if column is not None and column not in names:
+            raise UserError(
+                f"dataset {source.name} has no column {column!r} ({param}); its columns are: {', '.join(names)}"
+            )
+    return Columns(id_column, text, gold_format, gold)
+
+
+def annotated_block(
+    ids: pa.Array,
+    values: dict[str, list],
+    columns: Columns,
+    annotations: AnnotationParams | None,
+    name: str,
+    first_row: int,
+) -> Block:
+    """A block of rows with their gold spans (`annotations`), texts built from the words where the dataset has none."""
+    texts = values.get(columns.text) if columns.text else [None] * len(ids)
+    if columns.gold_format == "none":
+        return make_block(ids, texts, name, first_row)
+    places = [f"dataset {name} row {first_row + index} (id {row_id!r})" for index, row_id in enumerate(ids.to_pylist())]
+    if columns.gold_format == "spans":
+        block = make_block(ids, texts, name, first_row)
+        gold = [
+            row_spans(value, text, where)
+            for value, text, where in zip(values[columns.gold[0]], block.texts, places, strict=True)
+        ]
+        return dataclasses.replace(block, gold=gold)
+    words, tags = (values[column] for column in columns.gold)
+    built = [
+        tag_spans(row_words, row_tags, text, annotations, where)
+        for row_words, row_tags, text, where in zip(words, tags, texts, places, strict=True)
+    ]
+    block = make_block(ids, [text for text, _ in built], name, first_row)
+    return dataclasses.replace(block, gold=[spans for _, spans in built])
 
 
 def unreadable(source: Location, error: BaseException) -> UserError:
@@ -100,6 +159,7 @@ def unreadable(source: Location, error: BaseException) -> UserError:
         ".parquet": "write the file again (it is truncated or not Parquet)",
         ".csv": "fix that row (quote fields holding commas, quotes or newlines; one value per column)",
         ".jsonl": "fix that line",
+        ".conll": "fix that line (a word, then its tag last)",
     }
     return UserError(f"dataset {source.name} cannot be read: {reason[:300]}; {fixes[source.suffix]}")
 
@@ -118,99 +178,6 @@ def _rebatch(batches: Iterable[pa.RecordBatch], block_rows: int) -> Iterator[pa.
             pending, pending_rows = rest.to_batches(), rest.num_rows
     if pending_rows:
         yield pa.Table.from_batches(pending).combine_chunks()
-
-
-def _require_columns(name: str, columns: list[str], text_column: str, id_column: str) -> None:
-    for param, column in (("infer.text_column", text_column), ("infer.id_column", id_column)):
-        if column not in columns:
-            raise UserError(f"dataset {name} has no column {column!r} ({param}); its columns are: {', '.join(columns)}")
-
-
-def _parquet_batches(source: Location, text_column: str, id_column: str, block_rows: int) -> Iterator[pa.RecordBatch]:
-    reader = pq.ParquetFile(source.filesystem.open_input_file(source.path))
-    schema = reader.schema_arrow
-    _require_columns(source.name, schema.names, text_column, id_column)
-    kind = schema.field(text_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)):
-        raise UserError(
-            f"dataset {source.name} column {text_column!r} (infer.text_column) holds {kind} values, not text; "
-            "set infer.text_column to the column with the texts"
-        )
-    yield from reader.iter_batches(batch_size=block_rows, columns=[id_column, text_column])
-
-
-def _csv_batches(source: Location, text_column: str, id_column: str, block_rows: int) -> Iterator[pa.RecordBatch]:
-    header = pa_csv.open_csv(
-        source.filesystem.open_input_stream(source.path), read_options=pa_csv.ReadOptions(block_size=CSV_HEADER_BYTES)
-    ).schema.names
-    _require_columns(source.name, header, text_column, id_column)
-    yield from pa_csv.open_csv(
-        source.filesystem.open_input_stream(source.path),
-        read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        convert_options=csv_convert_options(text_column, id_column),
-    )
-
-
-def csv_convert_options(text_column: str, id_column: str) -> pa_csv.ConvertOptions:
-    """How CSV columns are read (by every engine): ids as strings, texts as bytes, empty cells as null.
-
-    Texts are read as bytes and decoded per row, so text that is not UTF-8 costs one row, not the run.
-    """
-    return pa_csv.ConvertOptions(
-        column_types={text_column: pa.binary(), id_column: pa.string()},
-        include_columns=[id_column, text_column],
-        strings_can_be_null=True,
-    )
-
-
-def jsonl_records(lines: Iterable[str], name: str) -> Iterator[dict]:
-    """The JSON objects of a JSON Lines stream, blank lines skipped; a bad line is a `UserError` naming it."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"dataset {name} line {number} is not JSON ({error}); fix or remove that line") from None
-        if not isinstance(record, dict):
-            raise UserError(f"dataset {name} line {number} is not a JSON object; write one object per line")
-        yield record
-
-
-def _jsonl_batches(source: Location, text_column: str, id_column: str, block_rows: int) -> Iterator[pa.RecordBatch]:
-    with source.filesystem.open_input_stream(source.path) as raw:
-        yield from jsonl_batches(raw, source.name, text_column, id_column, block_rows)
-
-
-def jsonl_batches(
-    raw: io.RawIOBase | pa.NativeFile, name: str, text_column: str, id_column: str, block_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """JSON Lines as batches of ids and JSON-encoded texts, so a text column mixing types survives Arrow.
-
-    Bytes that are not UTF-8 are replaced (U+FFFD) as they are read; the first record must have both columns.
-    """
-    ids: list = []
-    values: list[str] = []
-    for record in jsonl_records(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), name):
-        if not ids:
-            _require_columns(name, list(record), text_column, id_column)
-        ids.append(record.get(id_column))
-        values.append(json.dumps(record.get(text_column), ensure_ascii=False))
-        if len(values) == block_rows:
-            yield pa.record_batch({id_column: id_array(ids, name), text_column: pa.array(values, pa.string())})
-            ids, values = [], []
-    if values:
-        yield pa.record_batch({id_column: id_array(ids, name), text_column: pa.array(values, pa.string())})
-
-
-def id_array(ids: list, name: str) -> pa.Array:
-    """Ids as one Arrow array; ids of mixed types are a `UserError` naming the dataset."""
-    try:
-        return pa.array(ids)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise UserError(
-            f"dataset {name}: the id column mixes types ({error}); give every row an id of one type"
-        ) from None
 
 
 def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Block:
@@ -238,9 +205,9 @@ def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Bl
     return Block(ids=ids, texts=texts, issues=issues)
 
 
-def empty_dataset(name: str) -> UserError:
+def empty_dataset(name: str, param: str = "infer.input") -> UserError:
     """The error for a dataset with no rows, wherever it is found out."""
-    return UserError(f"dataset {name} has no rows (infer.input); point infer.input at a dataset with rows")
+    return UserError(f"dataset {name} has no rows ({param}); point {param} at a dataset with rows")
 
 
 def row_count(name: str) -> int | None:

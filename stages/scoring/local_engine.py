@@ -83,7 +83,9 @@ def blocks_to_score(
 ) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
     """Each block of the dataset: prepared for the model, or the tally of its finished (and verified) part."""
     infer = params.infer
-    for index, block in enumerate(iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows)):
+    for index, block in enumerate(
+        iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
+    ):
         if (done := parts.finished(index)) is not None:
             yield index, None, done
             continue

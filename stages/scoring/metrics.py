@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from stages.core.cpu import describe_cpu
+from stages.scoring.quality import EntityCounts, entity_scores
 
 
 @dataclass
@@ -24,14 +26,20 @@ class Tally:
     windows: int = 0
     truncated_rows: int = 0
     model_seconds: float = 0.0
-    reference_correct: int = 0
-    reference_total: int = 0
     text_issues: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    entities: EntityCounts = field(default_factory=EntityCounts)  # against gold annotations, where rows have them
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Tally:
+        """A tally from its JSON form (`dataclasses.asdict`)."""
+        return cls(**{**record, "entities": EntityCounts(**record["entities"])})
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
-            if isinstance(value, dict):
+            if isinstance(value, EntityCounts):
+                self.entities.add(value)
+            elif isinstance(value, dict):
                 merged = Counter(getattr(self, name))
                 merged.update(value)
                 setattr(self, name, dict(sorted(merged.items())))
@@ -65,8 +73,8 @@ def build_metrics(
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
     this run; a rerun skips finished blocks), engine, provider, the CPU that scored (local engine; on Ray each node
     has its own), onnxruntime threads (all sessions together), rows
-    scored on each machine, what the run recovered from, peak memory (of the largest process), and reference
-    accuracy.
+    scored on each machine, what the run recovered from, peak memory (of the largest process), and, where the rows
+    have gold annotations, entity precision, recall and F1 and token accuracy.
     """
     scored, scored_tokens = tally.rows - tally.resumed_rows, tally.tokens - tally.resumed_tokens
     metrics = {
@@ -97,12 +105,48 @@ def build_metrics(
         "peak_rss_mb": peak_rss_mb,
         "label_counts": tally.label_counts,
     }
-    if tally.reference_total:
-        metrics["token_accuracy"] = round(tally.reference_correct / tally.reference_total, 5)
+    if tally.entities.rows:
+        metrics.update(quality_metrics(tally.entities))
     return metrics
 
 
-SUMMARY_KEYS = ("rows", "seconds", "texts_per_s", "padding_ratio", "peak_rss_mb", "token_accuracy")
+def quality_metrics(counts: EntityCounts) -> dict:
+    """Entity F1, precision and recall (micro), token accuracy, and the per-label table, against gold annotations."""
+    scores = entity_scores(counts)
+    return {
+        "entity_f1": round(scores["micro"]["f1"], 5),
+        "entity_precision": round(scores["micro"]["precision"], 5),
+        "entity_recall": round(scores["micro"]["recall"], 5),
+        "token_accuracy": round(counts.token_accuracy, 5),
+        "gold_rows": counts.rows,
+        "entities": rounded(scores),
+        "token_confusion": counts.confusion,
+    }
+
+
+def rounded(scores: dict) -> dict:
+    """Scores to 5 decimals, supports as they are."""
+    return {
+        key: rounded(value) if isinstance(value, dict) else value if isinstance(value, int) else round(value, 5)
+        for key, value in scores.items()
+    }
+
+
+def quality_plots(metrics: dict) -> dict[str, list[dict]]:
+    """For `dvc plots`: tokens per (gold, predicted) type, and entity F1 per label then micro and macro; empty
+    lists where the rows have no gold annotations."""
+    confusion = [
+        {"gold": gold, "predicted": predicted, "tokens": tokens}
+        for pair, tokens in metrics.get("token_confusion", {}).items()
+        for gold, predicted in [pair.split("|")]
+    ]
+    scores = metrics.get("entities", {})
+    f1 = [{"label": label, "f1": values["f1"]} for label, values in scores.get("per_label", {}).items()]
+    f1 += [{"label": f"({average})", "f1": scores[average]["f1"]} for average in ("micro", "macro") if average in scores]
+    return {"confusion.json": confusion, "entity_f1.json": f1}
+
+
+SUMMARY_KEYS = ("rows", "seconds", "texts_per_s", "padding_ratio", "peak_rss_mb", "entity_f1", "token_accuracy")
 
 
 def summary_of(metrics: dict) -> dict:

@@ -127,7 +127,7 @@ class PartFiles:
             return None, "has no tally"
         try:
             record = json.loads(self.tally_of(index).read_bytes())
-            tally, written = Tally(**record["tally"]), record["part"]
+            tally, written = Tally.from_record(record["tally"]), record["part"]
         except (ValueError, KeyError, TypeError) as error:  # not UTF-8 or not JSON, or another layout
             return None, f"has a damaged tally ({type(error).__name__})"
         data = self.part(index).read_bytes()
@@ -142,7 +142,7 @@ class PartFiles:
 
     def recorded(self, index: int) -> Tally:
         """The tally of a part this run wrote or verified (read, not verified again)."""
-        return Tally(**json.loads(self.tally_of(index).read_bytes())["tally"])
+        return Tally.from_record(json.loads(self.tally_of(index).read_bytes())["tally"])
 
     def save(self, index: int, table: pa.Table, tally: Tally) -> None:
         """Encode the part, write its tally with the part's size and sha256, then the part itself: a part file

@@ -29,6 +29,7 @@ from stages.scoring.served import ServedModel
 from stages.scoring.storage import Location, storage_error
 
 BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
+GOLD_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())]))  # a row's spans
 SCORED_MARK = "scored-"
 
 
@@ -51,7 +52,15 @@ def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> B
             f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
             "again and the finished parts are kept"
         ) from None
-    return Block(rows.column("id").combine_chunks(), rows.column("text").to_pylist(), rows.column("issue").to_pylist())
+    gold = rows.column("gold").to_pylist()
+    return Block(
+        rows.column("id").combine_chunks(),
+        rows.column("text").to_pylist(),
+        rows.column("issue").to_pylist(),
+        None
+        if gold[0] is None
+        else [[(span["start"], span["end"], span["label"]) for span in spans] for spans in gold],
+    )
 
 
 def scored_mark(parts: Location, run_id: str, index: int) -> Location:

@@ -42,7 +42,7 @@ import ray.data
 
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
-from stages.core.params import InferParams, Params
+from stages.core.params import Params
 from stages.scoring.actor_resources import actor_runtime
 from stages.scoring.dataset import empty_dataset, iter_blocks
 from stages.scoring.lease import FileLease
@@ -50,7 +50,7 @@ from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.object_lease import ObjectLease
 from stages.scoring.output import count_duplicate_ids, finish_output, hold_output, output_location
 from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.ray_actor import BLOCKS_FILE, BlockScorer
+from stages.scoring.ray_actor import BLOCKS_FILE, GOLD_TYPE, BlockScorer
 from stages.scoring.ray_health import NodeWatch, recovery_of
 from stages.scoring.score import BlockFailed
 from stages.scoring.served import load_framing
@@ -62,8 +62,10 @@ log = logging.getLogger(__name__)
 Lease = FileLease | ObjectLease
 
 
-def write_blocks_file(infer: InferParams, parts: PartFiles) -> int:
-    """The dataset's blocks as one Parquet row group each, beside the parts (kept for a rerun); their count."""
+def write_blocks_file(params: Params, parts: PartFiles) -> int:
+    """The dataset's blocks as one Parquet row group each, with their gold spans, beside the parts (kept for a rerun);
+    their count."""
+    infer = params.infer
     blocks_file = parts.directory.child(BLOCKS_FILE)
     if (blocks := blocks_written(blocks_file)) is not None:
         return blocks
@@ -71,8 +73,16 @@ def write_blocks_file(infer: InferParams, parts: PartFiles) -> int:
     with atomic_file(blocks_file) as temporary:
         writer = None
         try:
-            for block in iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows):
-                table = pa.table({"id": block.ids, "text": block.texts, "issue": pa.array(block.issues, pa.string())})
+            rows = iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
+            for block in rows:
+                table = pa.table(
+                    {
+                        "id": block.ids,
+                        "text": block.texts,
+                        "issue": pa.array(block.issues, pa.string()),
+                        "gold": pa.array(block.gold or [None] * len(block.texts), GOLD_TYPE),
+                    }
+                )
                 if writer is None:
                     writer = pq.ParquetWriter(
                         temporary.path, table.schema, filesystem=temporary.filesystem, write_page_checksum=True
@@ -207,14 +217,14 @@ def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Ta
     reports, and what the run recovered from."""
     infer = params.infer
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
-    blocks = write_blocks_file(infer, parts)
+    blocks = write_blocks_file(params, parts)
     resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
     todo = [index for index in range(blocks) if index not in resumed]
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
     reports, recovery = score_on_cluster(params, parts, todo, lease) if todo else ([], Recovery())
     tally = Tally()
     for report in reports:
-        tally.add(Tally(**report["tally"]))
+        tally.add(Tally.from_record(report["tally"]))
     for done in resumed.values():
         done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
         tally.add(done)

@@ -19,11 +19,12 @@ import pyarrow as pa
 from stages.core.errors import UserError
 from stages.core.params import InferParams
 from stages.graph.session import onnx_logits
+from stages.scoring.annotations import gold_for_model
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.dataset import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.output import output_schema
-from stages.scoring.reference import load_reference
+from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import EncodedText
@@ -133,8 +134,9 @@ def score_block(served: ServedModel, prepared: PreparedBlock, params: InferParam
     schema = output_schema(block.ids.type, params.probabilities)
     columns: dict[str, list] = {name: [] for name in schema.names}
     columns["id"] = block.ids
-    rows = zip(prepared.texts, block.issues, prepared.skipped, predictions, encoded, strict=True)
-    for text, issue, skipped, prediction, tokens in rows:
+    gold = block.gold or [None] * len(encoded)
+    rows = zip(prepared.texts, block.issues, prepared.skipped, predictions, encoded, gold, strict=True)
+    for index, (text, issue, skipped, prediction, tokens, row_gold) in enumerate(rows):
         labels = names[prediction.label_ids].tolist()
         offsets = tokens.offsets[prediction.positions]
         starts, ends = offsets[:, 0].tolist(), offsets[:, 1].tolist()
@@ -147,32 +149,22 @@ def score_block(served: ServedModel, prepared: PreparedBlock, params: InferParam
         columns["starts"].append(starts)
         columns["ends"].append(ends)
         token_scores = prediction.probabilities.max(axis=-1) if len(labels) else np.empty(0, np.float32)
-        columns["spans"].append(aggregate_spans(text, labels, starts, ends, token_scores, ignore))
+        spans = aggregate_spans(text, labels, starts, ends, token_scores, ignore)
+        columns["spans"].append(spans)
+        if row_gold is not None and not skipped:
+            where = f"block row {index} (id {block.ids[index].as_py()!r})"
+            expected = scored_gold(gold_for_model(row_gold, text, served.labels, ignore, where), offsets)
+            tally.entities.count_row(expected, predicted_spans(text, spans))
+            tally.entities.count_tokens(gold_token_types(text, offsets, expected), token_types(labels, ignore))
         if params.probabilities:
             columns["probabilities"].append(prediction.probabilities.tolist())
         tally.tokens += len(labels)
         tally.truncated_rows += truncated
         for name, count in Counter(labels).items():
             tally.label_counts[name] = tally.label_counts.get(name, 0) + count
-    add_reference_accuracy(served, encoded, predictions, params.reference, tally)
     return pa.Table.from_pydict(columns, schema=schema), tally
 
 
 def score_rows(served: ServedModel, block: Block, params: InferParams) -> tuple[pa.Table, Tally]:
     """Prepare and score a block of rows in one call (for engines that do not pipeline)."""
     return score_block(served, prepare_block(served, block, params), params)
-
-
-def add_reference_accuracy(
-    served: ServedModel, encoded: list[EncodedText], predictions: list[RowPrediction], reference: str, tally: Tally
-) -> None:
-    """Compare predicted labels with the reference labels `infer.reference` gives the same token pieces."""
-    reference_label = load_reference(reference)
-    if reference_label is None:
-        return
-    for tokens, prediction in zip(encoded, predictions, strict=True):
-        pieces = served.tokenizer.pieces(tokens.input_ids[prediction.positions])
-        expected = [reference_label(piece) for piece in pieces]
-        predicted = [served.labels[label_id] for label_id in prediction.label_ids]
-        tally.reference_correct += sum(map(str.__eq__, expected, predicted))
-        tally.reference_total += len(pieces)

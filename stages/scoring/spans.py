@@ -9,6 +9,15 @@ import numpy as np
 BEGIN, INSIDE = "B-", "I-"
 
 
+def trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """`[start, end)` without the whitespace at its ends (an empty range stays where it is)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
 def entity_of(label: str) -> tuple[str, bool]:
     """(entity name, starts a new span) of a label: `B-PER` -> (PER, True), `I-PER`/`PER` -> (PER, False)."""
     if label.startswith(BEGIN):

@@ -1,9 +1,10 @@
-"""What parity compares: dataset rows tokenised exactly as `infer` does, and a grid of shapes away from the
-export dummy; torch and onnxruntime run on each, and the plots are drawn from the compared batches."""
+"""What parity compares: dataset rows tokenised and windowed exactly as `infer` does (their spans built as `infer`
+builds them), and a grid of shapes away from the export dummy; the same inputs judge every int8 mix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,47 +16,161 @@ from stages.graph.metadata import ONNX_FILE
 from stages.graph.session import onnx_logits
 from stages.model.directory import HeadSpec
 from stages.model.token_model import CustomModel, torch_logits
+from stages.scoring.annotations import gold_for_model
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.dataset import empty_dataset, iter_blocks
-from stages.scoring.served import ServedModel
-from stages.scoring.tokens import Framing, TextTokenizer
-from stages.scoring.windows import make_windows
-from stages.verify.compare import ROWS_CASE, CaseReport, compare_case
+from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, scored_gold, span_agreement
+from stages.scoring.score import merge_windows
+from stages.scoring.spans import aggregate_spans
+from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
+from stages.scoring.windows import Window, make_windows
+from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
-Pairs = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+Logits = Callable[[dict[str, np.ndarray]], np.ndarray]  # one padded batch -> [batch, sequence, labels]
 
 
-def run_pairs(
-    model: CustomModel, session: ort.InferenceSession, batches: Iterator[dict[str, np.ndarray]]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Torch and ONNX logits for each batch, with the batch's attention mask."""
-    return [(torch_logits(model, arrays), onnx_logits(session, arrays), arrays["attention_mask"]) for arrays in batches]
+@dataclass(frozen=True)
+class SampledRows:
+    """The gate's rows of `parity.input`: their texts, and their gold spans where the file has annotations."""
+
+    texts: list[str]
+    gold: list[list[Span]] | None
 
 
-def sample_texts(params: Params) -> list[str]:
-    """`parity.samples` texts drawn with `parity.seed` from the start of the dataset."""
+@dataclass(frozen=True)
+class GateRows:
+    """The sampled rows tokenised and windowed as `infer` does, in length-sorted batches, with what their spans need."""
+
+    texts: list[str]
+    encoded: list[EncodedText]
+    windows: list[Window]
+    batches: list[np.ndarray]  # window indices of each batch
+    arrays: list[dict[str, np.ndarray]]
+    gold: list[list[Span]] | None  # as the model can predict them (`gold_for_model`)
+    labels: tuple[str, ...]
+    ignore: frozenset[str]
+    prefix: int  # special tokens before a window's content
+
+    def spans(self, logits: list[np.ndarray]) -> tuple[list[list[Span]], list[list[Span]] | None]:
+        """Each row's spans from one model's logits on the batches, merged across windows as `infer` merges them,
+        and the gold spans that reach the scored tokens."""
+        per_window: list[np.ndarray] = [np.empty((0, len(self.labels)), np.float32)] * len(self.windows)
+        for indices, batch in zip(self.batches, logits, strict=True):
+            for position, index in enumerate(indices):
+                per_window[index] = batch[position, self.prefix : self.prefix + self.windows[index].length]
+        names = np.asarray(self.labels, dtype=object)
+        spans, gold = [], []
+        rows = zip(self.texts, self.encoded, merge_windows(self.encoded, self.windows, per_window), strict=True)
+        for index, (text, tokens, row) in enumerate(rows):
+            offsets = tokens.offsets[row.positions]
+            if self.gold is not None:
+                gold.append(scored_gold(self.gold[index], offsets))
+            found = aggregate_spans(
+                text, names[row.label_ids].tolist(), offsets[:, 0].tolist(), offsets[:, 1].tolist(),
+                np.zeros(len(row.positions), np.float32), self.ignore,
+            )  # fmt: skip
+            spans.append(predicted_spans(text, found))
+        return spans, None if self.gold is None else gold
+
+    def quality(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> SpanQuality:
+        """The candidate's spans against the reference's and, with gold, each one's entity F1."""
+        (expected, gold), (found, _) = self.spans(reference), self.spans(candidate)
+        return SpanQuality(
+            span_f1=span_agreement(expected, found),
+            entity_f1_reference=None if gold is None else entity_f1(gold, expected),
+            entity_f1_candidate=None if gold is None else entity_f1(gold, found),
+        )
+
+
+def entity_f1(gold: list[list[Span]], predicted: list[list[Span]]) -> float:
+    counts = EntityCounts()
+    for expected, found in zip(gold, predicted, strict=True):
+        counts.count_row(expected, found)
+    return entity_scores(counts)["micro"]["f1"]
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """Everything the gate runs a model on: the rows' batches, then one random batch per grid shape."""
+
+    rows: GateRows
+    grid: list[tuple[str, dict[str, np.ndarray]]]
+
+    def run(self, logits: Logits) -> list[list[np.ndarray]]:
+        """One model's logits: the rows' batches, then each grid case's batch."""
+        return [[logits(arrays) for arrays in self.rows.arrays], *([logits(arrays)] for _, arrays in self.grid)]
+
+    def judge(
+        self, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], tolerance: Tolerance
+    ) -> list[CaseReport]:
+        """Every case's verdict for the candidate's logits against the reference's."""
+        rows = compare_case(
+            ROWS_CASE, self.pairs(0, reference, candidate), tolerance,
+            self.rows.quality(reference[0], candidate[0]), pooled=True,
+        )  # fmt: skip
+        return [
+            rows,
+            *(
+                compare_case(name, self.pairs(index, reference, candidate), tolerance)
+                for index, (name, _) in enumerate(self.grid, start=1)
+            ),
+        ]
+
+    def pairs(self, case: int, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> Pairs:
+        masks = (
+            [arrays["attention_mask"] for arrays in self.rows.arrays]
+            if case == 0
+            else [self.grid[case - 1][1]["attention_mask"]]
+        )
+        return list(zip(reference[case], candidate[case], masks, strict=True))
+
+
+def sample_rows(params: Params) -> SampledRows:
+    """`parity.samples` rows drawn with `parity.seed` from the start of `parity.input`, with their gold spans."""
     pool_size = SAMPLE_POOL_FACTOR * params.parity.samples
-    blocks = iter_blocks(params.infer.input, params.infer.text_column, params.infer.id_column, pool_size)
+    infer = params.infer
+    blocks = iter_blocks(
+        params.parity.input, infer.text_column, infer.id_column, pool_size, params.annotations, "parity.input"
+    )
     pool = next(blocks, None)
     if pool is None:
-        raise empty_dataset(params.infer.input)
+        raise empty_dataset(params.parity.input, "parity.input")
     rng = np.random.default_rng(params.parity.seed)
-    chosen = rng.choice(len(pool.texts), size=min(params.parity.samples, len(pool.texts)), replace=False)
-    return [pool.texts[index] for index in sorted(chosen)]
+    chosen = sorted(rng.choice(len(pool.texts), size=min(params.parity.samples, len(pool.texts)), replace=False))
+    return SampledRows(
+        texts=[pool.texts[index] for index in chosen],
+        gold=None if pool.gold is None else [pool.gold[index] for index in chosen],
+    )
 
 
-def dataset_batches(
-    texts: list[str], tokenizer: TextTokenizer, framing: Framing, params: Params
-) -> Iterator[dict[str, np.ndarray]]:
-    """Dataset rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
-    encoded = tokenizer.encode(texts)
+def gate_rows(
+    sampled: SampledRows, tokenizer: TextTokenizer, framing: Framing, labels: tuple[str, ...], params: Params
+) -> GateRows:
+    """The rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
+    encoded = tokenizer.encode(sampled.texts)
     windows = make_windows(encoded, framing, params.infer.long_text, params.infer.stride)
     batch_size = params.parity.batch_size
-    budget = batch_size * framing.max_length
-    for indices in plan_batches([len(window) for window in windows], batch_size, budget):
-        yield pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id)
+    batches = list(plan_batches([len(window) for window in windows], batch_size, batch_size * framing.max_length))
+    ignore = frozenset(params.infer.span_ignore_labels)
+    gold = None
+    if sampled.gold is not None:
+        gold = [
+            gold_for_model(spans, text, labels, ignore, f"{params.parity.input} row {index} of the sample")
+            for index, (spans, text) in enumerate(zip(sampled.gold, sampled.texts, strict=True))
+        ]
+    return GateRows(
+        texts=sampled.texts,
+        encoded=encoded,
+        windows=windows,
+        batches=batches,
+        arrays=[pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id) for indices in batches],
+        gold=gold,
+        labels=labels,
+        ignore=ignore,
+        prefix=len(framing.prefix),
+    )
 
 
 def grid_batch(batch_size: int, length: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -78,25 +193,24 @@ def grid_shapes(parity: ParityParams, max_length: int) -> list[tuple[int, int]]:
 
 
 def gate_inputs(
-    texts: list[str], tokenizer: TextTokenizer, framing: Framing, vocab_size: int, params: Params
-) -> Iterator[tuple[str, list[dict[str, np.ndarray]]]]:
-    """What the gate compares, case by case: the dataset rows' batches, then one random batch per grid shape."""
-    yield ROWS_CASE, list(dataset_batches(texts, tokenizer, framing, params))
-    for index, (batch, length) in enumerate(grid_shapes(params.parity, framing.max_length)):
-        yield f"grid {batch}x{length}", [grid_batch(batch, length, vocab_size, params.parity.seed + index)]
+    sampled: SampledRows, tokenizer: TextTokenizer, framing: Framing, spec: HeadSpec, vocab_size: int, params: Params
+) -> GateInputs:
+    """What the gate compares: the sampled rows' batches, then one random batch per grid shape."""
+    grid = [
+        (f"grid {batch}x{length}", grid_batch(batch, length, vocab_size, params.parity.seed + index))
+        for index, (batch, length) in enumerate(grid_shapes(params.parity, framing.max_length))
+    ]
+    return GateInputs(gate_rows(sampled, tokenizer, framing, spec.labels, params), grid)
 
 
 def check_parity(
-    model: CustomModel, served: ServedModel, params: Params, texts: list[str], tolerance: Tolerance
+    model: CustomModel, session: ort.InferenceSession, inputs: GateInputs, tolerance: Tolerance
 ) -> tuple[list[CaseReport], Pairs]:
     """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
-    cases, compared = [], []
-    inputs = gate_inputs(texts, served.tokenizer, served.framing, model.config.vocab_size, params)
-    for name, batches in inputs:
-        pairs = run_pairs(model, served.session, iter(batches))
-        cases.append(compare_case(name, pairs, tolerance))
-        compared.extend(pairs)
-    return cases, compared
+    reference = inputs.run(lambda arrays: torch_logits(model, arrays))
+    candidate = inputs.run(lambda arrays: onnx_logits(session, arrays))
+    compared = [pair for case in range(len(reference)) for pair in inputs.pairs(case, reference, candidate)]
+    return inputs.judge(reference, candidate, tolerance), compared
 
 
 def plot_data(compared: Pairs) -> dict[str, list[dict]]:

@@ -1,7 +1,9 @@
 """Accuracy-aware int8: how the weight MatMuls are quantized, chosen on the parity gate's own inputs and tolerance.
 
-The gate's inputs are the sampled dataset rows (tokenised and windowed as `infer` does) and the grid of
-shapes; its tolerance is `parity.int8`; the reference is the fp32 ONNX model, which matches torch to ~1e-5.
+The gate's inputs are the sampled rows of `parity.input` (tokenised and windowed as `infer` does) and the grid of
+shapes; its tolerance is `parity.int8` (label agreement pooled over the rows, their spans, entity F1 with gold, and
+values everywhere); the reference is the fp32 ONNX model, which matches torch to ~1e-5. The search stops at the
+first mix the gate accepts.
 Each trial quantizes, runs every input and judges as the gate does; the first that passes is exported:
 
 1. full int8, every weight MatMul and the word embedding quantized;
@@ -30,7 +32,7 @@ from stages.graph.precision import Int8Mixer
 from stages.graph.sensitivity import simulated_int8_errors
 from stages.model.directory import CONFIG_FILE, HEAD_FILE, HeadSpec
 from stages.scoring.tokens import TextTokenizer
-from stages.verify.cases import gate_inputs, sample_texts
+from stages.verify.cases import gate_inputs, sample_rows
 from stages.verify.mix_trials import PLAIN, SMOOTHED, MixSearch, Trial
 
 
@@ -43,7 +45,7 @@ def accuracy_aware_int8(params: Params, model_dir: Path) -> Int8Mixer:
         tokenizer = TextTokenizer.load(model_dir)
         framing = tokenizer.framing(spec.max_length, spec.truncation_side)
         vocab_size = int(json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))["vocab_size"])
-        inputs = list(gate_inputs(sample_texts(params), tokenizer, framing, vocab_size, params))
+        inputs = gate_inputs(sample_rows(params), tokenizer, framing, spec, vocab_size, params)
         search = MixSearch.start(prepared, exported, target, inputs, params)
         chosen, reasons = choose_mix(search)
         chosen.path.replace(exported)

@@ -17,11 +17,11 @@ from stages.graph.precision import quantize_prepared
 from stages.graph.sensitivity import simulated_int8_errors
 from stages.graph.session import create_session, onnx_logits
 from stages.graph.smoothing import candidate_scales, channel_ranges, smooth, worth_smoothing
-from stages.verify.compare import ROWS_CASE, CaseReport, compare_case
+from stages.verify.cases import GateInputs
+from stages.verify.compare import ROWS_CASE, CaseReport
 
 log = logging.getLogger(__name__)
 
-GateInputs = list[tuple[str, list[dict[str, np.ndarray]]]]  # (case name, its batches), as `gate_inputs` yields
 PLAIN, SMOOTHED = "plain", "smoothed"  # the prepared graph, and the same graph after scale migration
 CALIBRATION_SLOTS = 4096  # padded token slots of the first row batches that ranges and int8 errors are measured on
 
@@ -77,7 +77,7 @@ class MixSearch:
         exported_graph = onnx.load(str(exported), load_external_data=False)
         runtime = params.runtime.on_cpu(params.runtime.intra_op_num_threads)
         session = create_session(prepared, runtime)
-        reference = [[onnx_logits(session, arrays) for arrays in batches] for _, batches in inputs]
+        reference = inputs.run(lambda arrays: onnx_logits(session, arrays))
         return cls(
             graphs={PLAIN: prepared},
             exported=exported_graph,
@@ -94,7 +94,7 @@ class MixSearch:
     def calibration_rows(self) -> list[dict[str, np.ndarray]]:
         """The first row batches, up to CALIBRATION_SLOTS padded token slots (at least one batch)."""
         batches, slots = [], 0
-        for arrays in self.inputs[0][1]:
+        for arrays in self.inputs.rows.arrays:
             if slots >= CALIBRATION_SLOTS:
                 break
             batches.append(arrays)
@@ -152,14 +152,9 @@ class MixSearch:
     def judge(self, path: Path) -> list[CaseReport]:
         """The gate's cases for the int8 model at `path`: its logits on every input against the fp32 reference."""
         session = create_session(path, self.runtime)
-        cases = []
-        for (name, batches), references in zip(self.inputs, self.reference, strict=True):
-            pairs = [
-                (reference, onnx_logits(session, arrays), arrays["attention_mask"])
-                for reference, arrays in zip(references, batches, strict=True)
-            ]
-            cases.append(compare_case(name, pairs, self.tolerance))
-        return cases
+        return self.inputs.judge(
+            self.reference, self.inputs.run(lambda arrays: onnx_logits(session, arrays)), self.tolerance
+        )
 
     def names(self, floats: tuple[str, ...]) -> list[str]:
         """Module names of float MatMuls, `word embedding` for the embedding's Gather."""

@@ -78,25 +78,19 @@ def test_a_user_error_exits_2_with_one_line_and_no_traceback(tmp_path):
 def renamed(params: dict) -> None:
     params["infer"]["window_rows"] = params["infer"].pop("block_rows")
     params["infer"]["ray_batch_rows"] = 512
-    params["infer"]["reference"] = "demo_rules"
+    params["infer"]["reference"] = "stages.demo.rules:rule_label"
 
 
 def test_renamed_keys_still_load_for_one_release_with_a_warning(tmp_path, caplog):
     params = load_params(write(tmp_path, renamed))
     original = load_params(REPO / "params.yaml")
     assert params.infer.block_rows == original.infer.block_rows
-    assert params.infer.reference == "stages.demo.rules:rule_label"
     warnings = " ".join(record.getMessage() for record in caplog.records)
     assert "infer.window_rows is renamed infer.block_rows" in warnings
     assert "infer.ray_batch_rows is no longer used" in warnings
-    assert "'demo_rules' is deprecated; use 'stages.demo.rules:rule_label'" in warnings
+    assert "infer.reference is no longer used" in warnings
 
 
 def test_old_and_new_name_together_is_an_error(tmp_path):
     with pytest.raises(UserError, match=r"sets both infer\.window_rows and infer\.block_rows"):
         load_params(write(tmp_path, lambda p: p["infer"].update(window_rows=8)))
-
-
-def test_reference_must_name_a_function(tmp_path):
-    with pytest.raises(UserError, match=r"infer\.reference = 'rules' must be none or module:function"):
-        load_params(write(tmp_path, lambda p: p["infer"].update(reference="rules")))

@@ -51,3 +51,18 @@ def test_statistics_and_smallest_passing_atol():
     expected_atol = 0.5 - params.rtol * abs(reference[1, 4, 0])
     assert case.min_passing_atol == pytest.approx(expected_atol, rel=1e-4)
     assert case.tokens == 8 and case.mean_abs_diff == pytest.approx(0.5 / 32, rel=1e-4)
+
+
+def test_a_grid_near_tie_that_flips_is_noise_and_a_rows_flip_or_a_decisive_flip_is_not():
+    int8 = load_params(REPO / "params.yaml").parity.int8  # atol 1 + rtol 0.2: two logits may move 2 + 0.2 x both
+    reference = np.array([[[5.0, 4.5, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0]]], dtype=np.float32)  # a near-tie, a clear win
+    candidate = reference.copy()
+    candidate[0, 0, :2] = [4.6, 4.9]  # the near-tie flips, within the tolerance
+    mask = np.ones((1, 2), dtype=np.int64)
+    grid = compare_case("grid 1x2", [(reference, candidate, mask)], int8)
+    assert grid.passed and grid.agreement_tokens == 1 and grid.label_agreement == 1.0
+    rows = compare_case("rows", [(reference, candidate, mask)], int8, pooled=True)
+    assert rows.failed == ("label_agreement",) and rows.agreement_tokens == 2 and rows.label_agreement == 0.5
+    candidate[0, 1, :2] = [4.0, 4.5]  # the clear win flips: beyond the tolerance, and counted
+    grid = compare_case("grid 1x2", [(reference, candidate, mask)], int8)
+    assert grid.failed == ("values", "label_agreement") and grid.label_agreement == 0.0
