@@ -6,7 +6,7 @@ a sidecar repeating the metadata stored in the ONNX model itself (exporter, opse
 dtypes, labels, max_length, truncation side, precision, library versions).
 
 An int8 model is accuracy-aware: the weight MatMuls whose quantization would fail the parity gate on
-its own rows and grid stay float (`stages.verify.int8_mix`); `model.json` says which and why.
+its own rows and grid stay float (`stages.quantize.policy`); `model.json` says which and why.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
-from stages.verify.int8_mix import accuracy_aware_int8
+from stages.quantize.policy import accuracy_aware_int8
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Stage `infer`: score a text dataset with the ONNX model, at dataset scale, resumably.
 
 Engine `local` scores in this process (`stages.scoring.local_engine`); engine `ray` runs the same
-scoring on a Ray Data actor pool (`stages.scoring.ray_engine`). Both write the same file and metrics.
+scoring on a Ray Data actor pool (`stages.scoring.cluster.engine`). Both write the same file and metrics.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 PARAMS = ("export.output", "runtime", "infer", "annotations")  # what this stage reads, as its params in dvc.yaml
 
 
-def score_with_ray(params: Params) -> dict:
+def score_on_ray(params: Params) -> dict:
     """Engine `ray`, imported only when asked for: Ray is an optional extra."""
     try:
-        from stages.scoring.ray_engine import score_with_ray as score
+        from stages.scoring.cluster.engine import score_with_ray as score
     except ModuleNotFoundError as error:
         if error.name != "ray":
             raise
@@ -37,7 +37,7 @@ def score_with_ray(params: Params) -> dict:
 
 def main() -> None:
     params = load_declared(PARAMS)
-    metrics = score_with_ray(params) if params.infer.engine == "ray" else score_locally(params)
+    metrics = score_on_ray(params) if params.infer.engine == "ray" else score_locally(params)
     write_json(Path(params.infer.details), metrics)
     write_json(Path(params.infer.metrics), summary_of(metrics))
     for name, rows in quality_plots(metrics).items():

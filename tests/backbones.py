@@ -22,12 +22,12 @@ from transformers import (
     XLMRobertaConfig,
 )
 
-from stages.bench.outliers import add_outliers
-from stages.demo.rules import CJK_RUN, DEMO_LABELS
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
 from tests.built import built, copy_files
+from tools.demo.rules import CJK_RUN, DEMO_LABELS
+from tools.outliers import add_outliers
 
 CORPUS = [
     "Hello world 123, the quick brown Fox jumps over 42 lazy dogs.",
@@ -40,7 +40,7 @@ SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 MAX_LENGTH = 128  # the tiny configs' position limit
 TRAIN_STEPS, TRAIN_BATCH = 150, 16
 KINDS = ("deberta-v2", "bert", "distilbert", "roberta", "electra", "modernbert")
-# Outlier channels this many times their size (stages.bench.outliers): the trained tiny models decide every label
+# Outlier channels this many times their size (tools.outliers): the trained tiny models decide every label
 # by >= 5 logits, so it takes outliers far larger than real encoders' (5-50x) to cost them labels under int8.
 OUTLIER_FACTOR = 1000.0
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".pytest_cache" / "built"
 SOURCES = (
     "tests/backbones.py", "tests/layouts.py", "tests/built.py", "tests/data/real_text.parquet",
-    "stages/model/token_model.py", "stages/model/tokenizer_layout.py", "stages/model/backbone.py", "stages/demo/rules.py",
+    "stages/model/token_model.py", "stages/model/tokenizer_layout.py", "stages/model/backbone.py", "tools/demo/rules.py",
 )  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers", "sentencepiece")
 COMPLETE = ".complete"

@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from stages.demo.rules import DEMO_LABELS, entity_spans
 from stages.model.token_model import CustomModel
 from tests.backbones import CORPUS, make_backbone
 from tests.layouts import write_layout
+from tools.demo.rules import DEMO_LABELS, entity_spans
 
 REPO = Path(__file__).resolve().parents[1]
 

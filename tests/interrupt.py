@@ -20,8 +20,8 @@ import time
 
 import psutil
 
-from stages.scoring.parts import PART_PREFIX
-from stages.scoring.storage import locate
+from stages.scoring.storage.locations import locate
+from stages.scoring.storage.parts import PART_PREFIX
 
 
 def lose_newest_node() -> list[int]:

@@ -37,7 +37,7 @@ from tests.backbones import (
     trained_weights,
 )  # fmt: skip
 from tests.built import built, copy_files
-from tests.real_text import REAL_TEXT
+from tools.generate.real_text import REAL_TEXT
 
 LAYOUTS = {  # layout -> model family
     "spm.model": "deberta-v2",

@@ -25,9 +25,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from stages import export, load_checkpoint
-from stages.scoring.lease import Owner
-from stages.scoring.object_lease import ObjectLease, S3Store, object_lease
-from stages.scoring.storage import locate
+from stages.scoring.storage.lease import Owner
+from stages.scoring.storage.locations import locate
+from stages.scoring.storage.object_lease import ObjectLease, S3Store, object_lease
 from tests.conftest import REPO, Workspace
 
 ENDPOINT = "http://127.0.0.1:5123"

@@ -20,7 +20,7 @@ from stages.graph.session import onnx_logits
 from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
 from tests.conftest import REPO
-from tests.support_matrix import EXPECTED_INPUTS
+from tools.generate.support_matrix import EXPECTED_INPUTS
 
 
 def export_workspace(make_workspace, kind: str, exporter: str, input_dtype: str):

@@ -18,9 +18,9 @@ import pytest
 
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
-from stages.scoring import parts as parts_module
-from stages.scoring.parts import PartFiles
 from stages.scoring.score import BlockFailed
+from stages.scoring.storage import parts as parts_module
+from stages.scoring.storage.parts import PartFiles
 from stages.scoring.tokens import TextTokenizer
 from tests.backbones import CORPUS
 from tests.conftest import REPO

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stages import export, load_checkpoint
 from stages.core.params import load_params
-from stages.scoring.dataset import make_block
+from stages.scoring.datasets.blocks import make_block
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel
 from tests.conftest import build_workspace

@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from stages import export, infer, load_checkpoint
-from stages.demo.rules import DEMO_LABELS
 from stages.scoring.tokens import TextTokenizer
+from tools.demo.rules import DEMO_LABELS
 
 TEXTS = [
     "Alice paid 42 euros in London on 2024-05-03.",  # Latin

@@ -1,16 +1,16 @@
-"""The code's layout holds: every stage's code is in its DVC deps, arrows point down, nothing grows too big."""
+"""The code's layout holds: each stage's code deps are its imports, arrows point down, tools stay out, nothing grows
+too big."""
 
 from __future__ import annotations
 
 import ast
-from functools import cache
+import copy
 from pathlib import Path
 
-import pytest
-import yaml
+from ruamel.yaml import YAML
 
-REPO = Path(__file__).resolve().parents[1]
-STAGE_COMMAND = "python -m stages."
+from tools.code_deps import PIPELINE, REPO, differences, imports_of, module_name
+
 # What each library package may import (besides itself); stage modules are imported by nothing.
 LAYERS = {
     "core": set(),
@@ -18,91 +18,32 @@ LAYERS = {
     "graph": {"core", "model"},
     "scoring": {"core", "graph"},
     "verify": {"core", "model", "graph", "scoring"},
+    "quantize": {"core", "model", "graph", "scoring", "verify"},
     "bench": {"core", "model", "graph", "scoring"},
-    "demo": {"core", "model", "scoring"},
 }
 MAX_FILE_LINES = 300
 MAX_FUNCTION_LINES = 60
 
 
-def module_file(name: str) -> Path | None:
-    """The file of project module `name` (`stages.x.y`), or None if it is not one."""
-    base = REPO / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-@cache
-def imports_of(path: Path) -> frozenset[Path]:
-    """Project files `path` imports anywhere in it (function-level imports included), with their packages."""
-    found: set[Path] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        for name in names:
-            parts = name.split(".")
-            for end in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-                if parts[0] == "stages" and (file := module_file(".".join(parts[:end]))) is not None:
-                    found.add(file)
-    found.discard(path)
-    return frozenset(found)
-
-
-def transitive_imports(path: Path) -> set[Path]:
-    seen: set[Path] = set()
-    pending = [path]
-    while pending:
-        for imported in imports_of(pending.pop()):
-            if imported not in seen:
-                seen.add(imported)
-                pending.append(imported)
-    return seen | {path}
-
-
 def pipeline() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return YAML(typ="safe").load(PIPELINE)
 
 
-def docstring_only(path: Path) -> bool:
-    """A file with no code (a package's docstring): changing it cannot change what a stage computes."""
-    body = ast.parse(path.read_text(encoding="utf-8")).body
-    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+def test_each_stages_code_deps_are_exactly_the_files_it_imports():
+    assert differences(pipeline()) == {}, "dvc.yaml's code deps are stale: run python -m tools.code_deps"
 
 
-def uncovered(stage: dict, files: set[Path]) -> list[str]:
-    """Files with code in `files` that no `stages/...` dep of `stage` covers (as itself or a folder above it)."""
-    deps = [REPO / dep for dep in stage["deps"] if dep.startswith("stages")]
-    return sorted(
-        str(file.relative_to(REPO))
-        for file in files
-        if not docstring_only(file) and not any(file == dep or dep in file.parents for dep in deps)
-    )
+def test_the_check_sees_a_missing_dep_and_a_dep_the_stage_does_not_import():
+    edited = copy.deepcopy(pipeline())
+    deps = edited["stages"]["parity"]["deps"]
+    deps.remove("stages/verify/compare.py")
+    deps.append("stages/quantize/policy.py")
+    assert differences(edited) == {"parity": (["stages/quantize/policy.py"], ["stages/verify/compare.py"])}
 
 
-@pytest.mark.parametrize("name", sorted(pipeline()))
-def test_every_module_a_stage_imports_is_in_its_dvc_deps(name):
-    stage = pipeline()[name]
-    assert stage["cmd"].startswith(STAGE_COMMAND), stage["cmd"]
-    module = stage["cmd"][len("python -m ") :].split()[0]
-    files = transitive_imports(module_file(module))
-    assert not uncovered(stage, files), f"stage {name} runs code its deps in dvc.yaml do not list"
-
-
-def test_the_check_sees_a_missing_folder():
-    stage = pipeline()["parity"]
-    files = transitive_imports(module_file("stages.parity"))
-    trimmed = {**stage, "deps": [dep for dep in stage["deps"] if dep != "stages/verify"]}
-    assert uncovered(trimmed, files) == ["stages/verify/cases.py", "stages/verify/compare.py"]
+def test_no_stage_code_imports_a_tool():
+    importing = [module_name(path) for path in (REPO / "stages").rglob("*.py") if imports_of(path, "tools")]
+    assert not importing, f"stage code importing tools: {importing}"
 
 
 def library_files() -> list[Path]:
@@ -115,7 +56,7 @@ def stage_modules() -> set[Path]:
 
 def test_stages_are_exactly_the_dvc_stages():
     names = {module_name(path).split(".")[-1] for path in stage_modules()}
-    assert names == set(pipeline())
+    assert names == set(pipeline()["stages"])
 
 
 def test_arrows_point_down():

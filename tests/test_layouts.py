@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from stages import export, infer, load_checkpoint, parity
 from tests.conftest import REPO
 from tests.layouts import LAYOUTS
-from tests.real_text import REAL_TEXT
+from tools.generate.real_text import REAL_TEXT
 
 HUB_ID = "microsoft/mdeberta-v3-base"
 REVISION = "6c5ca7e1e3f4f83a2f3d5b9b4a4b0d8e7c1f2a3b"  # any 40-hex commit: the cache names snapshots by it

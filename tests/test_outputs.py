@@ -11,7 +11,7 @@ import pytest
 
 from stages import infer
 from stages.core.errors import UserError
-from stages.scoring.storage import Location
+from stages.scoring.storage.locations import Location
 from tests.test_scale import prepared
 
 

@@ -23,7 +23,9 @@ def exported(make_workspace, kind: str = "deberta-v2", exporter: str = "torchscr
     return workspace
 
 
-def test_correct_export_passes_and_reports_every_case(make_workspace):  # every family: tests/test_support_matrix.py
+def test_correct_export_passes_and_reports_every_case(
+    make_workspace,
+):  # every family: tests/tools/test_support_matrix.py
     exported(make_workspace)
     parity.main()
     report = json.loads(Path("metrics/parity.json").read_text())

@@ -30,7 +30,9 @@ PIPELINE_FILES = (
     ".dvc/.gitignore",
     ".dvc/plots",
     "stages",
+    "tools",
     "data/demo.parquet",
+    "data/validation.parquet",
     "models/demo",
 )
 
@@ -114,6 +116,27 @@ def test_a_runtime_change_reruns_the_stages_that_read_runtime(demo):
     assert changed["benchmark"] == [{"changed deps": {"params.yaml": {"runtime": "modified"}}}], changed["benchmark"]
     after = run([sys.executable, "-m", "dvc", "status", "--json"], root)
     assert after.returncode == 0 and json.loads(after.stdout) == {}, after.stdout
+
+
+@pytest.mark.parametrize(
+    ("edited", "reruns"),
+    [
+        ("stages/scoring/cluster/engine.py", {"infer"}),  # Ray: only the stage that scores
+        ("stages/verify/compare.py", {"export", "parity"}),  # the gate: the int8 search judges with it too
+        ("stages/graph/precision.py", {"export", "benchmark"}),
+        ("tools/bench/profile.py", set()),  # a tool: nothing
+    ],
+)
+def test_an_edit_reruns_exactly_the_stages_that_import_the_file(demo, edited, reruns):
+    root, _ = demo
+    path = root / edited
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# edited\n")
+    try:
+        changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
+    finally:
+        path.write_bytes(original)
+    assert {stage.split(":")[-1] for stage in changed} == reruns, changed
 
 
 def test_perturbed_onnx_model_stops_dvc_at_parity(demo):

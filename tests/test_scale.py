@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 from stages import export, infer, load_checkpoint
 from stages.core.params import load_params
 from stages.model.directory import load_model_dir
-from stages.scoring.parts import PartFiles, fingerprint
+from stages.scoring.storage.parts import PartFiles, fingerprint
 from tests.conftest import REPO
 from tests.test_parity import edit_graph, perturb_one_weight
 

@@ -1,1 +1,3 @@
-"""Benchmarks that print numbers: the serving engines (stage `benchmark`), length-aware batching, Ray scaling."""
+"""The `benchmark` stage's room: serving variants (`variants`: torch fp32/bf16, onnxruntime fp32/int8, CUDA ones on
+a GPU) timed side by side on the same rows (`harness`, `serving`), against model FLOPs (`flops`) and the matmul
+peaks measured in the same run (`peaks`), reported (`report`) for the model under test (`subject`)."""

@@ -21,7 +21,7 @@ from stages.core.memory import rss_mb
 from stages.core.params import ExportParams, RuntimeParams
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
-from stages.scoring.dataset import iter_blocks
+from stages.scoring.datasets.blocks import iter_blocks
 from stages.scoring.tokens import Framing, TextTokenizer
 from stages.scoring.windows import make_windows
 

@@ -1,6 +1,6 @@
 """`params.yaml`, parsed once into typed, frozen objects and validated on load (`stages.core.parsing`).
 
-Each key's meaning is the string under its field: `python -m tests.params_doc` turns them into
+Each key's meaning is the string under its field: `python -m tools.generate.params_doc` turns them into
 docs/params.md (a test checks the page is current).
 """
 

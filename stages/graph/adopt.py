@@ -16,12 +16,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from stages.core.errors import UserError
+from stages.graph.exporter import SINGLE_FILE_LIMIT
 from stages.graph.metadata import describe_io
 from stages.model.checkpoint import sha256_of
 from stages.model.directory import HeadSpec
 
 EXTERNAL_DATA = "model.onnx.data"
-SINGLE_FILE_LIMIT = 1_800_000_000  # bytes; protobuf cannot hold more than 2 GB
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 INT8_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul"})
 

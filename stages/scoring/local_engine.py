@@ -3,7 +3,7 @@
 A background thread reads and tokenises the next block while the model scores the current one.
 Each block becomes a part file as it finishes; a rerun after a crash (SIGKILL included) continues
 from the finished parts if the input, model and params are unchanged. When all parts are done they
-become the output (`stages.scoring.output`): one file, or a directory of the parts themselves.
+become the output (`stages.scoring.storage.output`): one file, or a directory of the parts themselves.
 """
 
 from __future__ import annotations
@@ -23,21 +23,20 @@ from tqdm import tqdm
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.session import provider_of
-from stages.scoring.dataset import iter_blocks, row_count
-from stages.scoring.lease import FileLease
+from stages.scoring.datasets.blocks import iter_blocks, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
-from stages.scoring.object_lease import ObjectLease
-from stages.scoring.output import (
+from stages.scoring.score import PreparedBlock, naming_block, prepare_block, score_block
+from stages.scoring.served import ServedModel
+from stages.scoring.storage.locations import Location
+from stages.scoring.storage.output import (
+    Lease,
     count_duplicate_ids,
     finish_output,
     hold_output,
     output_location,
     release_freed_memory,
 )
-from stages.scoring.parts import PartFiles, fingerprint, parts_beside
-from stages.scoring.score import PreparedBlock, naming_block, prepare_block, score_block
-from stages.scoring.served import ServedModel
-from stages.scoring.storage import Location
+from stages.scoring.storage.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.windows import check_stride
 
 Item = TypeVar("Item")
@@ -94,9 +93,7 @@ def blocks_to_score(
         yield index, prepared, None
 
 
-def score_dataset(
-    params: Params, served: ServedModel, output: Location, lease: FileLease | ObjectLease
-) -> tuple[Tally, PartFiles]:
+def score_dataset(params: Params, served: ServedModel, output: Location, lease: Lease) -> tuple[Tally, PartFiles]:
     """Score every row of `infer.input` into `output`, resuming from finished parts; the tally, and the parts."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()

@@ -142,7 +142,9 @@ def quality_plots(metrics: dict) -> dict[str, list[dict]]:
     ]
     scores = metrics.get("entities", {})
     f1 = [{"label": label, "f1": values["f1"]} for label, values in scores.get("per_label", {}).items()]
-    f1 += [{"label": f"({average})", "f1": scores[average]["f1"]} for average in ("micro", "macro") if average in scores]
+    f1 += [
+        {"label": f"({average})", "f1": scores[average]["f1"]} for average in ("micro", "macro") if average in scores
+    ]
     return {"confusion.json": confusion, "entity_f1.json": f1}
 
 

@@ -19,11 +19,11 @@ import pyarrow as pa
 from stages.core.errors import UserError
 from stages.core.params import InferParams
 from stages.graph.session import onnx_logits
-from stages.scoring.annotations import gold_for_model
 from stages.scoring.batching import pad_batch, plan_batches
-from stages.scoring.dataset import Block
+from stages.scoring.datasets.annotations import gold_for_model
+from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
-from stages.scoring.output import output_schema
+from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans

@@ -1,1 +1,7 @@
-"""Verification: does the ONNX model compute what the torch model computes (stage `parity`)."""
+"""The parity gate (stage `parity`): does the ONNX model compute what the torch model computes.
+
+`cases` builds what is compared (the validation rows, tokenised as `infer` does, and a grid of shapes) and runs
+both models on it; `compare` holds the criteria that judge each case (values within tolerance, label agreement
+on decisive tokens, span and entity F1) and explains a failure. The int8 search (`stages.quantize`) judges its
+trials with the same criteria.
+"""

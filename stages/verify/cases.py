@@ -16,9 +16,9 @@ from stages.graph.metadata import ONNX_FILE
 from stages.graph.session import onnx_logits
 from stages.model.directory import HeadSpec
 from stages.model.token_model import CustomModel, torch_logits
-from stages.scoring.annotations import gold_for_model
 from stages.scoring.batching import pad_batch, plan_batches
-from stages.scoring.dataset import empty_dataset, iter_blocks
+from stages.scoring.datasets.annotations import gold_for_model
+from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
 from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, scored_gold, span_agreement
 from stages.scoring.score import merge_windows
 from stages.scoring.spans import aggregate_spans

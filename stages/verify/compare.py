@@ -131,7 +131,7 @@ def compare_case(
 
 
 def build_report(cases: list[CaseReport], tolerance: Tolerance, precision: str, provider: str) -> dict:
-    """The metrics file: the verdict and its headline numbers, a few keys that `dvc exp show` lists per variant."""
+    """The metrics file: the verdict and its headline numbers, a few keys that `dvc exp show` lists per experiment."""
     failures = [f"{case.name}: {criterion}" for case in cases for criterion in case.failed]
     rows = next(case for case in cases if case.name == ROWS_CASE)
     report = {

@@ -78,7 +78,7 @@ def test_a_user_error_exits_2_with_one_line_and_no_traceback(tmp_path):
 def renamed(params: dict) -> None:
     params["infer"]["window_rows"] = params["infer"].pop("block_rows")
     params["infer"]["ray_batch_rows"] = 512
-    params["infer"]["reference"] = "stages.demo.rules:rule_label"
+    params["infer"]["reference"] = "tools.demo.rules:rule_label"
 
 
 def test_renamed_keys_still_load_for_one_release_with_a_warning(tmp_path, caplog):

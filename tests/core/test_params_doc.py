@@ -1,4 +1,4 @@
-"""docs/params.md is what `python -m tests.params_doc` generates from params.py, and every key has a meaning."""
+"""docs/params.md is what `python -m tools.generate.params_doc` generates from params.py, and every key has a meaning."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import typing
 
 from stages.core.params import Params
-from tests.params_doc import PAGE, field_docs, render
+from tools.generate.params_doc import PAGE, field_docs, render
 
 
 def test_every_key_has_its_meaning_written_under_it():
@@ -18,4 +18,4 @@ def test_every_key_has_its_meaning_written_under_it():
 
 
 def test_the_params_page_is_current():
-    assert PAGE.read_text(encoding="utf-8") == render(), "regenerate it: python -m tests.params_doc"
+    assert PAGE.read_text(encoding="utf-8") == render(), "regenerate it: python -m tools.generate.params_doc"

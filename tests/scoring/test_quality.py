@@ -10,10 +10,10 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
 from stages.core.params import AnnotationParams
-from stages.demo.rules import character_labels
-from stages.scoring.annotations import gold_for_model, tag_spans
+from stages.scoring.datasets.annotations import gold_for_model, tag_spans
 from stages.scoring.quality import EntityCounts, entity_scores, gold_token_types
-from tests.real_text import REAL_TEXT
+from tools.demo.rules import character_labels
+from tools.generate.real_text import REAL_TEXT
 
 IOB2_TAGS = AnnotationParams("tags", "entities", "tokens", "ner_tags", "iob2", None)
 TYPES = ("NUMBER", "CAPITALIZED", "CJK")

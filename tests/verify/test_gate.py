@@ -1,6 +1,6 @@
 """The gate in the user's terms, on a model that fails the way fine-tuned encoders fail.
 
-The demo's model was trained on text whose labels depend on context (`stages.demo.rules`): confident on the
+The demo's model was trained on text whose labels depend on context (`tools.demo.rules`): confident on the
 text it was made for, less sure on random token ids. Its int8 export must pass on the real rows' tokens pooled,
 their spans and their entity F1, and the grid's decisive tokens; an int8 model that really disagrees is refused.
 """
@@ -18,7 +18,6 @@ from onnx import numpy_helper
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import CheckFailed
 from stages.core.params import load_params
-from stages.demo.rules import DEMO_LABELS
 from stages.graph.session import onnx_logits
 from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
@@ -26,6 +25,7 @@ from stages.scoring.served import ServedModel
 from stages.verify.cases import gate_inputs, sample_rows
 from stages.verify.compare import compare_case
 from tests.conftest import REPO
+from tools.demo.rules import DEMO_LABELS
 
 
 @pytest.fixture

@@ -1,1 +1,0 @@
-"""The embedded demo: its corpus, tokenizer, training and rule labels (`python -m stages.demo` regenerates them)."""

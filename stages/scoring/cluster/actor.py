@@ -1,0 +1,94 @@
+"""The Ray engine's scoring actor: one onnxruntime session that scores the blocks file's blocks into part files.
+
+Each actor reads its block's row group from the blocks file (`blocks.parquet` beside the parts), scores
+it as the local engine would, saves the part (`stages.scoring.storage.parts`), and then leaves a mark,
+`scored-<run>-<block>-<random>`, beside it: a block with two marks of one run was scored twice (its
+actor died after writing the part and Ray ran the block again), which the driver counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from stages.core.errors import UserError
+from stages.core.memory import peak_rss_mb
+from stages.core.params import InferParams, RuntimeParams
+from stages.graph.session import provider_of
+from stages.scoring.datasets.blocks import Block
+from stages.scoring.score import naming_block, score_rows
+from stages.scoring.served import ServedModel
+from stages.scoring.storage.locations import Location, storage_error
+from stages.scoring.storage.output import release_freed_memory
+from stages.scoring.storage.parts import PartFiles
+
+BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
+GOLD_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())]))  # a row's spans
+SCORED_MARK = "scored-"
+
+
+def blocks_reader(blocks_file: Location) -> pq.ParquetFile:
+    """The blocks file, each data page checked against the checksum written with it."""
+    try:
+        return pq.ParquetFile(blocks_file.filesystem.open_input_file(blocks_file.path), page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as error:
+        raise storage_error(blocks_file, error) from None
+
+
+def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> Block:
+    """Block `index` of the blocks file; a page that fails its checksum is a `UserError` saying what to delete."""
+    try:
+        rows = blocks_file.read_row_group(index)
+    except (OSError, pa.ArrowException) as error:
+        if "checksum" not in str(error).lower():
+            raise storage_error(location, error) from None
+        raise UserError(
+            f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
+            "again and the finished parts are kept"
+        ) from None
+    gold = rows.column("gold").to_pylist()
+    return Block(
+        rows.column("id").combine_chunks(),
+        rows.column("text").to_pylist(),
+        rows.column("issue").to_pylist(),
+        None
+        if gold[0] is None
+        else [[(span["start"], span["end"], span["label"]) for span in spans] for spans in gold],
+    )
+
+
+def scored_mark(parts: Location, run_id: str, index: int) -> Location:
+    """A new mark that run `run_id` scored block `index` (one per time it was scored)."""
+    return parts.child(f"{SCORED_MARK}{run_id}-{index:06d}-{secrets.token_hex(4)}")
+
+
+class BlockScorer:
+    """A Ray Data actor: one onnxruntime session; scores the blocks file's blocks into part files."""
+
+    def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, parts: Location, run_id: str) -> None:
+        release_freed_memory()
+        self.served = ServedModel.load(Path(onnx_dir), runtime)
+        self.infer = infer
+        self.parts = PartFiles(parts)
+        self.run_id = run_id
+        self.blocks_location = parts.child(BLOCKS_FILE)
+        self.blocks_file = blocks_reader(self.blocks_location)
+        self.node = ray.get_runtime_context().get_node_id()[:12]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        reports = []
+        for index in batch.column("block").to_pylist():
+            block = read_block(self.blocks_file, self.blocks_location, index)
+            with naming_block(index, block):
+                table, tally = score_rows(self.served, block, self.infer)
+            self.parts.save(index, table, tally)
+            scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
+            report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
+            reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))
+        return pa.table({"report": pa.array(reports, pa.string())})

@@ -1,0 +1,331 @@
+"""Engine `ray`: on a real two-node Ray cluster, the local engine's predictions file and metrics keys.
+
+The cluster (`ray start --head`, and a second node joining it with `ray start --address`, each with its
+own CPU count) and the driver run in private network and PID namespaces: the only network there is
+loopback, so no Ray traffic leaves the machine (Ray binds to the machine's interface even with
+--node-ip-address=127.0.0.1), and `ray stop` sees only this cluster's processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from stages import export, infer, load_checkpoint
+from stages.core.errors import UserError
+from stages.core.params import load_params
+from stages.scoring.storage.locations import locate
+from stages.scoring.storage.parts import PartFiles
+from stages.scoring.tokens import TextTokenizer
+from tests.backbones import CORPUS
+from tests.conftest import REPO, loopback_namespaces_usable, unavailable
+from tests.faulty_graph import fail_on_token_ids
+
+# Each scenario is scored by the local engine, then by the ray engine on one cluster.
+SCENARIOS = {
+    # Two actors sharing one CPU: blocks come back from different actors and must keep input order.
+    "parquet_two_actors": {"ray_actors": 2, "ray_cpus_per_actor": 0.5},
+    # Bad rows (non-string, invalid UTF-8, null, control characters) skipped; long texts in windows.
+    "jsonl_windows_skip": {
+        "input": "data.jsonl",
+        "long_text": "sliding_window",
+        "stride": 16,
+        "bad_rows": "skip",
+        "probabilities": True,
+    },
+    "csv": {"input": "data.csv", "span_ignore_labels": []},
+    # One actor per node (the head has one CPU): rows are scored on both nodes.
+    "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
+    # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
+    # the dead driver's lease over, scores the damaged block again and the unfinished ones.
+    "driver_killed": {"block_rows": 1},
+    # A broken graph fails on the last block (only row 60 is Cyrillic, and it fails on Cyrillic tokens): the run stops
+    # naming that block and its first row, and the parts of the other blocks stay. Scored by the ray engine only.
+    "block_raises": {"input": "poisoned.parquet", "block_rows": 8},
+    # One actor per node; one actor's process is SIGKILLed once 4 parts are finished: Ray restarts it.
+    "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
+    # Last, as it breaks the cluster: one actor per node, and the second node is lost (SIGKILL to its raylet and
+    # every process under it) once 6 parts are finished; the run goes on with the head's actor.
+    "node_lost": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
+}
+INTERRUPTED = "driver_killed"
+FAILING = "block_raises"
+TRUNCATE_FIRST_PART = (
+    '-c \'import pathlib, sys; part = sorted(pathlib.Path(sys.argv[1]).glob("part-*.parquet"))[0]; '
+    "part.write_bytes(part.read_bytes()[:100])'"
+)
+SAME_METRICS = (
+    "rows",
+    "skipped",
+    "text_issues",
+    "tokens",
+    "windows",
+    "truncated_rows",
+    "padding_ratio",
+    "label_counts",
+    "entity_f1",
+    "entities",
+    "token_confusion",
+)
+FAULTY_MODEL = "models/onnx-faulty"
+
+
+# The GCS marks a node dead after this many missed health checks, this often: ~5 s after it is lost (Ray's
+# defaults take ~15 s), and still tolerant of a loaded 2-core machine.
+FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
+
+
+def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Start a Ray head (1 CPU) and a second node (2 CPUs) on 127.0.0.1 in private namespaces, run `commands`
+    against the cluster, stop it."""
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    script = "\n".join(
+        [
+            "set -u",
+            "ip link set lo up",
+            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 "
+            f"--disable-usage-stats --include-dashboard=false --temp-dir={temp_dir} "
+            f"--system-config={shlex.quote(json.dumps(FAST_NODE_DEATH))} >ray-start.log 2>&1 "
+            "|| { cat ray-start.log; exit 3; }",
+            "ray start --address=127.0.0.1:6380 --node-ip-address=127.0.0.1 --num-cpus=2 --num-gpus=0 "
+            ">ray-worker.log 2>&1 || { cat ray-worker.log; exit 3; }",
+            "export RAY_ADDRESS=127.0.0.1:6380",
+            "rc=0",
+            *[f"{command} || {{ rc=$?; echo 'failed: '{shlex.quote(command)}; }}" for command in commands],
+            "ray stop --force >/dev/null 2>&1",
+            "exit $rc",
+        ]
+    )
+    # The cluster's own auth token, so that a token in the user's ~/.ray cannot lock the driver out.
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # this environment's `ray`
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": path, **token}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        return subprocess.run(
+            ["unshare", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def write_text_files(root: Path) -> None:
+    """The parquet dataset as CSV, and as JSON Lines with rows Arrow's JSON reader would reject."""
+    source = pd.read_parquet(root / "data.parquet", columns=["id", "text"])  # text files without gold
+    source.to_csv(root / "data.csv", index=False)
+    lines = [json.dumps(record, ensure_ascii=False) for record in source.to_dict(orient="records")]
+    lines += ['{"id": "number", "text": 42}', "", '{"id": "list", "text": ["a", "b"]}']
+    with (root / "data.jsonl").open("wb") as stream:
+        stream.write("\n".join(lines).encode() + b'\n{"id": "bad-utf8", "text": "caf\xe9 \xff"}\n')
+
+
+def write_poisoned_dataset(root: Path) -> None:
+    """64 Latin texts but one Cyrillic (row 60, in the last block of 8), and a copy of the model that fails on the
+    Cyrillic text's tokens (`tests.faulty_graph`)."""
+    texts = [CORPUS[0]] * 64
+    texts[60] = CORPUS[1]
+    pd.DataFrame({"id": [f"row-{index}" for index in range(64)], "text": texts}).to_parquet(root / "poisoned.parquet")
+    shutil.copytree(root / "models/onnx", root / FAULTY_MODEL)
+    tokenizer = TextTokenizer.load(root / FAULTY_MODEL)
+    latin, cyrillic = (set(tokens.input_ids.tolist()) for tokens in tokenizer.encode(CORPUS[:2]))
+    fail_on_token_ids(root / FAULTY_MODEL / "model.onnx", cyrillic - latin, tokenizer.backend.get_vocab_size())
+
+
+def ray_command(name: str) -> str:
+    """The shell command that scores scenario `name` with the ray engine (its params already in place)."""
+    python = shlex.quote(sys.executable)
+    score, parts = f"{python} -m stages.infer", f"out/ray-{name}.parquet.parts"
+    if name == INTERRUPTED:
+        killed = f"{python} -m tests.interrupt {parts} 2 -- {score} && test ! -e out/ray-{name}.parquet"
+        return f"{killed} && {python} {TRUNCATE_FIRST_PART} {parts} && {score} 2> {name}.log"
+    if name == FAILING:
+        return f"{{ {score} 2> {name}.log; echo $? > {name}.rc; }}"
+    if name == "actor_killed":
+        return f"{python} -m tests.interrupt {parts} 4 --kill-actor -- {score} 2> {name}.log"
+    if name == "node_lost":
+        return f"{python} -m tests.interrupt {parts} 6 --lose-node -- {score} 2> {name}.log"
+    return score
+
+
+def require_ray_cluster() -> None:
+    """Ray installed, and namespaces to keep its cluster on loopback: else a CI failure, a local skip."""
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
+    if reason := loopback_namespaces_usable():
+        unavailable(reason)
+
+
+@pytest.mark.slow
+def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(make_workspace):
+    require_ray_cluster()
+    workspace = make_workspace("deberta-v2", rows=40)
+    load_checkpoint.main()
+    export.main()
+    write_text_files(workspace.root)
+    write_poisoned_dataset(workspace.root)
+    defaults = dict(workspace.params["infer"])
+
+    commands = []
+    for name, overrides in SCENARIOS.items():
+        scenario = {
+            **defaults,
+            **overrides,
+            "output": f"out/local-{name}.parquet",
+            "details": f"metrics/local-{name}.json",
+        }
+        model = {"output": FAULTY_MODEL if name == FAILING else "models/onnx"}
+        workspace.write_params(infer=scenario, export=model)
+        if name != FAILING:
+            infer.main()
+        scenario.update(engine="ray", output=f"out/ray-{name}.parquet")
+        workspace.write_params(infer={**scenario, "details": f"metrics/ray-{name}.json"}, export=model)
+        shutil.copy("params.yaml", f"params-{name}.yaml")
+        commands.append(f"cp params-{name}.yaml params.yaml && {ray_command(name)}")
+
+    result = run_on_loopback_cluster(workspace.root, commands)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+    for name in SCENARIOS.keys() - {FAILING}:
+        local = pq.read_table(f"out/local-{name}.parquet")
+        ray_table = pq.read_table(f"out/ray-{name}.parquet")
+        assert ray_table.schema.equals(local.schema), name
+        assert ray_table.equals(local), name  # ids in input order, labels, offsets, spans, probabilities
+        local_metrics = json.loads(Path(f"metrics/local-{name}.json").read_text())
+        ray_metrics = json.loads(Path(f"metrics/ray-{name}.json").read_text())
+        assert set(ray_metrics) == set(local_metrics), name
+        assert {key: ray_metrics.get(key) for key in SAME_METRICS} == {
+            key: local_metrics.get(key) for key in SAME_METRICS
+        }
+        assert (local_metrics["engine"], ray_metrics["engine"]) == ("local", "ray")
+        assert ray_metrics["provider"] == "CPUExecutionProvider"
+    jsonl = pd.read_parquet("out/ray-jsonl_windows_skip.parquet").set_index("id")["skipped_reason"]
+    assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
+    assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
+    assert json.loads(Path("metrics/ray-parquet_two_actors.json").read_text())["threads"] == 2
+    per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
+    assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
+    print(f"rows per node: {per_node}")
+    check_driver_killed()
+    check_block_raises()
+    check_actor_killed(result.stdout)
+    check_node_lost(result.stdout)
+
+
+def sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_driver_killed() -> None:
+    """The rerun after the driver's SIGKILL: same bytes as the local engine, the truncated part scored again."""
+    assert Path(f"out/ray-{INTERRUPTED}.parquet").read_bytes() == Path(f"out/local-{INTERRUPTED}.parquet").read_bytes()
+    resumed = json.loads(Path(f"metrics/ray-{INTERRUPTED}.json").read_text())
+    assert resumed["rescored_blocks"] == 1 and 1 <= resumed["resumed_blocks"] < resumed["blocks"] == 44, resumed
+    log = Path(f"{INTERRUPTED}.log").read_text()
+    assert "taking over the lease on out/ray-driver_killed.parquet from run " in log, log[-3000:]
+    assert re.search(r"part-\d{6}\.parquet \(block \d+\) is not what was written \(100 bytes", log), log[-3000:]
+    print(
+        f"driver killed: resumed {resumed['resumed_blocks']} blocks, rescored {resumed['rescored_blocks']} "
+        f"truncated part, sha256 {sha256(f'out/ray-{INTERRUPTED}.parquet')}"
+    )
+
+
+def check_block_raises() -> None:
+    """A block whose scoring raises stops the run, naming the block and its first row; the other parts stay."""
+    log = Path(f"{FAILING}.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert Path(f"{FAILING}.rc").read_text().strip() == "1", log[-3000:]  # not the user's to fix: traceback kept
+    assert last.startswith("stages.scoring.score.BlockFailed: scoring block 7 (first row id 'row-56') failed:"), last
+    assert "indices element out of data bounds" in last, last
+    parts = PartFiles(locate(f"out/ray-{FAILING}.parquet.parts"))
+    assert 7 not in parts.indices() and parts.indices(), parts.indices()
+    assert all(parts.finished(index) is not None for index in parts.indices()), "the other parts are whole"
+    assert not Path(f"out/ray-{FAILING}.parquet").exists()
+    print(f"block raises: {last}; parts kept for blocks {parts.indices()}")
+
+
+def check_actor_killed(stdout: str) -> None:
+    """An actor SIGKILLed mid-run: Ray restarts it, and the run ends with the local engine's bytes."""
+    assert "--kill-actor: SIGKILL to pids" in stdout, stdout[-3000:]
+    assert sha256("out/ray-actor_killed.parquet") == sha256("out/local-actor_killed.parquet")
+    metrics = json.loads(Path("metrics/ray-actor_killed.json").read_text())
+    assert metrics["actor_restarts"] >= 1 and metrics["lost_nodes"] == [], metrics
+    assert "Ray restarted" in Path("actor_killed.log").read_text()
+    print(
+        f"actor killed: actor restarts {metrics['actor_restarts']}, blocks scored more than once "
+        f"{metrics['blocks_scored_more_than_once']}, rows per node {metrics['rows_per_node']}"
+    )
+
+
+def check_node_lost(stdout: str) -> None:
+    """Losing the second node mid-run: the run ends with the local engine's bytes, and says what it lost."""
+    assert "--lose-node: SIGKILL to pids" in stdout, stdout[-3000:]
+    assert sha256("out/ray-node_lost.parquet") == sha256("out/local-node_lost.parquet")
+    metrics = json.loads(Path("metrics/ray-node_lost.json").read_text())
+    assert len(metrics["lost_nodes"]) == 1 and metrics["actor_restarts"] >= 1, metrics
+    assert metrics["lost_nodes"][0] in metrics["rows_per_node"] and sum(metrics["rows_per_node"].values()) == 44
+    log = Path("node_lost.log").read_text()
+    assert f"Ray lost node {metrics['lost_nodes'][0]} mid-run; scoring goes on with the actors on the 1 node(s)" in log
+    assert "the run went on with fewer actors after losing 1 node(s)" in log, log[-3000:]
+    print(
+        f"node lost: rows per node {metrics['rows_per_node']}, lost {metrics['lost_nodes']}, actor restarts "
+        f"{metrics['actor_restarts']}, blocks scored more than once {metrics['blocks_scored_more_than_once']}, "
+        f"sha256 {sha256('out/ray-node_lost.parquet')} (local engine: {sha256('out/local-node_lost.parquet')})"
+    )
+
+
+def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_workspace, caplog):
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
+    from stages.scoring.cluster.actor import blocks_reader, read_block
+    from stages.scoring.cluster.engine import write_blocks_file
+
+    make_workspace()  # a dataset of 44 rows, blocks of 16
+    params = load_params()
+    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
+    assert write_blocks_file(params, parts) == 3
+    blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
+    whole = blocks_file.read_bytes()
+    blocks_file.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
+    with caplog.at_level(logging.WARNING):
+        assert write_blocks_file(params, parts) == 3
+    assert "blocks.parquet is damaged (Parquet magic bytes not found" in caplog.text
+    assert blocks_file.read_bytes() == whole, "written again, the same"
+    texts = pq.ParquetFile(blocks_file).metadata.row_group(1).column(1)
+    flipped = bytearray(whole)
+    chunk = texts.dictionary_page_offset if texts.has_dictionary_page else texts.data_page_offset
+    flipped[chunk + texts.total_compressed_size - 8] ^= 0x10  # in the last page of block 1's texts
+    blocks_file.write_bytes(bytes(flipped))
+    location = locate(str(blocks_file))
+    reader = blocks_reader(location)
+    assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
+    with pytest.raises(UserError, match=r"blocks\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
+        read_block(reader, location, 1)
+
+
+def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace, monkeypatch):
+    workspace = make_workspace()
+    workspace.write_params(infer={"engine": "ray"})
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "stages.scoring.cluster.engine", raising=False)
+    with pytest.raises(UserError, match=r"pip install -e '\.\[ray\]'"):
+        infer.main()
