@@ -53,6 +53,12 @@ def main() -> None:
             f"token accuracy {metrics['token_accuracy']:.4f}"
         )
     log.info("wrote %s: %s", params.infer.output, summary)
+    if (store := metrics["store"]) is not None:
+        log.info(
+            "reused %d rows from the score store %s (model %s: %d blocks, %d rows stored), scored %d, resumed %d",
+            metrics["reused_rows"], store["location"], store["model"], store["blocks"], store["rows"],
+            metrics["scored_rows"], metrics["resumed_rows"],
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,8 +1,5 @@
-"""`params.yaml`, parsed once into typed, frozen objects and validated on load (`stages.core.parsing`).
-
-Each key's meaning is the string under its field: `python -m tools.generate.params_doc` turns them into
-docs/params.md (a test checks the page is current).
-"""
+"""`params.yaml`, parsed into typed, frozen objects and validated on load; each key's meaning is the string under
+its field (`python -m tools.generate.params_doc` makes docs/params.md and params.yaml's comments of them)."""
 
 from __future__ import annotations
 
@@ -25,10 +22,9 @@ class ModelParams:
     """How to build the model and feed it (stage `load_checkpoint`)."""
 
     backbone: str
-    """A local directory, or a Hugging Face id already in the local cache (`HF_HOME`, `HF_HUB_CACHE`; offline with
-    `HF_HUB_OFFLINE=1`), with `config.json` and the tokenizer in any layout the hub ships: `tokenizer.json`, a
-    SentencePiece model (`spm.model`, `sentencepiece.bpe.model`), `vocab.txt`, or `vocab.json` + `merges.txt`. Read
-    for its config and tokenizer only: the checkpoint holds every weight."""
+    """A local directory, or a Hugging Face id in the local cache (`HF_HOME`; offline: `HF_HUB_OFFLINE=1`), with
+    `config.json` and a tokenizer in any hub layout (`tokenizer.json`, `spm.model`, `sentencepiece.bpe.model`,
+    `vocab.txt`, `vocab.json` + `merges.txt`); only its config and tokenizer are read."""
     checkpoint: str
     """The fine-tuned weights: a `.ckpt`/`.pt`/`.bin` file (a `state_dict`, or a dict holding one: Lightning,
     `{"model_state_dict": ...}`), a `.safetensors` file, or a `save_pretrained` directory (a Trainer's output;
@@ -210,14 +206,19 @@ class InferParams:
     max_batch_attention: int = field(metadata=_range(1))
     """At most rows x length^2 per batch: attention memory grows with the square of the length (262,144 is one
     512-token row)."""
-    block_rows: int = field(metadata=_range(1))
-    """Rows read, sorted by length and batched together: one block, saved as one resumable part file."""
+    block_rows: int = field(metadata=_range(2))
+    """Rows sorted by length and batched together, on average (a block ends after a row its text picks, so an edit
+    changes only its block; half to twice this many): one block, one resumable part file."""
     bad_rows: Literal["score", "skip"]
     """`score` (null and non-string values scored as empty text) or `skip` (row kept, not scored, reason recorded)."""
     probabilities: bool
     """Also write each token's label probabilities."""
     span_ignore_labels: tuple[str, ...]
     """Labels that never form spans (e.g. `[O]`)."""
+    reuse: bool
+    """Take the rows scored before (same text, model and output-shaping params) from `store` (docs/reuse.md)."""
+    store: str | None
+    """The score store, a path or URL outside every DVC output; `null`: `.score-store` in `output`'s directory."""
     engine: Literal["local", "ray"]
     """`local` (this process) or `ray` (a Ray Data actor pool; see docs/ray.md). Both resume from finished parts."""
     ray_actors: int = field(metadata=_range(1))

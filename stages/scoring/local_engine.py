@@ -23,9 +23,11 @@ from tqdm import tqdm
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.session import provider_of
-from stages.scoring.datasets.blocks import iter_blocks, row_count
+from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
-from stages.scoring.score import PreparedBlock, naming_block, prepare_block, score_block
+from stages.scoring.reuse.plan import scoring_blocks
+from stages.scoring.reuse.store import ScoreStore, StoredBlock, block_key, open_store
+from stages.scoring.score import PreparedBlock, block_part, naming_block, prepare_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import (
@@ -78,35 +80,39 @@ def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
 
 
 def blocks_to_score(
-    params: Params, served: ServedModel, parts: PartFiles
-) -> Iterator[tuple[int, PreparedBlock | None, Tally | None]]:
-    """Each block of the dataset: prepared for the model, or the tally of its finished (and verified) part."""
-    infer = params.infer
-    for index, block in enumerate(
-        iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
-    ):
+    params: Params, served: ServedModel, parts: PartFiles, store: ScoreStore | None
+) -> Iterator[tuple[int, Block, PreparedBlock | StoredBlock | Tally]]:
+    """Each block of the dataset: the tally of its finished (and verified) part, the store's copy of the block, or
+    the block prepared for the model."""
+    for index, block in enumerate(scoring_blocks(params)):
         if (done := parts.finished(index)) is not None:
-            yield index, None, done
-            continue
-        with naming_block(index, block):
-            prepared = prepare_block(served, block, infer)
-        yield index, prepared, None
+            yield index, block, done
+        elif store is not None and (stored := store.block(block_key(block))) is not None:
+            yield index, block, stored
+        else:
+            with naming_block(index, block):
+                yield index, block, prepare_block(served, block, params.infer, store)
 
 
-def score_dataset(params: Params, served: ServedModel, output: Location, lease: Lease) -> tuple[Tally, PartFiles]:
-    """Score every row of `infer.input` into `output`, resuming from finished parts; the tally, and the parts."""
+def score_dataset(
+    params: Params, served: ServedModel, output: Location, lease: Lease, store: ScoreStore | None
+) -> tuple[Tally, PartFiles]:
+    """Score every row of `infer.input` into `output`, resuming from finished parts and reusing stored blocks and
+    rows; the tally, and the parts."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
     with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
-        for index, prepared, done in prefetch(blocks_to_score(params, served, parts)):
-            if prepared is None:
-                done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
+        for index, block, item in prefetch(blocks_to_score(params, served, parts, store)):
+            if isinstance(item, Tally):
+                done = item.resumed()
+            elif isinstance(item, StoredBlock):
+                parts.save(index, item.data, done := item.tally.stored())
             else:
-                with naming_block(index, prepared.block):
-                    table, done = score_block(served, prepared, params.infer)
+                with naming_block(index, block):
+                    data, done = block_part(served, block, params.infer, store, item)
                 lease.check()
-                parts.save(index, table, done)
+                parts.save(index, data, done)
             tally.add(done)
             progress.update(done.rows)
     lease.check()
@@ -122,7 +128,8 @@ def score_locally(params: Params) -> dict:
         served = ServedModel.load(Path(params.export.output), params.runtime)
         check_stride(params.infer.long_text, params.infer.stride, served.framing)
         started = time.perf_counter()
-        tally, parts = score_dataset(params, served, output, lease)
+        store = open_store(params)
+        tally, parts = score_dataset(params, served, output, lease, store)
         seconds = time.perf_counter() - started
         duplicate_ids = count_duplicate_ids(output)
     return build_metrics(
@@ -135,4 +142,5 @@ def score_locally(params: Params) -> dict:
         duplicate_ids=duplicate_ids,
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
         recovery=Recovery(rescored_blocks=len(parts.rescored)),
+        store=store.summary() if store is not None else None,
     )

@@ -20,8 +20,11 @@ class Tally:
     resumed_rows: int = 0
     resumed_tokens: int = 0
     rows: int = 0
+    reused_rows: int = 0  # rows of the blocks scored whose scores the store held (same model, same batch context)
+    reused_tokens: int = 0
     skipped: int = 0
     tokens: int = 0
+    model_tokens: int = 0  # tokens of the batches the model ran (special tokens included, padding not)
     token_slots: int = 0
     windows: int = 0
     truncated_rows: int = 0
@@ -34,6 +37,19 @@ class Tally:
     def from_record(cls, record: dict[str, Any]) -> Tally:
         """A tally from its JSON form (`dataclasses.asdict`)."""
         return cls(**{**record, "entities": EntityCounts(**record["entities"])})
+
+    def resumed(self) -> Tally:
+        """This tally of a finished part a rerun found: its rows count as resumed, none as reused or scored."""
+        self.resumed_blocks, self.resumed_rows, self.resumed_tokens = 1, self.rows, self.tokens
+        self.reused_rows = self.reused_tokens = 0
+        return self
+
+    def stored(self) -> Tally:
+        """This tally of a block the store held whole: every row reused, nothing run through the model."""
+        self.reused_rows, self.reused_tokens = self.rows, self.tokens
+        self.windows = self.token_slots = self.model_tokens = 0
+        self.model_seconds = 0.0
+        return self
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -69,6 +85,7 @@ def build_metrics(
     duplicate_ids: int,
     rows_per_node: dict[str, int],
     recovery: Recovery,
+    store: dict | None,
 ) -> dict:
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
     this run; a rerun skips finished blocks), engine, provider, the CPU that scored (local engine; on Ray each node
@@ -76,9 +93,13 @@ def build_metrics(
     scored on each machine, what the run recovered from, peak memory (of the largest process), and, where the rows
     have gold annotations, entity precision, recall and F1 and token accuracy.
     """
-    scored, scored_tokens = tally.rows - tally.resumed_rows, tally.tokens - tally.resumed_tokens
+    scored = tally.rows - tally.resumed_rows - tally.reused_rows
+    scored_tokens = tally.tokens - tally.resumed_tokens - tally.reused_tokens
     metrics = {
         "rows": tally.rows,
+        "scored_rows": scored,
+        "reused_rows": tally.reused_rows,
+        "store": store,
         "blocks": tally.blocks,
         "resumed_blocks": tally.resumed_blocks,
         "resumed_rows": tally.resumed_rows,
@@ -89,7 +110,7 @@ def build_metrics(
         "tokens": tally.tokens,
         "windows": tally.windows,
         "truncated_rows": tally.truncated_rows,
-        "padding_ratio": round(1 - tally.tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
+        "padding_ratio": round(1 - tally.model_tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
         "seconds": round(seconds, 3),
         "model_seconds": round(tally.model_seconds, 3),
         "texts_per_s": round(scored / seconds, 2),
@@ -148,7 +169,17 @@ def quality_plots(metrics: dict) -> dict[str, list[dict]]:
     return {"confusion.json": confusion, "entity_f1.json": f1}
 
 
-SUMMARY_KEYS = ("rows", "seconds", "texts_per_s", "padding_ratio", "peak_rss_mb", "entity_f1", "token_accuracy")
+SUMMARY_KEYS = (
+    "rows",
+    "scored_rows",
+    "reused_rows",
+    "seconds",
+    "texts_per_s",
+    "padding_ratio",
+    "peak_rss_mb",
+    "entity_f1",
+    "token_accuracy",
+)
 
 
 def summary_of(metrics: dict) -> dict:

@@ -1,8 +1,10 @@
 """Scoring a block of rows with an exported model: the core that every engine runs.
 
 `score_rows` takes a block of ids and texts and returns an Arrow table in the predictions schema, in
-input order, and its tally. Windows are batched longest first (sorted inside the block) under a row
-and a token budget; each token's prediction comes from the window where it is most central.
+input order, and its tally. Rows the score store holds with the same batch context are taken from it
+(`stages.scoring.reuse`); the others are tokenised, cut into windows, batched longest first where the
+content says (`stages.scoring.reuse.plan`) under a row and a token budget, and scored; each token's
+prediction comes from the window where it is most central. The new rows go into the store.
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stages.core.errors import UserError
 from stages.core.params import InferParams
 from stages.graph.session import onnx_logits
-from stages.scoring.batching import pad_batch, plan_batches
+from stages.scoring.batching import pad_batch
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
+from stages.scoring.reuse.keys import combined_key, row_keys
+from stages.scoring.reuse.plan import content_batches
+from stages.scoring.reuse.store import KEY_TYPE, DamagedEntry, ScoreStore, StoredRow, block_key
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
+from stages.scoring.storage.parts import encode_part
 from stages.scoring.tokens import EncodedText
-from stages.scoring.windows import Window, make_windows, most_central_window
+from stages.scoring.windows import Window, most_central_window, window_spans
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,19 @@ class RowPrediction:
 
 @dataclass(frozen=True)
 class PreparedBlock:
-    """A block of rows tokenised and cut into windows, ready for the model."""
+    """A block of rows planned for the model: which rows the store gives, and the batches that score the rest."""
 
     block: Block
     texts: list[str]  # what is scored: "" for skipped rows
     skipped: list[bool]
-    encoded: list[EncodedText]
-    windows: list[Window]
+    keys: list[bytes]
+    contexts: list[bytes]  # each row's batch context: the keys of the batches its windows run in
+    content_tokens: list[int]
+    reused: dict[int, StoredRow]  # rows whose stored scores have this batch context
+    scored: list[int]  # the other rows, scored here
+    encoded: dict[int, EncodedText]  # the rows tokenised: the scored ones and their batch companions
+    windows: list[Window]  # the windows of the batches to run
+    batches: list[np.ndarray]  # indices into `windows`
 
 
 class BlockFailed(RuntimeError):
@@ -72,99 +85,215 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def prepare_block(served: ServedModel, block: Block, params: InferParams) -> PreparedBlock:
-    """Apply the bad-row policy, tokenise, and cut windows (the CPU work that can run ahead of the model)."""
+def prepare_block(served: ServedModel, block: Block, params: InferParams, store: ScoreStore | None) -> PreparedBlock:
+    """Apply the bad-row policy, find stored rows, plan the batches, tokenise what runs (the CPU work that can run
+    ahead of the model)."""
     skipped = [params.bad_rows == "skip" and issue is not None for issue in block.issues]
     texts = ["" if skip else text for text, skip in zip(block.texts, skipped, strict=True)]
-    encoded = served.tokenizer.encode(texts)
-    windows = make_windows(encoded, served.framing, params.long_text, params.stride)
-    return PreparedBlock(block, texts, skipped, encoded, windows)
+    keys = row_keys(texts, block.issues)
+    found = store.find(keys) if store is not None else [None] * len(keys)
+    encoded = tokenise(served, texts, [row for row, stored in enumerate(found) if stored is None], {})
+    content_tokens = [
+        len(encoded[row]) if stored is None else next(iter(stored.values())).content_tokens
+        for row, stored in enumerate(found)
+    ]
+    framing = served.framing
+    spans = [
+        (row, start, length)
+        for row, tokens in enumerate(content_tokens)
+        for start, length in window_spans(tokens, framing, params.long_text, params.stride)
+    ]
+    window_keys = [combined_key([keys[row], start.to_bytes(4, "little")]) for row, start, _ in spans]
+    specials = len(framing.prefix) + len(framing.suffix)
+    budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
+    planned = list(content_batches([length + specials for _, _, length in spans], window_keys, *budget))
+    batch_of = np.empty(len(spans), dtype=np.int64)
+    for number, members in enumerate(planned):
+        batch_of[members] = number
+    batch_keys = [combined_key([window_keys[index] for index in members]) for members in planned]
+    row_batches: list[list[int]] = [[] for _ in keys]
+    for index, (row, _, _) in enumerate(spans):
+        row_batches[row].append(int(batch_of[index]))
+    contexts = [combined_key([batch_keys[number] for number in numbers]) for numbers in row_batches]
+    reused = {
+        row: stored[contexts[row]] for row, stored in enumerate(found) if stored is not None and contexts[row] in stored
+    }
+    scored = [row for row in range(len(keys)) if row not in reused]
+    run = sorted({number for row in scored for number in row_batches[row]})
+    members = [int(index) for number in run for index in planned[number]]
+    encoded = tokenise(served, texts, sorted({spans[index][0] for index in members} - set(encoded)), encoded)
+    windows = []
+    for index in members:
+        row, start, length = spans[index]
+        content = encoded[row].input_ids[start : start + length]
+        windows.append(Window(row, start, length, np.concatenate([framing.prefix, content, framing.suffix])))
+    sizes = np.cumsum([0, *(len(planned[number]) for number in run)])
+    batches = [np.arange(sizes[position], sizes[position + 1]) for position in range(len(run))]
+    return PreparedBlock(
+        block, texts, skipped, keys, contexts, content_tokens, reused, scored, encoded, windows, batches
+    )
 
 
-def predict_rows(served: ServedModel, block: PreparedBlock, params: InferParams, tally: Tally) -> list[RowPrediction]:
-    """Run every window through the model, longest first in budgeted batches, and merge windows back into rows."""
+def tokenise(
+    served: ServedModel, texts: list[str], rows: list[int], encoded: dict[int, EncodedText]
+) -> dict[int, EncodedText]:
+    """`encoded` with `rows` tokenised too."""
+    return {**encoded, **dict(zip(rows, served.tokenizer.encode([texts[row] for row in rows]), strict=True))}
+
+
+def predict_rows(served: ServedModel, block: PreparedBlock, tally: Tally) -> dict[int, RowPrediction]:
+    """Run the planned batches through the model and merge each scored row's windows back into its prediction."""
     windows = block.windows
     window_probabilities: list[np.ndarray] = [np.empty((0, len(served.labels)), np.float32)] * len(windows)
     prefix = len(served.framing.prefix)
     started = time.perf_counter()
-    lengths = [len(window) for window in windows]
-    for indices in plan_batches(lengths, params.batch_size, params.max_batch_tokens, params.max_batch_attention):
+    for indices in block.batches:
         arrays = pad_batch([windows[index].input_ids for index in indices], served.pad_id)
         probabilities = softmax(onnx_logits(served.session, arrays))
         tally.token_slots += arrays["attention_mask"].size
         for position, index in enumerate(indices):
             window_probabilities[index] = probabilities[position, prefix : prefix + windows[index].length]
+            tally.model_tokens += len(windows[index].input_ids)
     tally.model_seconds += time.perf_counter() - started
     tally.windows += len(windows)
-    return merge_windows(block.encoded, windows, window_probabilities)
+    merged = merge_windows({row: len(block.encoded[row]) for row in block.scored}, windows, window_probabilities)
+    return dict(zip(block.scored, merged, strict=True))
 
 
 def merge_windows(
-    encoded: list[EncodedText], windows: list[Window], window_probabilities: list[np.ndarray]
+    counts: dict[int, int], windows: list[Window], window_probabilities: list[np.ndarray]
 ) -> list[RowPrediction]:
-    """Each token's prediction from the window where it is most central; tokens no window covers are dropped."""
+    """The prediction of each row of `counts` (row -> its content token count) from its windows."""
     by_row: dict[int, list[int]] = {}
-    for index, window in enumerate(windows):
-        by_row.setdefault(window.row, []).append(index)
-    predictions = []
-    for row, text in enumerate(encoded):
-        members = by_row[row]
-        choice = most_central_window(len(text), [windows[index] for index in members])
-        covered = np.flatnonzero(choice >= 0)
-        probabilities = np.empty((len(covered), window_probabilities[members[0]].shape[-1]), dtype=np.float32)
-        for local, index in enumerate(members):
-            tokens = covered[choice[covered] == local]
-            probabilities[np.searchsorted(covered, tokens)] = window_probabilities[index][tokens - windows[index].start]
-        predictions.append(
-            RowPrediction(
-                positions=covered, label_ids=probabilities.argmax(axis=-1).astype(np.int16), probabilities=probabilities
-            )
+    for index in sorted(range(len(windows)), key=lambda index: windows[index].start):  # ties go to the earlier window
+        by_row.setdefault(windows[index].row, []).append(index)
+    return [
+        merged_prediction(
+            count, [windows[index] for index in by_row[row]], [window_probabilities[index] for index in by_row[row]]
         )
-    return predictions
+        for row, count in counts.items()
+    ]
 
 
-def score_block(served: ServedModel, prepared: PreparedBlock, params: InferParams) -> tuple[pa.Table, Tally]:
-    """Score a prepared block; returns its predictions table (input order) and its tally."""
-    block, encoded = prepared.block, prepared.encoded
-    tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(prepared.skipped))
-    tally.text_issues = dict(Counter(issue for issue in block.issues if issue is not None))
-    predictions = predict_rows(served, prepared, params, tally)
+def merged_prediction(tokens: int, windows: list[Window], probabilities: list[np.ndarray]) -> RowPrediction:
+    """A row's prediction: each token's from the window where it is most central; tokens no window covers dropped."""
+    choice = most_central_window(tokens, windows)
+    covered = np.flatnonzero(choice >= 0)
+    merged = np.empty((len(covered), probabilities[0].shape[-1]), dtype=np.float32)
+    for local, window in enumerate(windows):
+        positions = covered[choice[covered] == local]
+        merged[np.searchsorted(covered, positions)] = probabilities[local][positions - window.start]
+    return RowPrediction(positions=covered, label_ids=merged.argmax(axis=-1).astype(np.int16), probabilities=merged)
+
+
+def row_outputs(
+    served: ServedModel, prepared: PreparedBlock, predictions: dict[int, RowPrediction], params: InferParams
+) -> dict[str, list]:
+    """The output columns (all but the id) of the scored rows, in `prepared.scored` order."""
     names = np.asarray(served.labels, dtype=object)
     ignore = frozenset(params.span_ignore_labels)
-    schema = output_schema(block.ids.type, params.probabilities)
-    columns: dict[str, list] = {name: [] for name in schema.names}
-    columns["id"] = block.ids
-    gold = block.gold or [None] * len(encoded)
-    rows = zip(prepared.texts, block.issues, prepared.skipped, predictions, encoded, gold, strict=True)
-    for index, (text, issue, skipped, prediction, tokens, row_gold) in enumerate(rows):
+    columns: dict[str, list] = {name: [] for name in output_schema(pa.string(), params.probabilities).names[1:]}
+    for row in prepared.scored:
+        prediction, tokens, text = predictions[row], prepared.encoded[row], prepared.texts[row]
         labels = names[prediction.label_ids].tolist()
         offsets = tokens.offsets[prediction.positions]
         starts, ends = offsets[:, 0].tolist(), offsets[:, 1].tolist()
-        truncated = len(prediction.positions) < len(tokens)
         columns["n_tokens"].append(len(labels))
-        columns["truncated"].append(truncated)
-        columns["skipped_reason"].append(issue if skipped else None)
+        columns["truncated"].append(len(prediction.positions) < len(tokens))
+        columns["skipped_reason"].append(prepared.block.issues[row] if prepared.skipped[row] else None)
         columns["label_ids"].append(prediction.label_ids.tolist())
         columns["labels"].append(labels)
         columns["starts"].append(starts)
         columns["ends"].append(ends)
         token_scores = prediction.probabilities.max(axis=-1) if len(labels) else np.empty(0, np.float32)
-        spans = aggregate_spans(text, labels, starts, ends, token_scores, ignore)
-        columns["spans"].append(spans)
-        if row_gold is not None and not skipped:
-            where = f"block row {index} (id {block.ids[index].as_py()!r})"
-            expected = scored_gold(gold_for_model(row_gold, text, served.labels, ignore, where), offsets)
-            tally.entities.count_row(expected, predicted_spans(text, spans))
-            tally.entities.count_tokens(gold_token_types(text, offsets, expected), token_types(labels, ignore))
+        columns["spans"].append(aggregate_spans(text, labels, starts, ends, token_scores, ignore))
         if params.probabilities:
             columns["probabilities"].append(prediction.probabilities.tolist())
-        tally.tokens += len(labels)
-        tally.truncated_rows += truncated
-        for name, count in Counter(labels).items():
-            tally.label_counts[name] = tally.label_counts.get(name, 0) + count
-    return pa.Table.from_pydict(columns, schema=schema), tally
+    return columns
+
+
+def block_outputs(prepared: PreparedBlock, scored: pa.Table, stored: pa.Table | None, reused: list[int]) -> pa.Table:
+    """Every row's output columns in input order: the scored rows' and the stored ones' (taken as they are stored)."""
+    position = np.empty(len(prepared.keys), dtype=np.int64)
+    position[prepared.scored] = np.arange(len(prepared.scored))
+    position[reused] = len(prepared.scored) + np.arange(len(reused))
+    pieces = [scored] if stored is None else [scored, stored.select(scored.column_names)]
+    return pa.concat_tables(pieces).take(position).combine_chunks()
+
+
+def count_quality(
+    served: ServedModel, prepared: PreparedBlock, outputs: pa.Table, params: InferParams, tally: Tally
+) -> None:
+    """Tokens, truncations, labels, and entity and token counts against gold, from the rows' outputs."""
+    tokens = outputs.column("n_tokens").to_numpy()
+    tally.tokens += int(tokens.sum())
+    tally.reused_tokens += int(tokens[sorted(prepared.reused)].sum())
+    tally.truncated_rows += int(pc.sum(outputs.column("truncated")).as_py() or 0)
+    for count in pc.value_counts(pc.list_flatten(outputs.column("labels"))).to_pylist():
+        tally.label_counts[count["values"]] = tally.label_counts.get(count["values"], 0) + count["counts"]
+    block = prepared.block
+    if block.gold is None:
+        return
+    ignore = frozenset(params.span_ignore_labels)
+    columns = {name: outputs.column(name).to_pylist() for name in ("labels", "starts", "ends", "spans")}
+    for index, text in enumerate(prepared.texts):
+        if prepared.skipped[index]:
+            continue
+        labels = columns["labels"][index]
+        offsets = np.stack([columns["starts"][index], columns["ends"][index]], axis=-1).reshape(-1, 2)
+        where = f"block row {index} (id {block.ids[index].as_py()!r})"
+        expected = scored_gold(gold_for_model(block.gold[index], text, served.labels, ignore, where), offsets)
+        tally.entities.count_row(expected, predicted_spans(text, columns["spans"][index]))
+        tally.entities.count_tokens(gold_token_types(text, offsets, expected), token_types(labels, ignore))
+
+
+def score_block(
+    served: ServedModel, prepared: PreparedBlock, params: InferParams, store: ScoreStore | None
+) -> tuple[pa.Table, Tally, pa.Table]:
+    """Score a prepared block (its reused rows read from the store): its predictions table (input order), its tally,
+    and its rows' keys, batch contexts and content token counts (what the store indexes)."""
+    block = prepared.block
+    tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(prepared.skipped), reused_rows=len(prepared.reused))
+    tally.text_issues = dict(Counter(issue for issue in block.issues if issue is not None))
+    schema = output_schema(block.ids.type, params.probabilities)
+    columns = row_outputs(served, prepared, predict_rows(served, prepared, tally), params)
+    scored = pa.Table.from_pydict(columns, schema=pa.schema(list(schema)[1:]))
+    reused = sorted(prepared.reused)
+    stored = store.read([prepared.reused[row] for row in reused]) if store is not None and reused else None
+    outputs = block_outputs(prepared, scored, stored, reused)
+    count_quality(served, prepared, outputs, params, tally)
+    rows = pa.table({
+        "key": pa.array(prepared.keys, KEY_TYPE),
+        "context": pa.array(prepared.contexts, KEY_TYPE),
+        "content_tokens": pa.array(prepared.content_tokens, pa.int32()),
+    })  # fmt: skip
+    return outputs.add_column(0, schema.field("id"), block.ids), tally, rows
+
+
+def block_part(
+    served: ServedModel,
+    block: Block,
+    params: InferParams,
+    store: ScoreStore | None,
+    prepared: PreparedBlock | None = None,
+) -> tuple[bytes | pa.Buffer, Tally]:
+    """A block's part file (its bytes) and tally: scored, its unchanged rows from the store, and then stored. An
+    entry of the store that fails its check while the block reads it is dropped, and the block planned again."""
+    while True:
+        try:
+            table, tally, rows = score_block(
+                served, prepared or prepare_block(served, block, params, store), params, store
+            )
+            break
+        except DamagedEntry:
+            prepared = None
+    data = encode_part(table)
+    if store is not None:
+        store.save(block_key(block), data, tally, rows)
+    return data, tally
 
 
 def score_rows(served: ServedModel, block: Block, params: InferParams) -> tuple[pa.Table, Tally]:
-    """Prepare and score a block of rows in one call (for engines that do not pipeline)."""
-    return score_block(served, prepare_block(served, block, params), params)
+    """Prepare and score a block of rows in one call, without a store (for tools and tests)."""
+    table, tally, _ = score_block(served, prepare_block(served, block, params, None), params, None)
+    return table, tally

@@ -62,7 +62,12 @@ class GateRows:
                 per_window[index] = batch[position, self.prefix : self.prefix + self.windows[index].length]
         names = np.asarray(self.labels, dtype=object)
         spans, gold = [], []
-        rows = zip(self.texts, self.encoded, merge_windows(self.encoded, self.windows, per_window), strict=True)
+        rows = zip(
+            self.texts,
+            self.encoded,
+            merge_windows(dict(enumerate(map(len, self.encoded))), self.windows, per_window),
+            strict=True,
+        )
         for index, (text, tokens, row) in enumerate(rows):
             offsets = tokens.offsets[row.positions]
             if self.gold is not None:

@@ -32,7 +32,7 @@ from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import locate
 from stages.scoring.storage.output import finish_output, output_location
-from stages.scoring.storage.parts import PartFiles
+from stages.scoring.storage.parts import PartFiles, encode_part
 from tools.cli import option, parse
 
 TIME_FIELDS = {"wall": r"Elapsed \(wall clock\) time.*: (.+)", "max_rss_kb": r"Maximum resident set size.*: (\d+)"}
@@ -59,7 +59,7 @@ def write_parts(tables: list[pa.Table], rows: int, directory: Path) -> int:
         table = table.slice(0, min(table.num_rows, rows - written))
         ids = pc.binary_join_element_wise(pc.cast(table.column("id"), pa.string()), f"#{index}", "")
         table = table.set_column(0, "id", ids)
-        parts.save(index, table, Tally(blocks=1, rows=table.num_rows))
+        parts.save(index, encode_part(table), Tally(blocks=1, rows=table.num_rows))
         written, index = written + table.num_rows, index + 1
     return index
 

@@ -100,7 +100,9 @@ def render() -> str:
 
 
 def comment(text: str, indent: str) -> list[str]:
-    return [f"{indent}# {line}" for line in textwrap.wrap(text, COMMENT_WIDTH - len(indent) - 2)]
+    return [
+        f"{indent}# {line}" for line in textwrap.wrap(text, COMMENT_WIDTH - len(indent) - 2, break_on_hyphens=False)
+    ]
 
 
 def yaml_value(value: Any) -> str:

@@ -22,7 +22,8 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, RuntimeParams
 from stages.graph.session import provider_of
 from stages.scoring.datasets.blocks import Block
-from stages.scoring.score import naming_block, score_rows
+from stages.scoring.reuse.store import ScoreStore, block_key
+from stages.scoring.score import block_part, naming_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location, storage_error
 from stages.scoring.storage.output import release_freed_memory
@@ -71,8 +72,17 @@ def scored_mark(parts: Location, run_id: str, index: int) -> Location:
 class BlockScorer:
     """A Ray Data actor: one onnxruntime session; scores the blocks file's blocks into part files."""
 
-    def __init__(self, onnx_dir: str, runtime: RuntimeParams, infer: InferParams, parts: Location, run_id: str) -> None:
+    def __init__(
+        self,
+        onnx_dir: str,
+        runtime: RuntimeParams,
+        infer: InferParams,
+        parts: Location,
+        run_id: str,
+        store: tuple[Location, str] | None,
+    ) -> None:
         release_freed_memory()
+        self.store = None if store is None else ScoreStore.open(*store)
         self.served = ServedModel.load(Path(onnx_dir), runtime)
         self.infer = infer
         self.parts = PartFiles(parts)
@@ -85,9 +95,12 @@ class BlockScorer:
         reports = []
         for index in batch.column("block").to_pylist():
             block = read_block(self.blocks_file, self.blocks_location, index)
-            with naming_block(index, block):
-                table, tally = score_rows(self.served, block, self.infer)
-            self.parts.save(index, table, tally)
+            if self.store is not None and (stored := self.store.block(block_key(block))) is not None:
+                data, tally = stored.data, stored.tally.stored()
+            else:
+                with naming_block(index, block):
+                    data, tally = block_part(self.served, block, self.infer, self.store)
+            self.parts.save(index, data, tally)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
             report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
             reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))

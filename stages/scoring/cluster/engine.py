@@ -46,8 +46,10 @@ from stages.core.params import Params
 from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, BlockScorer
 from stages.scoring.cluster.health import NodeWatch, recovery_of
 from stages.scoring.cluster.resources import actor_runtime
-from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
+from stages.scoring.datasets.blocks import empty_dataset
 from stages.scoring.metrics import Recovery, Tally, build_metrics
+from stages.scoring.reuse.plan import scoring_blocks
+from stages.scoring.reuse.store import ScoreStore, open_store
 from stages.scoring.score import BlockFailed
 from stages.scoring.served import load_framing
 from stages.scoring.storage.locations import Location, atomic_file, storage_error
@@ -69,8 +71,7 @@ def write_blocks_file(params: Params, parts: PartFiles) -> int:
     with atomic_file(blocks_file) as temporary:
         writer = None
         try:
-            rows = iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
-            for block in rows:
+            for block in scoring_blocks(params):
                 table = pa.table(
                     {
                         "id": block.ids,
@@ -106,7 +107,9 @@ def blocks_written(blocks_file: Location) -> int | None:
         raise storage_error(blocks_file, error) from None
 
 
-def score_blocks(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> tuple[list[dict], NodeWatch]:
+def score_blocks(
+    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None
+) -> tuple[list[dict], NodeWatch]:
     """Score `blocks` on an actor pool spread over the cluster: each block's report as the actors finish them, and
     the watch that saw which nodes were lost meanwhile."""
     infer = params.infer
@@ -123,6 +126,7 @@ def score_blocks(params: Params, parts: PartFiles, blocks: list[int], lease: Lea
             "infer": infer,
             "parts": parts.directory,
             "run_id": lease.owner.run_id,
+            "store": None if store is None else (store.root, store.model),
         },
         batch_size=1,
         batch_format="pyarrow",
@@ -163,12 +167,14 @@ def our_error_in(error: BaseException) -> UserError | BlockFailed | None:
     return None
 
 
-def score_on_cluster(params: Params, parts: PartFiles, blocks: list[int], lease: Lease) -> tuple[list[dict], Recovery]:
+def score_on_cluster(
+    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None
+) -> tuple[list[dict], Recovery]:
     """`score_blocks` on the cluster, a task's `UserError` re-raised as itself and a failed block named; the
     reports, and what the run recovered from."""
     started_ray = connect()
     try:
-        reports, watch = score_blocks(params, parts, blocks, lease)
+        reports, watch = score_blocks(params, parts, blocks, lease, store)
         return reports, recovery_of(watch, parts.directory, lease.owner.run_id, len(parts.rescored))
     except Exception as error:
         cause = our_error_in(error)
@@ -189,7 +195,8 @@ def score_with_ray(params: Params) -> dict:
     with hold_output(output) as lease:
         check_stride(params.infer.long_text, params.infer.stride, load_framing(Path(params.export.output)))
         started = time.perf_counter()
-        tally, reports, recovery = score_and_finish(params, output, lease)
+        store = open_store(params)
+        tally, reports, recovery = score_and_finish(params, output, lease, store)
         seconds = time.perf_counter() - started
         duplicate_ids = count_duplicate_ids(output)
     rows_per_node = Counter()
@@ -205,10 +212,13 @@ def score_with_ray(params: Params) -> dict:
         duplicate_ids=duplicate_ids,
         rows_per_node=dict(rows_per_node),
         recovery=recovery,
+        store=store.summary() if store is not None else None,
     )
 
 
-def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Tally, list[dict], Recovery]:
+def score_and_finish(
+    params: Params, output: Location, lease: Lease, store: ScoreStore | None
+) -> tuple[Tally, list[dict], Recovery]:
     """Stage the blocks, score the unfinished ones on the cluster, finish the output: the tally, the actors'
     reports, and what the run recovered from."""
     infer = params.infer
@@ -217,12 +227,12 @@ def score_and_finish(params: Params, output: Location, lease: Lease) -> tuple[Ta
     resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
     todo = [index for index in range(blocks) if index not in resumed]
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
-    reports, recovery = score_on_cluster(params, parts, todo, lease) if todo else ([], Recovery())
+    reports, recovery = score_on_cluster(params, parts, todo, lease, store) if todo else ([], Recovery())
     tally = Tally()
     for report in reports:
         tally.add(Tally.from_record(report["tally"]))
     for done in resumed.values():
-        done.resumed_blocks, done.resumed_rows, done.resumed_tokens = 1, done.rows, done.tokens
+        done.resumed()
         tally.add(done)
     lease.check()
     finish_output(PartFiles(parts.directory), output, infer.input)  # with the parts the actors wrote

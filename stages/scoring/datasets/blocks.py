@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import unicodedata
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,7 +30,8 @@ from stages.scoring.storage.locations import Location, locate, storage_error
 FORMATS = tuple(READERS)
 
 TEXT_ISSUES = ("null", "not_string", "invalid_utf8", "empty", "whitespace", "control_chars")
-ALLOWED_CONTROLS = frozenset("\t\n\r")
+# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) but tab, line feed and carriage return
+CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def text_issue(text: str) -> str | None:
         return "empty"
     if text.isspace():
         return "whitespace"
-    if any(unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS for char in text):
+    if CONTROL_CHARACTER.search(text):
         return "control_chars"
     return None
 

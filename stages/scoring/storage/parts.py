@@ -24,22 +24,13 @@ from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
 from stages.scoring.datasets.blocks import open_dataset
 from stages.scoring.metrics import Tally
+from stages.scoring.reuse.keys import scoring_params
 from stages.scoring.storage.locations import Location, atomic_file, storage_error
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PART_PREFIX = "part-"
-# Params that do not change what is written: where it goes, and how the ray engine spreads the work.
-NEUTRAL_INFER_PARAMS = (
-    "output",
-    "metrics",
-    "details",
-    "engine",
-    "ray_actors",
-    "ray_cpus_per_actor",
-    "ray_gpus_per_actor",
-)
 
 
 def fingerprint(params: Params) -> str:
@@ -48,15 +39,13 @@ def fingerprint(params: Params) -> str:
     source = open_dataset(params.infer.input)
     info = source.info()
     onnx_dir = Path(params.export.output)
-    scoring = {key: value for key, value in asdict(params.infer).items() if key not in NEUTRAL_INFER_PARAMS}
     identity = {
         "input": [type(source.filesystem).__name__, source.path, info.size, info.mtime_ns],
         "model": (onnx_dir / SIDECAR_FILE).read_text(encoding="utf-8"),
         "model_files": [
             [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(onnx_dir.glob(f"{ONNX_FILE}*"))
         ],
-        "infer": scoring,
-        "providers": list(params.runtime.providers),
+        **scoring_params(params),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -64,6 +53,13 @@ def fingerprint(params: Params) -> str:
 def part_seal(data: bytes | pa.Buffer) -> dict:
     """What identifies a part file's content: its size and sha256."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def encode_part(table: pa.Table) -> pa.Buffer:
+    """A part file's bytes."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
 
 
 def recorded_fingerprint(manifest: Location) -> str | None:
@@ -144,13 +140,10 @@ class PartFiles:
         """The tally of a part this run wrote or verified (read, not verified again)."""
         return Tally.from_record(json.loads(self.tally_of(index).read_bytes())["tally"])
 
-    def save(self, index: int, table: pa.Table, tally: Tally) -> None:
-        """Encode the part, write its tally with the part's size and sha256, then the part itself: a part file
-        exists only once its tally does, and is exactly what its tally recorded."""
+    def save(self, index: int, data: bytes | pa.Buffer, tally: Tally) -> None:
+        """Write the part's tally with the part's size and sha256, then the part itself (`encode_part`'s bytes): a
+        part file exists only once its tally does, and is exactly what its tally recorded."""
         with atomic_file(self.part(index)) as temporary:
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            data = sink.getvalue()
             self.tally_of(index).write_text(json.dumps({"tally": asdict(tally), "part": part_seal(data)}))
             with temporary.filesystem.open_output_stream(temporary.path) as stream:
                 stream.write(data)

@@ -1,0 +1,85 @@
+"""What a row's scores depend on, as keys: its text, and the model and params that score it.
+
+A row key is the digest of the text as scored and of its text issue (the bad-row policy decides from it), so
+that neither the row's id nor its place in the dataset enters. The model key is the digest of every file of
+the exported model directory (the graph, its external data, the tokenizer, `model.json`) and of each param
+that shapes the outputs; a change of any of them starts a new, empty part of the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from stages.core.params import Params
+
+KEY_BYTES = 16
+# Params that do not change what is written: where it goes, and how the ray engine spreads the work.
+NEUTRAL_INFER_PARAMS = (
+    "input",
+    "output",
+    "metrics",
+    "details",
+    "plots",
+    "store",
+    "reuse",
+    "engine",
+    "ray_actors",
+    "ray_cpus_per_actor",
+    "ray_gpus_per_actor",
+)
+
+
+def row_keys(texts: Sequence[str], issues: Sequence[str | None]) -> list[bytes]:
+    """Each row's key: the digest of its text issue and its text."""
+    return [
+        hashlib.blake2b(f"{issue or ''}\0{text}".encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES).digest()
+        for text, issue in zip(texts, issues, strict=True)
+    ]
+
+
+def combined_key(parts: Sequence[bytes]) -> bytes:
+    """One key for a sequence of keys (a batch's windows, a row's batches)."""
+    digest = hashlib.blake2b(digest_size=KEY_BYTES)
+    for part in parts:
+        digest.update(part)
+    return digest.digest()
+
+
+def key_number(key: bytes) -> int:
+    """A key as a number, for content-defined cuts."""
+    return int.from_bytes(key[:8], "little")
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def scoring_params(params: Params) -> dict:
+    """The params that shape the outputs (infer's, but where they go and how Ray spreads the work; the runtime's
+    providers and graph optimisations)."""
+    infer = {key: value for key, value in asdict(params.infer).items() if key not in NEUTRAL_INFER_PARAMS}
+    runtime = {
+        "providers": list(params.runtime.providers),
+        "graph_optimization_level": params.runtime.graph_optimization_level,
+    }
+    return {"infer": infer, "runtime": runtime}
+
+
+def model_key(params: Params) -> str:
+    """The digest of the exported model directory's files and of the params that shape the outputs."""
+    onnx_dir = Path(params.export.output)
+    files = {
+        path.relative_to(onnx_dir).as_posix(): file_digest(path)
+        for path in sorted(onnx_dir.rglob("*"))
+        if path.is_file()
+    }
+    identity = {"files": files, **scoring_params(params)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

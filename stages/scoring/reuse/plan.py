@@ -1,0 +1,96 @@
+"""Blocks and batches cut where the content says, so that a row is scored with the same neighbours whatever
+else the dataset holds.
+
+A row's scores depend, in their last bits, on the batch it runs in (its companions and the padded length;
+dynamic int8 quantizes the whole batch with one scale). To reuse a stored score byte for byte, the row's
+batch must be the one a run from scratch would build. So blocks end after rows whose key says so (as rsync
+and restic cut files), and inside a block the windows are sorted by length and key and batches end before
+windows whose key says so, or where the budget is full. An appended, edited or deleted row changes the
+block it is in and the one or two batches around it; every other batch is the same as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from stages.core.params import Params
+from stages.scoring.datasets.blocks import Block, iter_blocks
+from stages.scoring.reuse.keys import key_number, row_keys
+
+BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
+
+
+def block_cut(key: bytes, rows: int, block_rows: int) -> bool:
+    """Whether a block of `rows` rows ends after the row of `key`: at least half of `block_rows`, then one row in
+    half of `block_rows` at random by key (about `block_rows` rows on average), at most twice `block_rows`."""
+    half = max(1, block_rows // 2)
+    return rows >= 2 * block_rows or (rows >= half and key_number(key) % half == 0)
+
+
+def scoring_blocks(params: Params) -> Iterator[Block]:
+    """The blocks `infer` scores: `infer.input`'s rows, with their gold, in content-defined blocks."""
+    infer = params.infer
+    rows = iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
+    return content_blocks(rows, infer.block_rows)
+
+
+def content_blocks(blocks: Iterator[Block], block_rows: int) -> Iterator[Block]:
+    """The rows of `blocks`, in order, regrouped into blocks that end where `block_cut` says."""
+    pending: list[Block] = []
+    pending_rows = 0
+    for block in blocks:
+        start = 0
+        for index, key in enumerate(row_keys(block.texts, block.issues)):
+            if block_cut(key, pending_rows + index - start + 1, block_rows):
+                pending.append(slice_block(block, start, index + 1))
+                yield join_blocks(pending)
+                pending, pending_rows, start = [], 0, index + 1
+        if start < len(block.texts):
+            pending.append(slice_block(block, start, len(block.texts)))
+            pending_rows += len(block.texts) - start
+    if pending:
+        yield join_blocks(pending)
+
+
+def slice_block(block: Block, start: int, stop: int) -> Block:
+    return Block(
+        block.ids.slice(start, stop - start),
+        block.texts[start:stop],
+        block.issues[start:stop],
+        None if block.gold is None else block.gold[start:stop],
+    )
+
+
+def join_blocks(blocks: Sequence[Block]) -> Block:
+    if len(blocks) == 1:
+        return blocks[0]
+    gold = None if blocks[0].gold is None else [spans for block in blocks for spans in block.gold]
+    return Block(
+        pa.concat_arrays([block.ids for block in blocks]),
+        [text for block in blocks for text in block.texts],
+        [issue for block in blocks for issue in block.issues],
+        gold,
+    )
+
+
+def content_batches(
+    lengths: Sequence[int], keys: Sequence[bytes], max_rows: int, max_tokens: int, max_attention: int
+) -> Iterator[np.ndarray]:
+    """Window indices grouped into batches: sorted longest first (ties by key), each batch ending before a window
+    whose key says so, or where `max_rows` rows, `max_tokens` padded slots or `max_attention` rows x length^2
+    would be exceeded."""
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], keys[index]))
+    batch: list[int] = []
+    for index in order:
+        if batch:
+            longest = max(lengths[batch[0]], 1)
+            cap = max(1, min(max_rows, max_tokens // longest, max_attention // longest**2))
+            if len(batch) >= cap or key_number(keys[index]) % BATCH_CUT == 0:
+                yield np.asarray(batch, dtype=np.int64)
+                batch = []
+        batch.append(index)
+    if batch:
+        yield np.asarray(batch, dtype=np.int64)

@@ -1,0 +1,211 @@
+"""The score store: each block scored once per model, kept write-once and verified, found again by its content.
+
+Layout: `<store>/<model key>/<block key>.parquet`, the block's part file exactly as `infer` wrote it, beside
+`<block key>.rows.parquet`, each row's key, batch context and content token count, and `<block key>.json`,
+the block's tally and the size and SHA-256 of both files. A block key is the digest of the block's row keys,
+ids and gold, so an unchanged block is its stored part, copied; a block with new rows takes each old row
+whose batch context is unchanged from the part it is stored in. An entry is named by its content and written
+whole (a temporary name, then rename or copy), so two runs sharing a store never corrupt it; an entry that is
+not what its record says (truncated, bit-flipped) is deleted, warned about, and its rows are scored again.
+Entries of other models are kept until `python -m tools.score_store prune` drops them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.core.errors import UserError
+from stages.core.params import Params
+from stages.scoring.datasets.blocks import Block
+from stages.scoring.metrics import Tally
+from stages.scoring.reuse.keys import KEY_BYTES, combined_key, model_key, row_keys
+from stages.scoring.storage.locations import Location, locate
+from stages.scoring.storage.parts import part_seal
+
+log = logging.getLogger(__name__)
+
+KEY_TYPE = pa.binary(KEY_BYTES)
+RECORD_SUFFIX = ".json"
+DEFAULT_STORE = ".score-store"  # in the output's directory
+OPEN_PARTS = 8  # stored parts kept read, for the blocks that reuse their rows
+
+
+class DamagedEntry(Exception):
+    """A stored part is not what its record says; its rows must be scored again."""
+
+
+def store_location(params: Params) -> Location:
+    """`infer.store`, or `.score-store` in the directory that holds `infer.output` (so that renaming the output
+    keeps its scores); never inside the output, which DVC deletes before the stage runs."""
+    output = locate(params.infer.output.rstrip("/"))
+    store = locate(params.infer.store) if params.infer.store else output.sibling(DEFAULT_STORE)
+    if store.path.rstrip("/") == output.path or store.path.startswith(output.path + "/"):
+        raise UserError(
+            f"infer.store = {store.name} is inside infer.output = {params.infer.output}, which is deleted before each "
+            "run; put the store beside it (infer.store: null) or elsewhere"
+        )
+    return store
+
+
+def open_store(params: Params) -> ScoreStore | None:
+    """The score store of the current model with its index read, or None when `infer.reuse` is off."""
+    if not params.infer.reuse:
+        return None
+    return ScoreStore.open(store_location(params), model_key(params))
+
+
+def block_key(block: Block) -> str:
+    """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold."""
+    described = json.dumps([str(block.ids.type), block.ids.to_pylist(), block.gold], default=str).encode()
+    return combined_key([*row_keys(block.texts, block.issues), described]).hex()
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """Where a row's stored scores are (entry, row of its part), and its content token count."""
+
+    entry: str
+    row: int
+    content_tokens: int
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    """A stored block: its part file's bytes and its tally."""
+
+    data: bytes
+    tally: Tally
+
+
+class ScoreStore:
+    """The entries of one model: an index of their rows, their parts when a block reuses them."""
+
+    def __init__(self, root: Location, model: str) -> None:
+        self.root = root
+        self.model = model
+        self.directory = root.child(model)
+        self.records: dict[str, dict] = {}
+        self.rows: dict[bytes, dict[bytes, StoredRow]] = {}  # row key -> batch context -> where it is stored
+        self.opened: OrderedDict[str, pa.Table] = OrderedDict()
+        self.prepared = False
+
+    @classmethod
+    def open(cls, root: Location, model: str) -> ScoreStore:
+        """The store of `model` under `root`, its index read (entries that cannot be read are dropped)."""
+        store = cls(root, model)
+        for record in store.directory.files():
+            if record.base_name.endswith(RECORD_SUFFIX):
+                store.index(record.base_name.removesuffix(RECORD_SUFFIX))
+        return store
+
+    def location(self, entry: str, suffix: str) -> Location:
+        return self.directory.child(entry + suffix)
+
+    def index(self, entry: str) -> None:
+        try:
+            record = json.loads(self.location(entry, RECORD_SUFFIX).read_bytes())
+            rows = pq.read_table(pa.BufferReader(self.verified(entry, ".rows.parquet", record["rows"])))
+        except (DamagedEntry, ValueError, KeyError, TypeError, pa.ArrowException) as error:
+            self.drop(entry, f"cannot be read ({type(error).__name__})")
+            return
+        self.records[entry] = record
+        columns = [rows.column(name).to_pylist() for name in ("key", "context", "content_tokens")]
+        for row, (key, context, tokens) in enumerate(zip(*columns, strict=True)):
+            self.rows.setdefault(key, {}).setdefault(context, StoredRow(entry, row, tokens))
+
+    def verified(self, entry: str, suffix: str, seal: dict) -> bytes:
+        data = self.location(entry, suffix).read_bytes()
+        if part_seal(data) != seal:
+            raise DamagedEntry(f"{entry}{suffix} is not what was written ({len(data)} bytes)")
+        return data
+
+    def drop(self, entry: str, damage: str) -> None:
+        """Warn about a damaged entry, stop using it, and delete it so that it is written again."""
+        log.warning("score store entry %s %s; its rows are scored again", self.location(entry, "").name, damage)
+        self.records.pop(entry, None)
+        self.opened.pop(entry, None)
+        for key, stored in list(self.rows.items()):
+            kept = {context: row for context, row in stored.items() if row.entry != entry}
+            if kept:
+                self.rows[key] = kept
+            else:
+                del self.rows[key]
+        for suffix in (RECORD_SUFFIX, ".parquet", ".rows.parquet"):
+            with suppress(UserError):  # another run may have dropped it first; what matters is not using it
+                self.location(entry, suffix).delete()
+
+    def find(self, keys: list[bytes]) -> list[dict[bytes, StoredRow] | None]:
+        """Each key's stored rows by batch context, or None."""
+        return [self.rows.get(key) for key in keys]
+
+    def block(self, key: str) -> StoredBlock | None:
+        """The stored block of `key`, verified; None if there is none (or it was damaged: then it is dropped)."""
+        if key not in self.records:
+            return None
+        try:
+            data = self.verified(key, ".parquet", self.records[key]["part"])
+        except DamagedEntry as error:
+            self.drop(key, str(error).removeprefix(key))
+            return None
+        return StoredBlock(data, Tally.from_record(self.records[key]["tally"]))
+
+    def read(self, found: list[StoredRow]) -> pa.Table:
+        """The stored output columns (all but the id) of `found`'s rows, in its order; `DamagedEntry` if a part fails
+        its check."""
+        pieces: list[pa.Table] = []
+        position: dict[tuple[str, int], int] = {}
+        for entry in dict.fromkeys(row.entry for row in found):
+            wanted = sorted({row.row for row in found if row.entry == entry})
+            offset = sum(piece.num_rows for piece in pieces)
+            position.update({(entry, row): offset + index for index, row in enumerate(wanted)})
+            pieces.append(self.part_table(entry).take(np.asarray(wanted)).drop_columns(["id"]))  # ids are the input's
+        return pa.concat_tables(pieces).take(np.asarray([position[row.entry, row.row] for row in found]))
+
+    def part_table(self, entry: str) -> pa.Table:
+        if entry in self.opened:
+            self.opened.move_to_end(entry)
+            return self.opened[entry]
+        try:
+            data = self.verified(entry, ".parquet", self.records[entry]["part"])
+        except DamagedEntry as error:
+            self.drop(entry, str(error).removeprefix(entry))
+            raise
+        self.opened[entry] = pq.read_table(pa.BufferReader(data))
+        if len(self.opened) > OPEN_PARTS:
+            self.opened.popitem(last=False)
+        return self.opened[entry]
+
+    def save(self, key: str, data: bytes | pa.Buffer, tally: Tally, rows: pa.Table) -> None:
+        """Store a scored block: its part's bytes, its rows' keys (`rows`), then the record naming both."""
+        if not self.prepared:
+            self.prepare()
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows, sink, compression="zstd")
+        row_data = sink.getvalue()
+        self.location(key, ".parquet").write_bytes(data)
+        self.location(key, ".rows.parquet").write_bytes(row_data)
+        record = {"tally": asdict(tally), "part": part_seal(data), "rows": part_seal(row_data)}
+        self.location(key, RECORD_SUFFIX).write_text(json.dumps(record))
+
+    def prepare(self) -> None:
+        """The store's directory; a local one ignored by git, as DVC's own cache is."""
+        self.prepared = True
+        self.directory.make_directory()
+        ignore = self.root.child(".gitignore")
+        if self.root.is_local and not ignore.exists():
+            ignore.write_text("*\n")
+
+    def summary(self) -> dict:
+        """Where the store is and what it held for this model when the run began."""
+        rows = sum(record["tally"]["rows"] for record in self.records.values())
+        stored = sum(record["part"]["bytes"] + record["rows"]["bytes"] for record in self.records.values())
+        return {"location": self.root.name, "model": self.model[:16], "blocks": len(self.records), "rows": rows,
+                "bytes": stored}  # fmt: skip

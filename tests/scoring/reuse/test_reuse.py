@@ -1,0 +1,170 @@
+"""Scoring only what is new: every data change and every invalidation gives the bytes of a run from scratch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stages import export, infer, load_checkpoint
+from tests.conftest import REPO
+from tools import score_store
+
+ROWS = 240
+REAL_TEXT = REPO / "tests/data/real_text.parquet"
+
+
+@pytest.fixture
+def exported(make_workspace):
+    """A workspace with a tiny model exported at int8 (dynamic int8 quantizes each batch with one scale, so a row's
+    scores depend on its batch) and a dataset of real multilingual text (with a few bad rows)."""
+    workspace = make_workspace("deberta-v2")
+    texts = [*pd.read_parquet(REAL_TEXT).text.tolist()[:ROWS], "", None, "  "]
+    pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet("data.parquet")
+    workspace.write_params(parity={"samples": 8}, export={"precision": "int8"}, infer={"block_rows": 32})
+    load_checkpoint.main()
+    export.main()
+    return workspace
+
+
+def score(workspace, dataset: pd.DataFrame, **infer_params) -> tuple[bytes, dict]:
+    """Score `dataset` with the workspace's params (and `infer_params`); the output's bytes and the run's details."""
+    dataset.to_parquet("data.parquet")
+    workspace.write_params(infer={"reuse": True, "store": None, "output": "out/predictions.parquet", **infer_params})
+    infer.main()
+    details = json.loads(Path(workspace.params["infer"]["details"]).read_text())
+    return Path(workspace.params["infer"]["output"]).read_bytes(), details
+
+
+def from_scratch(workspace, dataset: pd.DataFrame) -> bytes:
+    """The output of a run with an empty store."""
+    output, details = score(workspace, dataset, store="scratch.store", output="out/scratch.parquet")
+    assert details["reused_rows"] == 0
+    shutil.rmtree("scratch.store")
+    return output
+
+
+def appended(frame: pd.DataFrame) -> pd.DataFrame:
+    extra = pd.read_parquet(REAL_TEXT).text.tolist()[ROWS : ROWS + 12]
+    return pd.concat([frame, pd.DataFrame({"id": [f"new-{i}" for i in range(len(extra))], "text": extra})])
+
+
+def edited(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for row in (17, 120, 199):
+        frame.iloc[row, 1] = f"{frame.iloc[row, 1]} (edited)"
+    return frame
+
+
+def deleted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(index=[3, 90, 91, 150]).reset_index(drop=True)
+
+
+def reordered(frame: pd.DataFrame) -> pd.DataFrame:
+    order = list(range(len(frame)))
+    order[40:60] = reversed(order[40:60])
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def duplicated(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([frame, frame.iloc[[5, 6, 7]].assign(id=["dup-5", "dup-6", "dup-7"])]).reset_index(drop=True)
+
+
+def renamed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(id=[f"renamed-{index}" for index in range(len(frame))])
+
+
+@pytest.mark.parametrize(
+    ("change", "most_scored"),
+    [(appended, 12 + 64), (edited, 3 * 64), (deleted, 3 * 64), (reordered, 4 * 64), (duplicated, 64), (renamed, 0)],
+)
+def test_a_data_change_scores_only_what_it_changed_and_gives_the_from_scratch_bytes(
+    exported, change: Callable[[pd.DataFrame], pd.DataFrame], most_scored: int
+):
+    base = pd.read_parquet("data.parquet")
+    score(exported, base)
+    changed = change(base)
+    output, details = score(exported, changed)
+    assert output == from_scratch(exported, changed)
+    assert details["rows"] == len(changed) == details["reused_rows"] + details["scored_rows"]
+    assert details["scored_rows"] <= most_scored, details
+    assert details["reused_rows"] >= len(changed) - most_scored
+    assert details["store"]["rows"] >= len(base)
+
+
+def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported):
+    base = pd.read_parquet("data.parquet")
+    first, details = score(exported, base)
+    assert details["reused_rows"] == 0 and details["scored_rows"] == len(base)
+    again, details = score(exported, base)
+    assert again == first and details["reused_rows"] == len(base) and details["scored_rows"] == 0
+    for neutral in ({"output": "out/elsewhere.parquet"}, {"engine": "local", "ray_actors": 3}):
+        moved, details = score(exported, base, **neutral)
+        assert moved == first and details["scored_rows"] == 0, neutral
+    exported.write_params(runtime={"intra_op_num_threads": 2})
+    threads, details = score(exported, base)
+    assert threads == first and details["scored_rows"] == 0
+    for shaping in ({"max_batch_tokens": 1000}, {"probabilities": True}, {"stride": 64}):
+        _, details = score(exported, base, **shaping)
+        assert details["reused_rows"] == 0, shaping
+    sidecar = Path(exported.params["export"]["output"]) / "model.json"
+    sidecar.write_text(sidecar.read_text().replace("{", '{"note": "re-exported", ', 1))
+    _, details = score(exported, base)
+    assert details["reused_rows"] == 0, "a changed model.json reuses nothing"
+    tokenizer = Path(exported.params["export"]["output"]) / "tokenizer_config.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")
+    _, details = score(exported, base)
+    assert details["reused_rows"] == 0, "a changed tokenizer file reuses nothing"
+
+
+def test_a_damaged_store_entry_is_scored_again_never_trusted(exported, caplog):
+    base = pd.read_parquet("data.parquet")
+    first, _ = score(exported, base)
+    parts = sorted(Path("out/.score-store").glob("*/*[0-9a-f].parquet"))
+    damaged = next(part for part in parts if not part.name.endswith(".rows.parquet"))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    truncated = next(part for part in parts if part != damaged and not part.name.endswith(".rows.parquet"))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    output, details = score(exported, base)
+    assert output == first
+    assert 0 < details["scored_rows"] <= 2 * 64 and details["reused_rows"] == len(base) - details["scored_rows"]
+    assert "is not what was written" in caplog.text
+    again, details = score(exported, base)
+    assert again == first and details["scored_rows"] == 0, "the damaged entries were written again"
+
+
+def test_a_store_inside_the_output_or_unwritable_is_exit_2_in_one_line(exported, tmp_path):
+    exported.write_params(infer={"output": "out/dataset", "store": "out/dataset/store"})
+    result = subprocess.run([sys.executable, "-m", "stages.infer"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "infer.store = out/dataset/store is inside infer.output" in result.stderr
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's directory would go")
+    exported.write_params(infer={"output": "out/predictions.parquet", "store": str(blocked)})
+    result = subprocess.run([sys.executable, "-m", "stages.infer"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"cannot write {blocked}/" in last, result.stderr[-2000:]
+    assert (tmp_path / "out/predictions.parquet.parts").is_dir(), "the scored parts are kept for the rerun"
+
+
+def test_the_store_command_lists_each_model_and_prune_keeps_the_current_one(exported, capsys):
+    base = pd.read_parquet("data.parquet")
+    tokens = exported.params["infer"]["max_batch_tokens"]
+    score(exported, base, max_batch_tokens=1000)
+    score(exported, base, max_batch_tokens=tokens)
+    score_store.main([])
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and sum("(current)" in line for line in listed) == 1, listed
+    assert all(f"{len(base)} rows" in line for line in listed), listed
+    score_store.main(["--prune"])
+    assert len(list(Path("out/.score-store").iterdir())) == 2  # the current model's directory and the .gitignore
+    _, details = score(exported, base)
+    assert details["scored_rows"] == 0, "the current model's entries were kept"
