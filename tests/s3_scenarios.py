@@ -122,7 +122,7 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
         f"local engine s3->s3 after SIGKILL and rerun: sha256 {sha256(read_bytes(output))}, local file {sha256(reference)}"
     )
     metrics = json.loads(Path(exported.params["infer"]["details"]).read_text())
-    assert 3 <= metrics["resumed_blocks"] < metrics["blocks"] == 31 and metrics["rows"] == ROWS
+    assert 3 <= metrics["resumed_blocks"] < metrics["blocks"] and metrics["blocks"] >= 10 and metrics["rows"] == ROWS
     assert not exists(f"{output}.parts"), "the parts are removed once the output is complete"
 
     on_ray = f"s3://{BUCKET}/out/ray.parquet"
@@ -140,7 +140,8 @@ def test_a_directory_output_on_s3_is_a_parquet_dataset_committed_by_success(expo
         result = infer(exported, output=output)
         assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(info.base_name for info in s3().get_file_info(pafs.FileSelector(output.removeprefix("s3://"))))
-    parts = [f"part-{index:06d}.parquet" for index in range(31)]
+    blocks = json.loads(Path(exported.params["infer"]["details"]).read_text())["blocks"]
+    parts = [f"part-{index:06d}.parquet" for index in range(blocks)]
     assert names == sorted([*parts, "_SUCCESS", "_manifest.json"])
     manifest = json.loads(read_bytes(f"{output}/_manifest.json"))
     assert manifest["rows"] == ROWS and [file["name"] for file in manifest["files"]] == parts

@@ -53,15 +53,15 @@ SCENARIOS = {
     "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
     # the dead driver's lease over, scores the damaged block again and the unfinished ones.
-    "driver_killed": {"block_rows": 1},
+    "driver_killed": {"block_rows": 2},
     # A broken graph fails on the last block (only row 60 is Cyrillic, and it fails on Cyrillic tokens): the run stops
     # naming that block and its first row, and the parts of the other blocks stay. Scored by the ray engine only.
     "block_raises": {"input": "poisoned.parquet", "block_rows": 8},
     # One actor per node; one actor's process is SIGKILLed once 4 parts are finished: Ray restarts it.
-    "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
+    "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # Last, as it breaks the cluster: one actor per node, and the second node is lost (SIGKILL to its raylet and
     # every process under it) once 6 parts are finished; the run goes on with the head's actor.
-    "node_lost": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 1},
+    "node_lost": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
 }
 INTERRUPTED = "driver_killed"
 FAILING = "block_raises"
