@@ -129,7 +129,10 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     ray = infer(exported, input=INPUT, output=on_ray, engine="ray", ray_actors=1, ray_cpus_per_actor=1)
     assert ray.returncode == 0, ray.stderr[-3000:]
     assert read_bytes(on_ray) == reference
-    print(f"ray engine s3->s3: sha256 {sha256(read_bytes(on_ray))}")
+    metrics = json.loads(Path(exported.params["infer"]["details"]).read_text())
+    store = f"s3://{BUCKET}/out/.score-store"  # beside both outputs: the local engine's runs filled it
+    assert (metrics["store"]["location"], metrics["reused_rows"], metrics["scored_rows"]) == (store, ROWS, 0), metrics
+    print(f"ray engine s3->s3: sha256 {sha256(read_bytes(on_ray))}, all {ROWS} rows from the store on S3")
 
 
 def test_a_directory_output_on_s3_is_a_parquet_dataset_committed_by_success(exported):

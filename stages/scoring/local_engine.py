@@ -26,7 +26,7 @@ from stages.graph.session import provider_of
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
-from stages.scoring.reuse.store import ScoreStore, StoredBlock, block_key, open_store
+from stages.scoring.reuse.store import ScoreStore, StoredBlock, open_store
 from stages.scoring.score import PreparedBlock, block_part, naming_block, prepare_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
@@ -87,7 +87,7 @@ def blocks_to_score(
     for index, block in enumerate(scoring_blocks(params)):
         if (done := parts.finished(index)) is not None:
             yield index, block, done
-        elif store is not None and (stored := store.block(block_key(block))) is not None:
+        elif store is not None and (stored := store.block(block)) is not None:
             yield index, block, stored
         else:
             with naming_block(index, block):
@@ -107,7 +107,7 @@ def score_dataset(
             if isinstance(item, Tally):
                 done = item.resumed()
             elif isinstance(item, StoredBlock):
-                parts.save(index, item.data, done := item.tally.stored())
+                parts.save(index, item.data, done := item.tally)
             else:
                 with naming_block(index, block):
                     data, done = block_part(served, block, params.infer, store, item)

@@ -277,8 +277,11 @@ def block_part(
     store: ScoreStore | None,
     prepared: PreparedBlock | None = None,
 ) -> tuple[bytes | pa.Buffer, Tally]:
-    """A block's part file (its bytes) and tally: scored, its unchanged rows from the store, and then stored. An
-    entry of the store that fails its check while the block reads it is dropped, and the block planned again."""
+    """A block's part file (its bytes) and tally: the store's copy of the whole block, or scored, its unchanged rows
+    from the store, and then stored. An entry of the store that fails its check while the block reads it is
+    dropped, and the block planned again."""
+    if prepared is None and store is not None and (stored := store.block(block)) is not None:
+        return stored.data, stored.tally
     while True:
         try:
             table, tally, rows = score_block(

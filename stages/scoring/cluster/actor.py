@@ -22,7 +22,7 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, RuntimeParams
 from stages.graph.session import provider_of
 from stages.scoring.datasets.blocks import Block
-from stages.scoring.reuse.store import ScoreStore, block_key
+from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location, storage_error
@@ -95,11 +95,8 @@ class BlockScorer:
         reports = []
         for index in batch.column("block").to_pylist():
             block = read_block(self.blocks_file, self.blocks_location, index)
-            if self.store is not None and (stored := self.store.block(block_key(block))) is not None:
-                data, tally = stored.data, stored.tally.stored()
-            else:
-                with naming_block(index, block):
-                    data, tally = block_part(self.served, block, self.infer, self.store)
+            with naming_block(index, block):
+                data, tally = block_part(self.served, block, self.infer, self.store)
             self.parts.save(index, data, tally)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
             report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}

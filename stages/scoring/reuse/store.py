@@ -146,8 +146,10 @@ class ScoreStore:
         """Each key's stored rows by batch context, or None."""
         return [self.rows.get(key) for key in keys]
 
-    def block(self, key: str) -> StoredBlock | None:
-        """The stored block of `key`, verified; None if there is none (or it was damaged: then it is dropped)."""
+    def block(self, block: Block) -> StoredBlock | None:
+        """`block` as stored whole (same rows, ids and gold), verified, its tally's rows all reused; None if the store
+        does not hold it (or held it damaged: then it is dropped)."""
+        key = block_key(block)
         if key not in self.records:
             return None
         try:
@@ -155,7 +157,7 @@ class ScoreStore:
         except DamagedEntry as error:
             self.drop(key, str(error).removeprefix(key))
             return None
-        return StoredBlock(data, Tally.from_record(self.records[key]["tally"]))
+        return StoredBlock(data, Tally.from_record(self.records[key]["tally"]).stored())
 
     def read(self, found: list[StoredRow]) -> pa.Table:
         """The stored output columns (all but the id) of `found`'s rows, in its order; `DamagedEntry` if a part fails
