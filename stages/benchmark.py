@@ -23,7 +23,7 @@ from stages.core.atomic import write_json
 from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 
-PARAMS = ("model", "export", "runtime", "infer.input", "infer.text_column", "infer.id_column", "benchmark")
+PARAMS = ("model", "export", "runtime", "parity.input", "infer.text_column", "infer.id_column", "benchmark")
 OVERRIDABLE = ("size", "rows", "batch", "length", "rounds", "warmup")  # benchmark.* keys a command line may override
 
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tmp_dir=args.tmp_dir,
     )
     model, tokenizer = model_under_test(settings.size, params)
-    texts = read_texts(params.infer.input, params.infer.text_column, params.infer.id_column, settings.rows)
+    texts = read_texts(params.parity.input, params.infer.text_column, params.infer.id_column, settings.rows)
     report = run_benchmark(model, tokenizer, texts, settings)
     print(format_report(report))
     write_json(Path(bench.report), report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ PIPELINE_FILES = (
 )
 
 BERT_ROWS = 1500
+NEW_ROWS = 50  # appended to the demo's dataset
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +118,35 @@ def test_a_runtime_change_reruns_the_stages_that_read_runtime(demo):
     assert changed["benchmark"] == [{"changed deps": {"params.yaml": {"runtime": "modified"}}}], changed["benchmark"]
     after = run([sys.executable, "-m", "dvc", "status", "--json"], root)
     assert after.returncode == 0 and json.loads(after.stdout) == {}, after.stdout
+
+
+def test_new_rows_rerun_only_infer_which_scores_only_what_is_new(demo):
+    root, _ = demo
+    dataset, predictions = root / "data/demo.parquet", root / "data/predictions.parquet"
+    original, scored = dataset.read_bytes(), predictions.read_bytes()
+    source = pd.read_parquet(dataset)
+    new = source.head(NEW_ROWS).assign(id=lambda rows: "new-" + rows.id, text=lambda rows: rows.text + " (new)")
+    pd.concat([source, new]).to_parquet(dataset)  # gold spans still fit: text appended at the end
+    try:
+        changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
+        assert set(changed) == {"infer"}, changed  # the model is exported and verified once
+        appended = run([sys.executable, "-m", "dvc", "repro"], root)
+        details = json.loads((root / "metrics/infer_details.json").read_text())
+    finally:
+        dataset.write_bytes(original)
+    assert appended.returncode == 0, appended.stderr[-3000:]
+    assert re.findall(r"Running stage '(\w+)'", appended.stdout) == ["infer"], appended.stdout
+    assert details["rows"] == len(source) + NEW_ROWS and NEW_ROWS <= details["scored_rows"] < len(source) / 4, details
+    assert details["reused_rows"] == details["rows"] - details["scored_rows"], details
+    print(
+        f"{NEW_ROWS} rows appended: dvc repro ran infer, scored {details['scored_rows']}, reused {details['reused_rows']}"
+    )
+    restored = run([sys.executable, "-m", "dvc", "repro"], root)
+    details = json.loads((root / "metrics/infer_details.json").read_text())
+    assert re.findall(r"Running stage '(\w+)'", restored.stdout) == ["infer"], restored.stdout
+    assert (details["scored_rows"], details["reused_rows"]) == (0, len(source)), details
+    assert predictions.read_bytes() == scored, "the first run's predictions, byte for byte"
+    print(f"rows removed again: scored 0, reused {details['reused_rows']}, the first run's predictions byte for byte")
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ def read_texts(dataset: str, text_column: str, id_column: str, rows: int) -> lis
         if len(texts) >= rows:
             return texts[:rows]
     if not texts:
-        raise UserError(f"dataset {dataset} has no non-empty texts to benchmark on (infer.input)")
+        raise UserError(f"dataset {dataset} has no non-empty texts to benchmark on (parity.input)")
     log.warning("dataset %s has only %d non-empty texts; benchmarking on those", dataset, len(texts))
     return texts
 

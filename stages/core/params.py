@@ -257,7 +257,7 @@ class BenchmarkParams:
     size: Literal["demo", "base"]
     """`demo`: the pipeline's model (`model.output`); `base`: mdeberta-v3-base's shape with random weights."""
     rows: int = field(metadata=_range(1))
-    """Non-empty rows of `infer.input`, in dataset order."""
+    """Non-empty rows of `parity.input` (not `infer.input`: new data to score reruns only `infer`), in order."""
     batch: int = field(metadata=_range(1))
     """Rows per batch, padded to their longest."""
     length: int = field(metadata=_range(2))

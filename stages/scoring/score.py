@@ -1,10 +1,9 @@
-"""Scoring a block of rows with an exported model: the core that every engine runs.
+"""Scoring a block of rows with an exported model: the core that every engine runs (`block_part`).
 
-`score_rows` takes a block of ids and texts and returns an Arrow table in the predictions schema, in
-input order, and its tally. Rows the score store holds with the same batch context are taken from it
-(`stages.scoring.reuse`); the others are tokenised, cut into windows, batched longest first where the
-content says (`stages.scoring.reuse.plan`) under a row and a token budget, and scored; each token's
-prediction comes from the window where it is most central. The new rows go into the store.
+A block of ids and texts becomes a part file in the predictions schema, in input order, and its tally. Rows
+the score store holds with the same batch context are taken from it (`stages.scoring.reuse`); the others are
+tokenised, cut into windows, batched longest first where the content says (`stages.scoring.reuse.plan`)
+under a row and a token budget, and scored, each token's prediction from the window where it is most central.
 """
 
 from __future__ import annotations
@@ -277,9 +276,8 @@ def block_part(
     store: ScoreStore | None,
     prepared: PreparedBlock | None = None,
 ) -> tuple[bytes | pa.Buffer, Tally]:
-    """A block's part file (its bytes) and tally: the store's copy of the whole block, or scored, its unchanged rows
-    from the store, and then stored. An entry of the store that fails its check while the block reads it is
-    dropped, and the block planned again."""
+    """A block's part file (its bytes) and tally: the store's copy of the whole block, or scored (unchanged rows from
+    the store) and stored. A store entry that fails its check as it is read is dropped, the block planned again."""
     if prepared is None and store is not None and (stored := store.block(block)) is not None:
         return stored.data, stored.tally
     while True:
