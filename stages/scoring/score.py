@@ -29,7 +29,8 @@ from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
 from stages.scoring.reuse.keys import combined_key, row_keys
 from stages.scoring.reuse.plan import content_batches
-from stages.scoring.reuse.store import KEY_TYPE, DamagedEntry, ScoreStore, StoredRow, block_key
+from stages.scoring.reuse.rows import StoredRow
+from stages.scoring.reuse.store import KEY_TYPE, DamagedEntry, ScoreStore, block_key
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.storage.parts import encode_part

@@ -17,6 +17,7 @@ from pathlib import Path
 from stages.core.params import Params
 
 KEY_BYTES = 16
+BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = (
     "input",
@@ -74,12 +75,13 @@ def scoring_params(params: Params) -> dict:
 
 
 def model_key(params: Params) -> str:
-    """The digest of the exported model directory's files and of the params that shape the outputs."""
+    """The digest of the exported model directory's files, of the params that shape the outputs and of how
+    batches are cut."""
     onnx_dir = Path(params.export.output)
     files = {
         path.relative_to(onnx_dir).as_posix(): file_digest(path)
         for path in sorted(onnx_dir.rglob("*"))
         if path.is_file()
     }
-    identity = {"files": files, **scoring_params(params)}
+    identity = {"files": files, **scoring_params(params), "batch_cut": BATCH_CUT}  # rows' batches shape scores too
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

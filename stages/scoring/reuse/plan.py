@@ -18,9 +18,7 @@ import pyarrow as pa
 
 from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block, iter_blocks
-from stages.scoring.reuse.keys import key_number, row_keys
-
-BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
+from stages.scoring.reuse.keys import BATCH_CUT, key_number, row_keys
 
 
 def block_cut(key: bytes, rows: int, block_rows: int) -> bool:

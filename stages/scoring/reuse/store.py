@@ -27,6 +27,7 @@ from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import KEY_BYTES, combined_key, model_key, row_keys
+from stages.scoring.reuse.rows import RowIndex, StoredRow
 from stages.scoring.storage.locations import Location, locate
 from stages.scoring.storage.parts import part_seal
 
@@ -69,15 +70,6 @@ def block_key(block: Block) -> str:
 
 
 @dataclass(frozen=True)
-class StoredRow:
-    """Where a row's stored scores are (entry, row of its part), and its content token count."""
-
-    entry: str
-    row: int
-    content_tokens: int
-
-
-@dataclass(frozen=True)
 class StoredBlock:
     """A stored block: its part file's bytes and its tally."""
 
@@ -93,7 +85,7 @@ class ScoreStore:
         self.model = model
         self.directory = root.child(model)
         self.records: dict[str, dict] = {}
-        self.rows: dict[bytes, dict[bytes, StoredRow]] = {}  # row key -> batch context -> where it is stored
+        self.rows = RowIndex()
         self.opened: OrderedDict[str, pa.Table] = OrderedDict()
         self.prepared = False
 
@@ -117,9 +109,7 @@ class ScoreStore:
             self.drop(entry, f"cannot be read ({type(error).__name__})")
             return
         self.records[entry] = record
-        columns = [rows.column(name).to_pylist() for name in ("key", "context", "content_tokens")]
-        for row, (key, context, tokens) in enumerate(zip(*columns, strict=True)):
-            self.rows.setdefault(key, {}).setdefault(context, StoredRow(entry, row, tokens))
+        self.rows.add(entry, rows)
 
     def verified(self, entry: str, suffix: str, seal: dict) -> bytes:
         data = self.location(entry, suffix).read_bytes()
@@ -132,19 +122,14 @@ class ScoreStore:
         log.warning("score store entry %s %s; its rows are scored again", self.location(entry, "").name, damage)
         self.records.pop(entry, None)
         self.opened.pop(entry, None)
-        for key, stored in list(self.rows.items()):
-            kept = {context: row for context, row in stored.items() if row.entry != entry}
-            if kept:
-                self.rows[key] = kept
-            else:
-                del self.rows[key]
+        self.rows.drop(entry)
         for suffix in (RECORD_SUFFIX, ".parquet", ".rows.parquet"):
             with suppress(UserError):  # another run may have dropped it first; what matters is not using it
                 self.location(entry, suffix).delete()
 
     def find(self, keys: list[bytes]) -> list[dict[bytes, StoredRow] | None]:
         """Each key's stored rows by batch context, or None."""
-        return [self.rows.get(key) for key in keys]
+        return self.rows.find(keys)
 
     def block(self, block: Block) -> StoredBlock | None:
         """`block` as stored whole (same rows, ids and gold), verified, its tally's rows all reused; None if the store

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stages import export, infer, load_checkpoint
+from stages.scoring.reuse import keys, plan
 from tests.conftest import REPO
 from tools import score_store
 
@@ -98,7 +99,7 @@ def test_a_data_change_scores_only_what_it_changed_and_gives_the_from_scratch_by
     assert details["store"]["rows"] >= len(base)
 
 
-def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported):
+def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported, monkeypatch):
     base = pd.read_parquet("data.parquet")
     first, details = score(exported, base)
     assert details["reused_rows"] == 0 and details["scored_rows"] == len(base)
@@ -113,6 +114,11 @@ def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuse
     for shaping in ({"max_batch_tokens": 1000}, {"probabilities": True}, {"stride": 64}):
         _, details = score(exported, base, **shaping)
         assert details["reused_rows"] == 0, shaping
+    with monkeypatch.context() as patched:  # a code change that cuts batches elsewhere
+        patched.setattr(keys, "BATCH_CUT", keys.BATCH_CUT + 1)
+        patched.setattr(plan, "BATCH_CUT", keys.BATCH_CUT)
+        _, details = score(exported, base)
+        assert details["reused_rows"] == 0, "batches cut elsewhere reuse nothing"
     sidecar = Path(exported.params["export"]["output"]) / "model.json"
     sidecar.write_text(sidecar.read_text().replace("{", '{"note": "re-exported", ', 1))
     _, details = score(exported, base)
