@@ -32,13 +32,24 @@ def workspace(tmp_path_factory: pytest.TempPathFactory):
         yield built
 
 
-def use(workspace, name: str, content: bytes | pa.Table | None, **infer_params) -> str:
-    """Write `content` to `name` (None: write nothing) and point infer.input at it; outputs go to a fresh path."""
-    path = workspace.root / name
-    if isinstance(content, pa.Table):
+Content = bytes | pa.Table | dict | None  # a dict: a directory of files, by name
+
+
+def write(path: Path, content: Content) -> None:
+    """`content` at `path` (None: nothing)."""
+    if isinstance(content, dict):
+        path.mkdir()
+        for name, file_content in content.items():
+            write(path / name, file_content)
+    elif isinstance(content, pa.Table):
         pq.write_table(content, path)
     elif content is not None:
         path.write_bytes(content)
+
+
+def use(workspace, name: str, content: Content, **infer_params) -> str:
+    """Write `content` to `name` and point infer.input at it; outputs go to a fresh path."""
+    write(workspace.root / name, content)
     output = f"out/{name}.parquet"
     workspace.write_params(
         infer={"input": name, "output": output, "details": f"metrics/{name}.json", "bad_rows": "score", **infer_params}
@@ -91,6 +102,17 @@ FAILING = [
         "other-columns.csv",
         b"key,body\n1,x\n",
         r"has no column 'text' \(infer\.text_column\); its columns are: key, body",
+    ),
+    # directory datasets: every data file under it, in path order
+    ("empty-dir", {"_SUCCESS": b""}, r"dataset empty-dir is a directory without data files; put .*parquet"),
+    ("mixed", {"a.parquet": GOOD, "b.csv": CSV_GOOD}, r"dataset mixed mixes formats \(\.csv, \.parquet\); keep one"),
+    ("conll-dir", {"a.conll": b"Paris B-LOC\n"}, r"sentence ids restart in each file; concatenate them into one"),
+    ("empty-part", {"a.parquet": GOOD, "b.parquet": b""}, r"dataset empty-part/b\.parquet is empty \(0 bytes\)"),
+    ("notes", {"readme.txt": b"hi"}, r"dataset notes/readme\.txt has an unknown format; infer\.input must be one file"),
+    (
+        "id-types",
+        {"a.parquet": GOOD, "b.parquet": pa.table({"id": [1], "text": ["x"]})},
+        r"dataset id-types/b\.parquet has ids of type int64 where the files before it have string \('id'\); write",
     ),
 ]
 

@@ -181,7 +181,7 @@ class InferParams:
     """How the dataset is scored (stage `infer`)."""
 
     input: str
-    """The dataset: a `.parquet`, `.csv`, `.jsonl` or `.conll` file, as a path or any fsspec URL (`s3://`, `gs://`)."""
+    """The dataset: a `.parquet`, `.csv`, `.jsonl` or `.conll` file, or a directory of such files (docs/reuse.md)."""
     text_column: str
     """The dataset's text column."""
     id_column: str

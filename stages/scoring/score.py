@@ -297,5 +297,4 @@ def block_part(
 
 def score_rows(served: ServedModel, block: Block, params: InferParams) -> tuple[pa.Table, Tally]:
     """Prepare and score a block of rows in one call, without a store (for tools and tests)."""
-    table, tally, _ = score_block(served, prepare_block(served, block, params, None), params, None)
-    return table, tally
+    return score_block(served, prepare_block(served, block, params, None), params, None)[:2]

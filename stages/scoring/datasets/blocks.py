@@ -60,19 +60,55 @@ def text_issue(text: str) -> str | None:
     return None
 
 
-def open_dataset(name: str, param: str = "infer.input") -> Location:
-    """The dataset `param` names, checked to be a non-empty file of a known format."""
+def dataset_files(name: str, param: str = "infer.input") -> list[tuple[Location, pafs.FileInfo]]:
+    """The files of the dataset `param` names, each with what its filesystem says of it: the file itself, or
+    every data file under the directory (names starting with "." or "_", such as `_SUCCESS`, left out), in
+    path order, all of one known format and none empty."""
     source = locate(name)
     info = source.info()
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"dataset not found: {name} ({param})")
-    if info.type != pafs.FileType.File:
-        raise UserError(f"dataset {name} is a directory; {param} must name one {'/'.join(FORMATS)} file")
-    if source.suffix not in FORMATS:
-        raise UserError(f"dataset {name} has an unknown format; {param} must end in one of {', '.join(FORMATS)}")
-    if info.size == 0:
-        raise UserError(f"dataset {name} is empty (0 bytes); write it again or point {param} at the right file")
-    return source
+    files = [(source, info)] if info.type == pafs.FileType.File else directory_files(source, param)
+    for file, file_info in files:
+        if file.suffix not in FORMATS:
+            raise UserError(
+                f"dataset {file.name} has an unknown format; {param} must be one file, or a directory of files, "
+                f"ending in one of {', '.join(FORMATS)}"
+            )
+        if file_info.size == 0:
+            raise UserError(
+                f"dataset {file.name} is empty (0 bytes); write it again or point {param} at the right file"
+            )
+    return files
+
+
+def directory_files(directory: Location, param: str) -> list[tuple[Location, pafs.FileInfo]]:
+    """The data files under `directory`, in path order: of one format, and not CoNLL (its ids restart per file)."""
+    try:
+        found = directory.filesystem.get_file_info(pafs.FileSelector(directory.path, recursive=True))
+    except (OSError, pa.ArrowException) as error:
+        raise storage_error(directory, error) from None
+    base = directory.path.rstrip("/") + "/"
+    files = []
+    for info in sorted(found, key=lambda info: info.path):
+        relative = info.path.removeprefix(base)
+        if info.type == pafs.FileType.File and not any(part[:1] in "._" for part in relative.split("/")):
+            files.append((directory.child(relative), info))
+    if not files:
+        raise UserError(
+            f"dataset {directory.name} is a directory without data files; put {'/'.join(FORMATS)} files in it"
+        )
+    suffixes = sorted({file.suffix for file, _ in files})
+    if len(suffixes) > 1:
+        raise UserError(
+            f"dataset {directory.name} mixes formats ({', '.join(suffixes)}); keep one format per directory ({param})"
+        )
+    if suffixes == [".conll"]:
+        raise UserError(
+            f"dataset {directory.name} is a directory of CoNLL files, whose sentence ids restart in each file; "
+            f"concatenate them into one (cat *.conll > all.conll) and point {param} at it"
+        )
+    return files
 
 
 def iter_blocks(
@@ -83,9 +119,30 @@ def iter_blocks(
     annotations: AnnotationParams | None = None,
     param: str = "infer.input",
 ) -> Iterator[Block]:
-    """Yield the dataset's rows in order, in blocks of `block_rows` rows, reading no more than that at once; with
-    `annotations`, each row's gold spans too. `param` names the dataset in errors."""
-    source = open_dataset(name, param)
+    """Yield the dataset's rows in order (a directory's files in path order), in blocks of at most `block_rows`
+    rows, reading no more than that at once; with `annotations`, each row's gold spans too. `param` names the
+    dataset in errors."""
+    id_type: pa.DataType | None = None
+    for source, _ in dataset_files(name, param):
+        for block in file_blocks(source, text_column, id_column, block_rows, annotations, param):
+            if id_type is not None and block.ids.type != id_type:
+                raise UserError(
+                    f"dataset {source.name} has ids of type {block.ids.type} where the files before it have {id_type} "
+                    f"({id_column!r}); write every file of {name} with one id type"
+                )
+            id_type = block.ids.type
+            yield block
+
+
+def file_blocks(
+    source: Location,
+    text_column: str,
+    id_column: str,
+    block_rows: int,
+    annotations: AnnotationParams | None,
+    param: str,
+) -> Iterator[Block]:
+    """One file's rows in blocks of `block_rows` rows (the last one may be shorter)."""
     first_row = 0
     try:
         columns = dataset_columns(source, text_column, id_column, annotations, param)
@@ -94,7 +151,7 @@ def iter_blocks(
             if source.suffix == ".jsonl":
                 values = {column: [json.loads(value) for value in cells] for column, cells in values.items()}
             ids = table.column(columns.id).combine_chunks()
-            yield annotated_block(ids, values, columns, annotations, name, first_row)
+            yield annotated_block(ids, values, columns, annotations, source.name, first_row)
             first_row += table.num_rows
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(source, error) from None
@@ -213,10 +270,13 @@ def empty_dataset(name: str, param: str = "infer.input") -> UserError:
 
 def row_count(name: str) -> int | None:
     """Rows in the dataset if known without reading it (Parquet metadata), else None."""
-    source = open_dataset(name)
-    if source.suffix != ".parquet":
+    files = dataset_files(name)
+    if files[0][0].suffix != ".parquet":
         return None
-    try:
-        return pq.ParquetFile(source.filesystem.open_input_file(source.path)).metadata.num_rows
-    except (pa.ArrowException, OSError) as error:
-        raise unreadable(source, error) from None
+    rows = 0
+    for source, _ in files:
+        try:
+            rows += pq.ParquetFile(source.filesystem.open_input_file(source.path)).metadata.num_rows
+        except (pa.ArrowException, OSError) as error:
+            raise unreadable(source, error) from None
+    return rows

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
-from stages.scoring.datasets.blocks import open_dataset
+from stages.scoring.datasets.blocks import dataset_files
 from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import scoring_params
 from stages.scoring.storage.locations import Location, atomic_file, storage_error
@@ -34,13 +34,12 @@ PART_PREFIX = "part-"
 
 
 def fingerprint(params: Params) -> str:
-    """What the parts depend on: the input as its filesystem describes it (size, modification time; not
-    read), the exported model, and the params that shape outputs."""
-    source = open_dataset(params.infer.input)
-    info = source.info()
+    """What the parts depend on: the input's files as their filesystem describes them (path, size, modification
+    time; not read), the exported model, and the params that shape outputs."""
+    files = dataset_files(params.infer.input)
     onnx_dir = Path(params.export.output)
     identity = {
-        "input": [type(source.filesystem).__name__, source.path, info.size, info.mtime_ns],
+        "input": [[type(file.filesystem).__name__, file.path, info.size, info.mtime_ns] for file, info in files],
         "model": (onnx_dir / SIDECAR_FILE).read_text(encoding="utf-8"),
         "model_files": [
             [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(onnx_dir.glob(f"{ONNX_FILE}*"))

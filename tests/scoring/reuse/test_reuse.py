@@ -99,6 +99,25 @@ def test_a_data_change_scores_only_what_it_changed_and_gives_the_from_scratch_by
     assert details["store"]["rows"] >= len(base)
 
 
+def test_a_new_file_in_a_directory_dataset_scores_only_its_rows_and_reads_as_one_file(exported):
+    base = pd.read_parquet("data.parquet")
+    Path("incoming/2026-12").mkdir(parents=True)
+    for number, start in enumerate(range(0, len(base), 100)):
+        base.iloc[start : start + 100].to_parquet(f"incoming/2026-12/{number:03d}.parquet")
+    Path("incoming/_SUCCESS").write_text("")  # what Spark leaves: not data
+    exported.write_params(infer={"input": "incoming", "reuse": True, "store": None, "output": "out/in.parquet"})
+    infer.main()
+    new = appended(base.iloc[:0])
+    new.to_parquet("incoming/2026-12/003.parquet")  # a day's new file
+    infer.main()
+    details = json.loads(Path(exported.params["infer"]["details"]).read_text())
+    assert details["rows"] == len(base) + len(new) and len(new) <= details["scored_rows"] <= len(new) + 64, details
+    whole, _ = score(
+        exported, pd.concat([base, new]), input="data.parquet", store="scratch.store", output="out/one.parquet"
+    )
+    assert Path("out/in.parquet").read_bytes() == whole, "the directory's files in path order, as one file"
+
+
 def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported, monkeypatch):
     base = pd.read_parquet("data.parquet")
     first, details = score(exported, base)
