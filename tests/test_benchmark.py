@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,13 @@ def test_benchmark_on_the_workspace_model_writes_metrics_and_plots(make_workspac
     assert rows["ort-int8"]["label_agreement"] >= int8_floor
     assert rows["ort-int8"]["precision"].endswith("7-bit weights (reduce_range)") != has_vnni()
     assert report["settings"]["texts"] == 16 and report["settings"]["batches"] == 4
+    if importlib.util.find_spec("openvino") is None:  # the peer runtime, on our own exports
+        assert os.environ.get("CI") != "true", "the test extra installs openvino"
+        assert "pip install -e '.[openvino]'" in skipped["openvino"], skipped
+    else:
+        assert {"openvino-f32", "openvino-int8"} <= set(rows), skipped
+        assert rows["openvino-f32"]["label_agreement"] >= 0.999
+        assert rows["openvino-int8"]["label_agreement"] >= int8_floor
     if not torch.cuda.is_available():
         assert {"torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda"} <= set(skipped)
     plots = json.loads(Path("out/benchmark_plots.json").read_text(encoding="utf-8"))

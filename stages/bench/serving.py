@@ -12,11 +12,13 @@ import torch
 
 from stages.bench.flops import FLOPS_FORMULA
 from stages.bench.harness import BenchmarkSettings, plan_workload, time_engines
+from stages.bench.openvino import openvino_variants
 from stages.bench.peaks import PEAK_SHAPE, matmul_peak_samples, summarise_peaks
 from stages.bench.report import RSS_NOTE, describe_machine, model_summary, variant_rows
 from stages.bench.subject import converted_copy, export_fp32
 from stages.bench.variants import Skipped, Variant, cpu_variants, cuda_variants
 from stages.graph.metadata import library_versions
+from stages.graph.precision import resolve_int8_target
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
 
@@ -33,6 +35,8 @@ def build_engines(
     fp32_path = export_fp32(model, workdir / "fp32", settings.export)
     int8_paths = {target: converted_copy(fp32_path, workdir / target, "int8", target) for target in INT8_TARGETS}
     variants, skipped = cpu_variants(model, fp32_path, int8_paths, runtime)
+    peers, peers_skipped = openvino_variants(fp32_path, int8_paths[resolve_int8_target("auto")], settings.threads)
+    variants, skipped = variants + peers, skipped + peers_skipped
     gpu, gpu_skipped = cuda_variants(model, fp32_path, workdir, runtime)
     for item in skipped + gpu_skipped:
         log.warning("%s skipped: %s", item.variant, item.reason)
