@@ -18,7 +18,6 @@ from stages.core.declared import load_declared
 from stages.core.errors import CheckFailed, UserError
 from stages.core.runner import run_stage
 from stages.graph.metadata import SIDECAR_FILE, read_sidecar
-from stages.graph.session import provider_of
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
@@ -40,12 +39,12 @@ def main() -> None:
             raise UserError(f"{directory / file} not found; run `dvc repro` so the earlier stages write it")
     model, spec = load_model_dir(model_dir)
     served = ServedModel.load(onnx_dir, params.runtime, tf32=False)
-    check_compatible(spec, served.session, onnx_dir)
+    check_compatible(spec, onnx_dir)
     precision = read_sidecar(onnx_dir)["precision"]
     tolerance = params.parity.tolerance(precision)
     inputs = gate_inputs(sample_rows(params), served.tokenizer, served.framing, spec, model.config.vocab_size, params)
-    cases, compared = check_parity(model, served.session, inputs, tolerance)
-    report = build_report(cases, tolerance, precision, provider_of(served.session))
+    cases, compared = check_parity(model, served.runner.logits, inputs, tolerance)
+    report = build_report(cases, tolerance, precision, served.runner.provider)
     write_json(Path(params.parity.report), report)
     write_json(Path(params.parity.details), case_details(cases))
     for name, rows in plot_data(compared).items():

@@ -1,5 +1,4 @@
-"""`params.yaml`, parsed into typed, frozen objects and validated on load; each key's meaning is the string under
-its field (`python -m tools.generate.params_doc` makes docs/params.md and params.yaml's comments of them)."""
+"""`params.yaml` as typed, frozen, validated objects; each key's meaning is its field's string (docs/params.md)."""
 
 from __future__ import annotations
 
@@ -93,8 +92,10 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class RuntimeParams:
-    """How onnxruntime runs the model: shared by `parity` and `infer` so parity checks what serves."""
+    """How the exported model is served: shared by `parity` and `infer` so parity checks what serves."""
 
+    backend: Literal["onnxruntime", "openvino"]
+    """What serves the model in `parity` and `infer`: onnxruntime (`providers`) or OpenVINO on the CPU at f32."""
     providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
     """onnxruntime providers in order of preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone
     fails loudly when it cannot load."""
@@ -103,8 +104,7 @@ class RuntimeParams:
     graph_optimization_level: Literal["disable", "basic", "extended", "all"]
     """onnxruntime's graph optimisations."""
     cpu_memory_arena: bool
-    """onnxruntime's CPU memory arena (off: it keeps the largest batch's buffers for the session's life, +1.4 GB RSS on
-    a base model, no speed-up measured)."""
+    """onnxruntime's CPU memory arena (on: it keeps the largest batch's buffers, +1.4 GB RSS at base, no speed-up)."""
     intra_op_spinning: bool
     """Idle onnxruntime threads spin (on: lowest latency) or sleep (off: they yield the cores)."""
 

@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
-from stages.graph.session import provider_of
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
@@ -136,7 +135,7 @@ def score_locally(params: Params) -> dict:
         tally,
         seconds,
         engine="local",
-        provider=provider_of(served.session),
+        provider=served.runner.provider,
         threads=params.runtime.intra_op_num_threads or os.cpu_count(),
         peak_rss_mb=peak_rss_mb(),
         duplicate_ids=duplicate_ids,

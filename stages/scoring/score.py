@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 
 from stages.core.errors import UserError
 from stages.core.params import InferParams
-from stages.graph.session import onnx_logits
 from stages.scoring.batching import pad_batch
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import Block
@@ -149,7 +148,7 @@ def predict_rows(served: ServedModel, block: PreparedBlock, tally: Tally) -> dic
     started = time.perf_counter()
     for indices in block.batches:
         arrays = pad_batch([windows[index].input_ids for index in indices], served.pad_id)
-        probabilities = softmax(onnx_logits(served.session, arrays))
+        probabilities = softmax(served.runner.logits(arrays))
         tally.token_slots += arrays["attention_mask"].size
         for position, index in enumerate(indices):
             window_probabilities[index] = probabilities[position, prefix : prefix + windows[index].length]

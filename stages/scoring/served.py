@@ -1,15 +1,13 @@
-"""An exported model ready to score: its onnxruntime session, tokenizer, labels and window framing."""
+"""An exported model ready to score: its runner (onnxruntime or OpenVINO), tokenizer, labels and window framing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnxruntime as ort
-
 from stages.core.params import RuntimeParams
 from stages.graph.metadata import ONNX_FILE, read_sidecar
-from stages.graph.session import create_session
+from stages.graph.runners import Runner, load_runner
 from stages.scoring.tokens import Framing, TextTokenizer
 
 
@@ -17,7 +15,7 @@ from stages.scoring.tokens import Framing, TextTokenizer
 class ServedModel:
     """What scoring needs from an exported model directory."""
 
-    session: ort.InferenceSession
+    runner: Runner
     tokenizer: TextTokenizer
     labels: tuple[str, ...]
     framing: Framing
@@ -28,11 +26,11 @@ class ServedModel:
 
     @classmethod
     def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:
-        """The model in `onnx_dir` on `runtime`'s provider; `tf32=False` for an fp32 check on CUDA."""
+        """The model in `onnx_dir` on `runtime`'s backend; `tf32=False` for an fp32 check on CUDA."""
         metadata = read_sidecar(onnx_dir)
         tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
-            session=create_session(onnx_dir / ONNX_FILE, runtime, tf32=tf32),
+            runner=load_runner(onnx_dir / ONNX_FILE, runtime, tf32=tf32),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),

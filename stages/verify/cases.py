@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 
 from stages.core.errors import UserError
 from stages.core.params import Params, ParityParams, Tolerance
 from stages.graph.metadata import ONNX_FILE
-from stages.graph.session import onnx_logits
 from stages.model.directory import HeadSpec
 from stages.model.token_model import CustomModel, torch_logits
 from stages.scoring.batching import pad_batch, plan_batches
@@ -209,11 +208,12 @@ def gate_inputs(
 
 
 def check_parity(
-    model: CustomModel, session: ort.InferenceSession, inputs: GateInputs, tolerance: Tolerance
+    model: CustomModel, served: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: GateInputs, tolerance: Tolerance
 ) -> tuple[list[CaseReport], Pairs]:
-    """Every case (the dataset rows, then each grid shape), and all compared batches for the plots."""
+    """Every case (the dataset rows, then each grid shape) through torch and `served` (the runner's logits), and all
+    compared batches for the plots."""
     reference = inputs.run(lambda arrays: torch_logits(model, arrays))
-    candidate = inputs.run(lambda arrays: onnx_logits(session, arrays))
+    candidate = inputs.run(served)
     compared = [pair for case in range(len(reference)) for pair in inputs.pairs(case, reference, candidate)]
     return inputs.judge(reference, candidate, tolerance), compared
 
@@ -241,11 +241,20 @@ def plot_data(compared: Pairs) -> dict[str, list[dict]]:
     }
 
 
-def check_compatible(spec: HeadSpec, session: ort.InferenceSession, onnx_dir: Path) -> None:
+def graph_shape(value: onnx.ValueInfoProto) -> list[str | int | None]:
+    """A graph input's or output's shape as onnxruntime reports it: a named dimension, a size, or None."""
+    return [
+        dim.dim_param or (dim.dim_value if dim.HasField("dim_value") else None)
+        for dim in value.type.tensor_type.shape.dim
+    ]
+
+
+def check_compatible(spec: HeadSpec, onnx_dir: Path) -> None:
     """The ONNX model must take the torch model's inputs (it may also declare `token_type_ids` the model ignores;
     it is fed zeros, as infer feeds it) and give its label count, else one clear error."""
-    graph_inputs = [(value.name, len(value.shape)) for value in session.get_inputs()]
-    graph_outputs = [(value.name, value.shape) for value in session.get_outputs()]
+    graph = onnx.load(onnx_dir / ONNX_FILE, load_external_data=False).graph
+    graph_inputs = [(value.name, len(value.type.tensor_type.shape.dim)) for value in graph.input]
+    graph_outputs = [(value.name, graph_shape(value)) for value in graph.output]
     names = {name for name, _ in graph_inputs}
     problems = []
     if not set(spec.input_names) <= names <= {*spec.input_names, "token_type_ids"} or any(

@@ -18,7 +18,6 @@ from onnx import numpy_helper
 from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import CheckFailed
 from stages.core.params import load_params
-from stages.graph.session import onnx_logits
 from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
 from stages.scoring.served import ServedModel
@@ -50,7 +49,7 @@ def decisive_shares() -> dict[str, float]:
     served = ServedModel.load(Path(params.export.output), params.runtime)
     inputs = gate_inputs(sample_rows(params), served.tokenizer, served.framing, spec, model.config.vocab_size, params)
     reference = inputs.run(lambda arrays: torch_logits(model, arrays))
-    candidate = inputs.run(lambda arrays: onnx_logits(served.session, arrays))
+    candidate = inputs.run(served.runner.logits)
     cases = [
         compare_case(name, inputs.pairs(index, reference, candidate), params.parity.int8)
         for index, name in enumerate(["rows", *(name for name, _ in inputs.grid)])

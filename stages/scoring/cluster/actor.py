@@ -20,7 +20,6 @@ import ray
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, RuntimeParams
-from stages.graph.session import provider_of
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
@@ -100,5 +99,5 @@ class BlockScorer:
             self.parts.save(index, data, tally)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
             report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
-            reports.append(json.dumps({**report, "provider": provider_of(self.served.session)}))
+            reports.append(json.dumps({**report, "provider": self.served.runner.provider}))
         return pa.table({"report": pa.array(reports, pa.string())})
