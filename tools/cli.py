@@ -40,7 +40,8 @@ def parse(cls: type[Settings], argv: Sequence[str] | None, description: str | No
     for field in dataclasses.fields(cls):
         add_option(parser, field, hints[field.name])
     values = vars(parser.parse_args(argv))
-    return cls(**{name: value for name, value in values.items() if value is not None})  # None: the field's default
+    settings = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+    return cls(**{name: value for name, value in settings.items() if value is not None})  # None: the field's default
 
 
 def add_option(parser: argparse.ArgumentParser, field: dataclasses.Field, kind: Any) -> None:
@@ -59,7 +60,12 @@ def add_option(parser: argparse.ArgumentParser, field: dataclasses.Field, kind: 
     if typing.get_origin(inner) is Literal:
         options["choices"] = typing.get_args(inner)
     elif typing.get_origin(inner) is tuple:
-        options.update(nargs="+", type=typing.get_args(inner)[0])
+        item = typing.get_args(inner)[0]
+        options["nargs"] = "+"
+        if typing.get_origin(item) is Literal:  # --precisions int8 fp32: each one of the choices
+            options["choices"] = typing.get_args(item)
+        else:
+            options["type"] = item
     else:
         options["type"] = inner if inner in (int, float, Path) else str
     parser.add_argument(flag, **options)
