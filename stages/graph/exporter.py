@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from stages.core.errors import UserError, raised_in_project
 from stages.core.params import ExportParams
 from stages.graph.fusible import spell_for_fusion
-from stages.graph.rewrites import narrowed_relative_attention
+from stages.graph.rewrites import lean_attention
 from stages.model.token_model import CustomModel, GraphInputs
 
 OUTPUT_NAME = "logits"
@@ -30,11 +29,6 @@ def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor
         "token_type_ids": torch.zeros(shape, dtype=dtype),
     }
     return tuple(tensors[name] for name in model.input_names)
-
-
-def export_rewrites(exporter: str) -> contextlib.AbstractContextManager:
-    """The exact rewrites an exporter keeps symbolic in the sequence length: dynamo's; tracing would bake them in."""
-    return narrowed_relative_attention() if exporter == "dynamo" else contextlib.nullcontext()
 
 
 def export_graph(model: CustomModel, params: ExportParams, path: Path) -> list[str]:
@@ -62,7 +56,7 @@ def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:
     inputs = dummy_inputs(model, params)
     names = list(model.input_names)
     large = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()) > SINGLE_FILE_LIMIT
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), export_rewrites(params.exporter):
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), lean_attention():
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
         if params.exporter == "dynamo":
             batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)

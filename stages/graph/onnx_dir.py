@@ -15,7 +15,7 @@ from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
 from stages.graph.precision import Int8Mixer, apply_precision, full_int8
-from stages.graph.rewrites import has_relative_attention
+from stages.graph.rewrites import LEAN_ATTENTION, has_disentangled_attention
 from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
 
 NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
@@ -32,8 +32,8 @@ def write_onnx_dir(
     with atomic_directory(target) as staging:
         if params.onnx_file is None:
             rewrites = export_graph(model, params, staging / ONNX_FILE)
-            if params.exporter == "dynamo" and has_relative_attention(model):
-                rewrites.insert(0, "narrowed_relative_attention")
+            if has_disentangled_attention(model):
+                rewrites.insert(0, LEAN_ATTENTION)
             origin = {"exporter": params.exporter}
         else:
             rewrites = []  # a file is served as it was exported

@@ -1,88 +1,122 @@
 """Exact rewrites applied while exporting: the same function, less work for the graph that serves it.
 
-DeBERTa-v2's disentangled attention projects all 2 x `position_buckets` relative-position embeddings
-(512 for mdeberta-v3-base) and multiplies every query and key with each of them, whatever the
-sequence length, then gathers the few columns the sequence's relative positions use. A sequence of
-L tokens only reaches relative buckets within +-min(L - 1, span): every bucket of a distance d is at
-most d, and exactly d below the bucket midpoint. `narrowed_relative_attention` slices the embeddings
-to that reach before projecting, so a 64-token batch computes 127 columns instead of 512. The ONNX
-graph keeps the slice symbolic in L (dynamo exporter); the parity stage checks the result against
-the unmodified torch model at every length of its grid.
+DeBERTa-v2/v3's disentangled attention, as transformers writes it, gathers its relative-position scores
+with an index expanded to batch x heads x L x L (int64), masks with `Where` over the same shape, repeats
+the position tables over the batch (`Tile`) and divides each score matrix by the scale. `lean_attention`
+computes the same function without any of those:
+
+- the scale is folded into the position tables (constants) and the query-key product;
+- the position tables are the whole relative-embedding table projected once (a constant the runtime
+  folds), their rows then picked per relative distance of the sequence: `[H, 2L, d]`, no batch;
+- content-to-position scores: `q_i . t(i - j)` is a product with the table whose column k holds distance
+  `L-1-k`, followed by the "skew" of Transformer-XL: flattened, shifted by `L-1` and cut to rows of
+  `2L-1`, column `L-1-i+j` of row i lands at `[i, j]` (two slices, no index tensor);
+- position-to-content scores the same way from the keys, transposed once;
+- the mask is an additive bias (0 or the dtype's minimum), as exact as `masked_fill` for every row that
+  has a token, and padded rows are never read.
+
+Relative distances are bucketed by transformers' own `make_log_bucket_position`, so every length and every
+`position_buckets` setting gives the model's own positions. The graph keeps the sequence length symbolic
+under both exporters; the parity stage checks the result against the unmodified torch model on its grid.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from transformers.models.deberta_v2 import modeling_deberta_v2 as deberta_v2
 
+LEAN_ATTENTION = "lean_disentangled_attention"  # the rewrite's name in model.json's `rewrites`
+Attention = deberta_v2.DisentangledSelfAttention
 
-def narrowed_bias(self, query_layer, key_layer, relative_pos, rel_embeddings, scale_factor):
-    """`DisentangledSelfAttention.disentangled_attention_bias`, computed on the relative positions in reach."""
-    if relative_pos is None:
-        relative_pos = deberta_v2.build_relative_position(
-            query_layer, key_layer, bucket_size=self.position_buckets, max_position=self.max_relative_positions
+
+def split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, L, H*d] -> [B, H, L, d]."""
+    return states.view(states.size(0), states.size(1), heads, -1).transpose(1, 2)
+
+
+def lean_forward(
+    self: Attention,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    output_attentions: bool = False,
+    query_states: torch.Tensor | None = None,
+    relative_pos: torch.Tensor | None = None,
+    rel_embeddings: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, None]:
+    """`DisentangledSelfAttention.forward` for self-attention without attention weights (what the export runs)."""
+    if output_attentions or query_states is not None:
+        return ORIGINAL_FORWARD(
+            self, hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
         )
-    if relative_pos.dim() == 2:
-        relative_pos = relative_pos.unsqueeze(0).unsqueeze(0)
-    elif relative_pos.dim() == 3:
-        relative_pos = relative_pos.unsqueeze(1)
-    span = self.pos_ebd_size
-    reach = torch.sym_min(torch.sym_max(query_layer.size(-2), key_layer.size(-2)) - 1, span)
-    first = span - reach
-    relative_pos = relative_pos.to(device=query_layer.device, dtype=torch.long)
-    rel_embeddings = rel_embeddings[first : span + reach + 1, :].unsqueeze(0)
-    repeat = query_layer.size(0) // self.num_attention_heads
+    heads, length = self.num_attention_heads, hidden_states.size(1)
+    query = split_heads(self.query_proj(hidden_states), heads)
+    key = split_heads(self.key_proj(hidden_states), heads)
+    value = split_heads(self.value_proj(hidden_states), heads)
+    factor = 1 + ("c2p" in self.pos_att_type) + ("p2c" in self.pos_att_type)
+    scale = math.sqrt(query.size(-1) * factor)
+    scores = torch.matmul(query, (key / scale).transpose(-1, -2))
+    if self.relative_attention:
+        scores = scores + relative_scores(self, query, key, rel_embeddings, scale, length)
+    blocked = 1.0 - attention_mask.to(scores.dtype)  # [B, 1, L, L]: 1 where a query may not see a key
+    probabilities = torch.softmax(scores + blocked * torch.finfo(scores.dtype).min, dim=-1)
+    context = torch.matmul(probabilities, value).transpose(1, 2)
+    return context.reshape(context.size(0), length, -1), None
+
+
+def relative_scores(
+    self: Attention, query: torch.Tensor, key: torch.Tensor, rel_embeddings: torch.Tensor, scale: float, length
+) -> torch.Tensor | float:
+    """The content-to-position and position-to-content scores, [B, H, L, L], already divided by `scale`."""
+    columns = torch.arange(2 * length, dtype=torch.long, device=query.device)
     query_proj = self.query_proj if self.share_att_key else getattr(self, "pos_query_proj", None)
     key_proj = self.key_proj if self.share_att_key else getattr(self, "pos_key_proj", None)
-    score = 0
-    if "c2p" in self.pos_att_type:
-        pos_key_layer = self.transpose_for_scores(key_proj(rel_embeddings), self.num_attention_heads).repeat(
-            repeat, 1, 1
-        )
-        scale = deberta_v2.scaled_size_sqrt(pos_key_layer, scale_factor)
-        c2p_att = torch.bmm(query_layer, pos_key_layer.transpose(-1, -2))
-        c2p_pos = torch.clamp(relative_pos + span, 0, span * 2 - 1) - first
-        c2p_att = torch.gather(
-            c2p_att,
-            dim=-1,
-            index=c2p_pos.squeeze(0).expand([query_layer.size(0), query_layer.size(1), relative_pos.size(-1)]),
-        )
-        score += c2p_att / scale.to(dtype=c2p_att.dtype)
-    if "p2c" in self.pos_att_type:
-        pos_query_layer = self.transpose_for_scores(query_proj(rel_embeddings), self.num_attention_heads).repeat(
-            repeat, 1, 1
-        )
-        scale = deberta_v2.scaled_size_sqrt(pos_query_layer, scale_factor)
-        r_pos = deberta_v2.build_rpos(
-            query_layer, key_layer, relative_pos, self.max_relative_positions, self.position_buckets
-        )
-        p2c_pos = torch.clamp(-r_pos + span, 0, span * 2 - 1) - first
-        p2c_att = torch.bmm(key_layer, pos_query_layer.transpose(-1, -2))
-        p2c_att = torch.gather(
-            p2c_att,
-            dim=-1,
-            index=p2c_pos.squeeze(0).expand([query_layer.size(0), key_layer.size(-2), key_layer.size(-2)]),
-        ).transpose(-1, -2)
-        score += p2c_att / scale.to(dtype=p2c_att.dtype)
+    score: torch.Tensor | float = 0.0
+    if "c2p" in self.pos_att_type:  # [i, j] = q_i . t(i - j): column k of the table holds distance L-1-k
+        table = position_table(self, key_proj, rel_embeddings, length - 1 - columns, scale)
+        score = score + skew(torch.matmul(query, table.transpose(-1, -2)), length)
+    if "p2c" in self.pos_att_type:  # [i, j] = k_j . t(i - j): skewed with keys as rows, then transposed
+        table = position_table(self, query_proj, rel_embeddings, columns - (length - 1), scale)
+        score = score + skew(torch.matmul(key, table.transpose(-1, -2)), length).transpose(-1, -2)
     return score
 
 
+def position_table(
+    self: Attention, projection: torch.nn.Module, rel_embeddings: torch.Tensor, distances: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """The projected relative embedding of each distance (bucketed as the model buckets them), per head:
+    [H, len(distances), d], divided by `scale`. The whole table is projected (a constant), then its rows picked."""
+    span = self.pos_ebd_size
+    if self.position_buckets > 0:
+        distances = deberta_v2.make_log_bucket_position(distances, self.position_buckets, self.max_relative_positions)
+    rows = torch.clamp(distances.to(torch.long) + span, 0, 2 * span - 1)
+    table = projection(rel_embeddings[: 2 * span]) / scale
+    return torch.index_select(table, 0, rows).view(rows.size(0), self.num_attention_heads, -1).transpose(0, 1)
+
+
+def skew(scores: torch.Tensor, length) -> torch.Tensor:
+    """[B, H, L, 2L] -> [B, H, L, L] whose [i, j] is [i, L-1-i+j]: flattened, row i of the input starts at
+    2L i, so the band starting at L-1 and cut into rows of 2L-1 holds it at i (2L-1) + j."""
+    band = scores.flatten(2).narrow(2, length - 1, length * (2 * length - 1))
+    return band.unflatten(2, (length, 2 * length - 1)).narrow(3, 0, length)
+
+
+ORIGINAL_FORWARD = Attention.forward
+
+
 @contextmanager
-def narrowed_relative_attention() -> Iterator[None]:
-    """Within the block, DeBERTa-v2 attention computes only the relative positions a sequence can reach."""
-    attention = deberta_v2.DisentangledSelfAttention
-    original = attention.disentangled_attention_bias
-    attention.disentangled_attention_bias = narrowed_bias
+def lean_attention() -> Iterator[None]:
+    """Within the block, DeBERTa-v2/v3 attention runs `lean_forward`."""
+    Attention.forward = lean_forward
     try:
         yield
     finally:
-        attention.disentangled_attention_bias = original
+        Attention.forward = ORIGINAL_FORWARD
 
 
-def has_relative_attention(model: torch.nn.Module) -> bool:
-    """Whether the model runs DeBERTa-v2's relative (disentangled) attention, which the rewrite narrows."""
-    modules = (module for module in model.modules() if isinstance(module, deberta_v2.DisentangledSelfAttention))
-    return any(module.relative_attention for module in modules)
+def has_disentangled_attention(model: torch.nn.Module) -> bool:
+    """Whether the model runs DeBERTa-v2's disentangled attention, which `lean_attention` rewrites."""
+    return any(isinstance(module, Attention) for module in model.modules())
