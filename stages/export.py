@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from stages.bench.choice import serving_chooser
 from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
 from stages.quantize.policy import accuracy_aware_int8
+from stages.verify.cases import sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search ju
 def main() -> None:
     params = load_declared(PARAMS)
     model_dir, target = Path(params.model.output), Path(params.export.output)
-    metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir))
+    chooser = serving_chooser(params, sample_rows(params).texts) if params.runtime.backend == "auto" else None
+    metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir), chooser)
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
     origin = (
         f"{params.export.onnx_file} adopted"

@@ -17,7 +17,7 @@ from stages.core.atomic import write_json
 from stages.core.declared import load_declared
 from stages.core.errors import CheckFailed, UserError
 from stages.core.runner import run_stage
-from stages.graph.metadata import SIDECAR_FILE, read_sidecar
+from stages.graph.metadata import SIDECAR_FILE
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
@@ -40,7 +40,7 @@ def main() -> None:
     model, spec = load_model_dir(model_dir)
     served = ServedModel.load(onnx_dir, params.runtime, tf32=False)
     check_compatible(spec, onnx_dir)
-    precision = read_sidecar(onnx_dir)["precision"]
+    precision = served.runner.precision  # the export's, or bf16 where OpenVINO serves an fp32 export at bf16
     tolerance = params.parity.tolerance(precision)
     inputs = gate_inputs(sample_rows(params), served.tokenizer, served.framing, spec, model.config.vocab_size, params)
     cases, compared = check_parity(model, served.runner.logits, inputs, tolerance)

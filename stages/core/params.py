@@ -43,8 +43,7 @@ class ModelParams:
     seed: int
     """Initialises the weights the checkpoint does not hold (an unused pooler); recorded in `head.json`."""
     output: str
-    """The normalised model directory (a Hugging Face token-classification directory where the family's class is the
-    seed's model)."""
+    """The normalised model directory (a Hugging Face token-classification directory; the class is the seed's model)."""
 
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != self.num_labels:
@@ -70,15 +69,13 @@ class ExportParams:
     input_dtype: Literal["int64", "int32"]
     """`int64`, or `int32` as in the seed notes; the graph casts internally."""
     precision: Literal["fp32", "int8", "fp16"]
-    """The served precision: `fp32`; `int8` (dynamic, per-channel weights, for CPU serving; see docs/int8.md); `fp16`
-    (GPU serving, overflow-prone ops kept fp32)."""
+    """The exported precision: `fp32`; `int8` (dynamic, per-channel weights, CPU; docs/int8.md); `fp16` (GPU)."""
     int8_target: Literal["auto", "vnni", "no_vnni"]
     """The CPU that serves int8: `auto` (the one exporting, read from its flags), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX,
     or ARM: 8-bit weights) or `no_vnni` (AVX2, AVX-512 without VNNI: 7-bit weights, `reduce_range`, because
     onnxruntime's u8s8 kernels can saturate there). Recorded in `model.json`."""
     int8_max_float_share: float = field(metadata=_range(0.0, 1.0))
-    """int8: at most this share of the weight MatMuls' multiply-adds may stay float for a mix to pass the parity gate,
-    else the export fails (docs/int8.md)."""
+    """int8: the share of the weight MatMuls' work that may stay float for a mix to pass the gate (docs/int8.md)."""
     dummy_batch: int = field(metadata=_range(2))
     """The export dummy's batch size (>= 2, so the axis stays dynamic)."""
     dummy_length: int = field(metadata=_range(2))
@@ -94,8 +91,12 @@ class ExportParams:
 class RuntimeParams:
     """How the exported model is served: shared by `parity` and `infer` so parity checks what serves."""
 
-    backend: Literal["onnxruntime", "openvino"]
-    """What serves the model in `parity` and `infer`: onnxruntime (`providers`) or OpenVINO on the CPU at f32."""
+    backend: Literal["onnxruntime", "openvino", "auto"]
+    """What serves the model in `parity` and `infer`: onnxruntime (`providers`), OpenVINO on the CPU, or `auto`: the
+    one the export stage measured faster here on the parity rows (`model.json`'s `serving`, with the evidence)."""
+    openvino_precision: Literal["auto", "f32", "bf16"]
+    """OpenVINO's inference precision on an fp32 export: `auto` (bf16 where its CPU plugin reports BF16, e.g. AVX-512
+    BF16 or AMX, else f32), `f32` or `bf16`; bf16 is gated by `parity.bf16`. An int8 export runs as it is."""
     providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
     """onnxruntime providers in order of preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone
     fails loudly when it cannot load."""
@@ -160,6 +161,8 @@ class ParityParams:
     """The criterion for an int8 model (loose values, gated on label agreement)."""
     fp16: Tolerance
     """The criterion for an fp16 model."""
+    bf16: Tolerance
+    """The criterion for an fp32 model that OpenVINO serves at bf16 (`runtime.openvino_precision`)."""
     seed: int
     """Which rows are sampled, and the grid's random tokens."""
     report: str
@@ -187,8 +190,7 @@ class InferParams:
     id_column: str
     """The dataset's id column (every row needs one)."""
     output: str
-    """The predictions: a `.parquet` file, or a directory (no suffix) for a Parquet dataset of part files; a path or a
-    URL."""
+    """The predictions: a `.parquet` file, or a directory (no suffix) for a Parquet dataset of parts; a path or URL."""
     metrics: str
     """The run's headline numbers (`dvc exp show` lists them): rows, seconds, texts/s, padding, peak memory, accuracy."""
     details: str
@@ -204,8 +206,7 @@ class InferParams:
     max_batch_tokens: int = field(metadata=_range(1))
     """At most this many padded token slots per batch (memory grows with it)."""
     max_batch_attention: int = field(metadata=_range(1))
-    """At most rows x length^2 per batch: attention memory grows with the square of the length (262,144 is one
-    512-token row)."""
+    """At most rows x length^2 per batch: attention memory grows with the length squared (262,144: one 512 row)."""
     block_rows: int = field(metadata=_range(2))
     """Rows sorted by length and batched together, on average (a block ends after a row its text picks, so an edit
     changes only its block; half to twice this many): one block, one resumable part file."""
@@ -224,8 +225,7 @@ class InferParams:
     ray_actors: int = field(metadata=_range(1))
     """ray: scoring actors, spread over the nodes; each holds one onnxruntime session."""
     ray_cpus_per_actor: float = field(metadata=_range(0.0))
-    """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads are that number rounded down (at
-    least 1)."""
+    """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads: that, rounded down, at least 1."""
     ray_gpus_per_actor: float = field(metadata=_range(0.0))
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
 

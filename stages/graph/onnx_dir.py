@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,22 @@ from stages.graph.precision import Int8Mixer, apply_precision, full_int8
 from stages.graph.rewrites import LEAN_ATTENTION, has_disentangled_attention
 from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
 
+ServingChooser = Callable[[Path, dict[str, Any]], dict[str, Any]]  # model file, metadata -> choice
 NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
 
 
 def write_onnx_dir(
-    model_dir: Path, params: ExportParams, target: Path, int8_mixer: Int8Mixer = full_int8
+    model_dir: Path,
+    params: ExportParams,
+    target: Path,
+    int8_mixer: Int8Mixer = full_int8,
+    choose_serving: ServingChooser | None = None,
 ) -> dict[str, Any]:
     """Export the normalised model in `model_dir` into `target` (atomically); returns the metadata written.
 
     An int8 model is mixed by `int8_mixer`: every weight MatMul quantized by default (the benchmarks'
-    full int8); the export stage passes the mixer that keeps float what the parity gate needs."""
+    full int8); the export stage passes the mixer that keeps float what the parity gate needs. With
+    `choose_serving` (`runtime.backend: auto`), the finished model's measured serving choice is `serving`."""
     model, spec = load_model_dir(model_dir)
     with atomic_directory(target) as staging:
         if params.onnx_file is None:
@@ -62,5 +69,7 @@ def write_onnx_dir(
         for item in model_dir.iterdir():
             if item.is_file() and item.name not in NOT_COPIED:
                 shutil.copy2(item, staging / item.name)
+        if choose_serving is not None:
+            metadata["serving"] = choose_serving(staging / ONNX_FILE, metadata)
         (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return metadata

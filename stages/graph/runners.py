@@ -1,20 +1,45 @@
-"""What serves an exported model: onnxruntime or OpenVINO, behind one call from a padded batch to logits."""
+"""What serves an exported model: onnxruntime or OpenVINO, behind one call from a padded batch to logits.
+
+`runtime.backend` names the runtime, or `auto`: the one the export stage measured faster on this CPU, recorded
+in `model.json` (`serving`) so that `parity` gates exactly what `infer` serves. OpenVINO serves an fp32 export at
+bf16 where its CPU plugin reports BF16 (`runtime.openvino_precision: auto`); the served precision (fp32, int8,
+fp16, bf16) picks the gate's tolerance.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from stages.core.cpu import describe_cpu
 from stages.core.errors import UserError
 from stages.core.params import RuntimeParams
 from stages.graph.session import create_session, onnx_logits, provider_of
 
+log = logging.getLogger(__name__)
+
 Arrays = Mapping[str, np.ndarray]
+OPENVINO_INSTALL = "pip install -e '.[openvino]'"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which runtime serves an exported model, and at which precision."""
+
+    backend: str  # onnxruntime or openvino
+    precision: str  # what the served model computes in: the export's precision, or bf16 (OpenVINO on an fp32 export)
+
+    @property
+    def openvino_hint(self) -> str:
+        """OpenVINO's inference precision hint: bf16, or f32 (an int8 export keeps its own int8 ops)."""
+        return "bf16" if self.precision == "bf16" else "f32"
 
 
 @dataclass(frozen=True)
@@ -22,27 +47,69 @@ class Runner:
     """An exported model loaded by the runtime that serves it."""
 
     logits: Callable[[Arrays], np.ndarray]  # one padded batch -> float32 logits [batch, sequence, labels]
-    provider: str  # what runs it, for reports: an onnxruntime provider, or "OpenVINO <version> CPU f32"
+    provider: str  # what runs it, for reports: an onnxruntime provider, or "OpenVINO <version> CPU bf16"
+    precision: str  # the served precision, which the parity gate's tolerance follows
 
 
-def load_runner(path: Path, runtime: RuntimeParams, *, tf32: bool = True) -> Runner:
-    """The model file at `path` on `runtime.backend` (`tf32=False` for an fp32 check on CUDA)."""
+def openvino_precisions() -> tuple[str, ...]:
+    """The precisions OpenVINO's CPU plugin reports here (`FP32`, `BF16`, ...), or () without openvino."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return ()
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_serving(export_precision: str, runtime: RuntimeParams) -> Serving:
+    """OpenVINO's serving of an export: bf16 on an fp32 export where asked (or `auto` and the plugin reports BF16)."""
+    wanted = runtime.openvino_precision
+    bf16 = wanted == "bf16" or (wanted == "auto" and "BF16" in openvino_precisions())
+    return Serving("openvino", "bf16" if bf16 and export_precision == "fp32" else export_precision)
+
+
+def resolve_serving(metadata: Mapping[str, Any], runtime: RuntimeParams) -> Serving:
+    """How `runtime` serves the export described by `metadata` (`auto`: as the export stage measured and chose)."""
+    precision = metadata["precision"]
+    if runtime.backend == "onnxruntime":
+        return Serving("onnxruntime", precision)
     if runtime.backend == "openvino":
-        return openvino_runner(path, runtime.intra_op_num_threads)
+        return openvino_serving(precision, runtime)
+    chosen = metadata.get("serving")
+    if not chosen:
+        raise UserError(
+            "runtime.backend = auto but model.json holds no serving choice (an export made with another backend); "
+            "run the export stage again, e.g. `dvc repro export`"
+        )
+    if chosen["cpu"] != describe_cpu():
+        log.warning(
+            "runtime.backend = auto: %s was measured faster on %s; this CPU is %s (run the export stage here to measure "
+            "again)",
+            chosen["backend"],
+            chosen["cpu"],
+            describe_cpu(),
+        )
+    return Serving(chosen["backend"], chosen["precision"])
+
+
+def load_runner(path: Path, serving: Serving, runtime: RuntimeParams, *, tf32: bool = True) -> Runner:
+    """The model file at `path` served as `serving` says (`tf32=False` for an fp32 check on CUDA)."""
+    if serving.backend == "openvino":
+        return openvino_runner(path, runtime.intra_op_num_threads, serving.openvino_hint, serving.precision)
     session = create_session(path, runtime, tf32=tf32)
-    return Runner(lambda arrays: onnx_logits(session, arrays), provider_of(session))
+    return Runner(lambda arrays: onnx_logits(session, arrays), provider_of(session), serving.precision)
 
 
-def openvino_runner(path: Path, threads: int, precision: str = "f32") -> Runner:
-    """The model compiled by OpenVINO's CPU plugin at `precision` (`threads` 0: its default, every core)."""
+def openvino_runner(path: Path, threads: int, hint: str = "f32", precision: str | None = None) -> Runner:
+    """The model compiled by OpenVINO's CPU plugin at `hint` (`threads` 0: its default, every core); `precision` is
+    the served precision reported (default: `hint`'s)."""
     try:
         import openvino as ov
     except ImportError:
         raise UserError(
-            "runtime.backend = openvino but openvino is not installed: pip install -e '.[openvino]' "
+            f"runtime.backend = openvino but openvino is not installed: {OPENVINO_INSTALL} "
             "(or set runtime.backend: onnxruntime)"
         ) from None
-    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
@@ -65,4 +132,6 @@ def openvino_runner(path: Path, threads: int, precision: str = "f32") -> Runner:
         outputs = request.infer([np.ascontiguousarray(arrays[name], dtype=dtype) for name, dtype in dtypes.items()])
         return np.array(outputs[output], dtype=np.float32)  # a copy: the request reuses its buffers
 
-    return Runner(logits, f"OpenVINO {ov.__version__.split('-')[0]} CPU {precision}")
+    actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16: what it compiled for
+    served = precision or ("fp32" if hint == "f32" else hint)
+    return Runner(logits, f"OpenVINO {ov.__version__.split('-')[0]} CPU {actual}", served)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stages.core.params import RuntimeParams
 from stages.graph.metadata import ONNX_FILE, read_sidecar
-from stages.graph.runners import Runner, load_runner
+from stages.graph.runners import Runner, load_runner, resolve_serving
 from stages.scoring.tokens import Framing, TextTokenizer
 
 
@@ -26,11 +26,12 @@ class ServedModel:
 
     @classmethod
     def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:
-        """The model in `onnx_dir` on `runtime`'s backend; `tf32=False` for an fp32 check on CUDA."""
+        """The model in `onnx_dir` served as `runtime` says (`auto`: as `model.json` records); `tf32=False` for an
+        fp32 check on CUDA."""
         metadata = read_sidecar(onnx_dir)
         tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
-            runner=load_runner(onnx_dir / ONNX_FILE, runtime, tf32=tf32),
+            runner=load_runner(onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, tf32=tf32),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),

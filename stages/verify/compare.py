@@ -229,9 +229,13 @@ def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: st
                 f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
                 f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
             )
+    fix = (
+        "Serve it at f32 (runtime.openvino_precision: f32, or runtime.backend: onnxruntime)"
+        if precision == "bf16"
+        else "Fix the export (try export.exporter, export.opset or export.precision)"
+    )
     lines.append(
-        f"The {precision} model was checked. Fix the export (try export.exporter, export.opset or export.precision), "
-        f"or, if the differences are acceptable for how you serve, loosen {key}.atol / {key}.rtol / "
-        f"{key}.min_label_agreement / {key}.max_f1_drop."
+        f"The {precision} model was checked. {fix}, or, if the differences are acceptable for how you serve, "
+        f"loosen {key}.atol / {key}.rtol / {key}.min_label_agreement / {key}.max_f1_drop."
     )
     return "\n".join(lines)

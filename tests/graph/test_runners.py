@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from stages import export, infer, load_checkpoint, parity
+from stages.bench import choice
 from stages.core.errors import UserError
+from stages.graph.runners import openvino_precisions
 from tests.conftest import unavailable
 
 
@@ -33,9 +35,9 @@ def spans(rows: pd.DataFrame) -> list[list[tuple]]:
 
 
 def test_openvino_passes_the_gate_and_scores_onnxruntimes_labels(make_workspace):
-    if importlib.util.find_spec("openvino") is None:
-        unavailable("openvino is not installed (pip install -e '.[test]' installs it)")
+    needs_openvino()
     workspace = make_workspace("deberta-v2")
+    workspace.write_params(runtime={"openvino_precision": "f32"})
     load_checkpoint.main()
     export.main()
     ort_report, ort_details, ort_rows = scored(workspace, "onnxruntime")
@@ -56,4 +58,65 @@ def test_openvino_missing_names_the_install(make_workspace, monkeypatch):
     workspace.write_params(runtime={"backend": "openvino"})
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails as if it were not installed
     with pytest.raises(UserError, match=r"runtime\.backend = openvino but openvino is not installed: pip install"):
+        infer.main()
+
+
+def needs_openvino() -> None:
+    if importlib.util.find_spec("openvino") is None:
+        unavailable("openvino is not installed (pip install -e '.[test]' installs it)")
+
+
+@pytest.mark.parametrize("faster", ["openvino", "onnxruntime"])
+def test_auto_serves_what_the_export_measured_faster(make_workspace, monkeypatch, faster):
+    needs_openvino()
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(runtime={"backend": "auto"})
+    load_checkpoint.main()
+
+    def faked(runners: dict, batches: list) -> dict[str, float]:  # the faster one takes a second, the other two
+        assert len(runners) == 2 and batches, runners
+        return {name: 1.0 if name.startswith(faster) else 2.0 for name in runners}
+
+    monkeypatch.setattr(choice, "time_runs", faked)
+    export.main()
+    serving = json.loads(Path("models/onnx/model.json").read_text())["serving"]
+    assert serving["backend"] == faster and serving["cpu"] and len(serving["measured_texts_per_s"]) == 2, serving
+    report, details, _ = scored(workspace, "auto")
+    assert report["passed"] and report["provider"] == details["provider"] == serving["provider"], (report, serving)
+    assert report["provider"].startswith("OpenVINO ") == (faster == "openvino")
+    assert report["precision"] == serving["precision"]
+
+
+def test_a_close_measurement_keeps_onnxruntime(make_workspace, monkeypatch):
+    needs_openvino()
+    workspace = make_workspace("deberta-v2")
+    workspace.write_params(runtime={"backend": "auto"})
+    load_checkpoint.main()
+    monkeypatch.setattr(
+        choice, "time_runs", lambda runners, batches: {name: 1.0 if "openvino" in name else 1.03 for name in runners}
+    )
+    export.main()
+    assert json.loads(Path("models/onnx/model.json").read_text())["serving"]["backend"] == "onnxruntime"
+
+
+def test_openvino_serves_fp32_at_bf16_where_the_cpu_has_it_and_the_gate_judges_bf16(make_workspace):
+    needs_openvino()
+    workspace = make_workspace("deberta-v2")
+    load_checkpoint.main()
+    export.main()
+    report, _, _ = scored(workspace, "openvino")  # openvino_precision: auto
+    bf16 = "BF16" in openvino_precisions()
+    assert report["passed"] and report["precision"] == ("bf16" if bf16 else "fp32"), report
+    assert report["provider"].endswith(" CPU bf16" if bf16 else " CPU f32")
+    if bf16:  # judged at parity.bf16, looser than fp32's 1e-4, and bf16 really differs from fp32
+        assert report["atol"] == workspace.params["parity"]["bf16"]["atol"], report
+        assert report["max_abs_diff"] > 1e-3, report
+
+
+def test_auto_without_a_recorded_choice_says_to_export_again(make_workspace):
+    workspace = make_workspace()
+    load_checkpoint.main()
+    export.main()
+    workspace.write_params(runtime={"backend": "auto"})
+    with pytest.raises(UserError, match=r"runtime\.backend = auto but model\.json holds no serving choice"):
         infer.main()

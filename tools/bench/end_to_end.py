@@ -33,9 +33,10 @@ import yaml
 
 from stages.bench.flops import flops_per_slot
 from stages.bench.peaks import matmul_peak_samples, summarise_peaks
-from stages.core.cpu import describe_cpu
+from stages.core.cpu import describe_cpu, has_native_bf16
 from stages.core.params import PARAMS_FILE, load_params
 from stages.core.runner import run_stage
+from stages.graph.runners import openvino_precisions
 from stages.scoring.datasets.blocks import iter_blocks
 from tools.bench.exports import (
     ACCURACY_AWARE,
@@ -43,12 +44,15 @@ from tools.bench.exports import (
     Run,
     export_served,
     mix_summary,
+    openvino_served,
     run_infer,
     subprocess_env,
 )
 from tools.bench.settings import Subject
 from tools.bench.subjects import normalised_model
 from tools.cli import option, parse
+
+LABELS_OF = {True: "predictions.parquet", False: "labels.parquet"}  # an infer run's file, a hand-written loop's
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,10 @@ def first_rows_file(source: str, text_column: str, id_column: str, rows: int, ta
 
 
 def run_naive(run: Run, model_dir: Path, dataset: Path, out: Path, max_length: int, threads: int) -> None:
+    """The hand-written loop (`run.precision` torch bf16: sorted batches under bf16 autocast) in its own process."""
     command = [sys.executable, "-m", "tools.bench.naive", "--model-dir", str(model_dir), "--dataset", str(dataset)]
     command += ["--max-length", str(max_length), "--threads", str(threads), "--out", str(out)]
+    command += ["--sorted-bf16"] if run.precision == "torch bf16" else []
     subprocess.run(command, env=subprocess_env(), check=True)
     run.report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     run.seconds.append(run.report["seconds"])
@@ -113,13 +119,19 @@ def measure(args: EndToEnd, work: Path) -> dict:
     model_dir, model = normalised_model(args.size, params, work / "model", args.outliers, args.planted_labels)
     exports = ["fp32", "int8 full", ACCURACY_AWARE] + (["fp16"] if torch.cuda.is_available() else [])
     baseline = Run("torch eager (hand-written loop)", "torch fp32")
-    runs = [baseline] + [
-        export_served(served, params, raw_params, model_dir, dataset, work, args.threads) for served in exports
-    ]
+    sorted_bf16 = Run("torch autocast, sorted batches (hand-written)", "torch bf16", workdir=work / "naive-bf16")
+    if not has_native_bf16():
+        sorted_bf16.refused = "no native bf16 on this CPU: torch emulates it, several times slower than fp32"
+    served = [export_served(name, params, raw_params, model_dir, dataset, work, args.threads) for name in exports]
+    if openvino_precisions():
+        served.append(openvino_served(served[0], raw_params, dataset, work, args.threads))
+    runs = [baseline, sorted_bf16, *served]
     peaks = summarise_peaks([matmul_peak_samples(params.runtime.on_cpu(args.threads))])
     for _ in range(args.rounds):
         run_naive(baseline, model_dir, dataset, work / "naive", params.model.max_length, args.threads)
-        for run in runs[1:]:
+        if sorted_bf16.refused is None:
+            run_naive(sorted_bf16, model_dir, dataset, sorted_bf16.workdir, params.model.max_length, args.threads)
+        for run in served:
             if run.refused is None:
                 run_infer(run)
     reference = labels_of(work / "naive" / "labels.parquet")
@@ -154,7 +166,7 @@ def result_row(run: Run, baseline: Run, reference: list[list[int]], flops: float
     }
     if run.refused is not None:
         return row
-    labels = reference if run is baseline else labels_of(run.workdir / "predictions.parquet")
+    labels = reference if run is baseline else labels_of(run.workdir / LABELS_OF[run.name == "infer"])
     peak = peaks.get(PEAK_OF_EXPORT[run.precision] or "", {}).get("gflop_per_s")
     limit = flops / (peak * 1e9) if peak else None
     return {

@@ -65,10 +65,11 @@ def file_digest(path: Path) -> str:
 
 def scoring_params(params: Params) -> dict:
     """The params that shape the outputs (infer's, but where they go and how Ray spreads the work; the runtime's
-    backend, providers and graph optimisations)."""
+    backend, OpenVINO precision, providers and graph optimisations)."""
     infer = {key: value for key, value in asdict(params.infer).items() if key not in NEUTRAL_INFER_PARAMS}
     runtime = {
         "backend": params.runtime.backend,
+        "openvino_precision": params.runtime.openvino_precision,
         "providers": list(params.runtime.providers),
         "graph_optimization_level": params.runtime.graph_optimization_level,
     }
