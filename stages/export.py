@@ -1,7 +1,7 @@
 """Stage `export`: the normalised model to a self-describing ONNX model with dynamic batch and sequence axes.
 
-The ONNX directory is self-contained for serving: `model.onnx` (plus `model.onnx.data` for models
-over 2 GB), the tokenizer and `config.json` (so transformers and Optimum open it), and `model.json`,
+The ONNX directory is self-contained for serving: `model.onnx` and its weights beside it in
+`model.onnx.data` (which onnxruntime maps instead of copying), the tokenizer and `config.json` (so transformers and Optimum open it), and `model.json`,
 a sidecar repeating the metadata stored in the ONNX model itself (exporter, opset, input names and
 dtypes, labels, max_length, truncation side, precision, library versions).
 

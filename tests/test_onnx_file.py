@@ -115,7 +115,7 @@ def test_an_onnx_file_with_external_data_is_copied_whole(make_workspace, tmp_pat
     external = onnx.load(str(exported / "seed.onnx"), load_external_data=False).graph.initializer
     assert any(item.data_location == onnx.TensorProto.EXTERNAL for item in external)
     adopt(workspace, "exported/seed.onnx")
-    assert sorted(path.name for path in Path("models/onnx").glob("model.onnx*")) == ["model.onnx"]
+    assert sorted(path.name for path in Path("models/onnx").glob("model.onnx*")) == ["model.onnx", "model.onnx.data"]
     parity.main()
     assert json.loads(Path("metrics/parity.json").read_text())["passed"]
 

@@ -2,7 +2,7 @@
 
 What older exports hold is accepted: int32 or int64 inputs, `token_type_ids` declared whether or not the model
 uses it, or absent; any opset the installed onnxruntime runs; TorchScript or dynamo graphs; weights in external
-data files. The file is copied whole (weights inlined, or beside it as `model.onnx.data` over 2 GB), checked
+data files. The file is copied whole (its weights beside it as `model.onnx.data`, as every export has them), checked
 to take the torch model's inputs with dynamic batch and sequence axes and to give its label count, and
 converted to `export.precision` when it is fp32. The parity stage then checks it against the checkpoint.
 """
@@ -17,11 +17,10 @@ from google.protobuf.message import DecodeError
 
 from stages.core.errors import UserError
 from stages.graph.exporter import SINGLE_FILE_LIMIT
-from stages.graph.metadata import describe_io
+from stages.graph.metadata import WEIGHTS_DATA, describe_io
 from stages.model.checkpoint import sha256_of
 from stages.model.directory import HeadSpec
 
-EXTERNAL_DATA = "model.onnx.data"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 INT8_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul"})
 
@@ -92,7 +91,7 @@ def adopt_onnx(source: Path, target: Path, spec: HeadSpec, precision: str) -> di
             f"set export.precision: {found}"
         )
     large = sum(len(initializer.raw_data) for initializer in model.graph.initializer) > SINGLE_FILE_LIMIT
-    onnx.save_model(model, str(target), save_as_external_data=large, location=EXTERNAL_DATA)
+    onnx.save_model(model, str(target), save_as_external_data=large, location=WEIGHTS_DATA)
     return {
         "source_onnx": str(source),
         "source_onnx_sha256": sha256_of(source),

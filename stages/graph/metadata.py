@@ -16,6 +16,7 @@ from stages.core.params import ExportParams
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"  # the files of an exported model directory
+WEIGHTS_DATA = "model.onnx.data"  # the weights beside the graph: onnxruntime maps them instead of copying them
 SIDECAR_FILE = "model.json"
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu")
 
@@ -52,9 +53,10 @@ def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str,
     """Check the exported graph against what was asked, store its metadata in it, and return the metadata.
 
     `facts` are what the graph cannot tell (labels, max_length, source checkpoint, conversion counts, and for an
-    adopted `export.onnx_file` where it came from). An adopted file keeps the opset it was written with.
+    adopted `export.onnx_file` where it came from). An adopted file keeps the opset it was written with. The graph
+    is saved with its weights beside it (`save_with_weights_apart`).
     """
-    graph = onnx.load(str(path), load_external_data=False)
+    graph = onnx.load(str(path))
     opset = graph_opset(graph)
     if params.onnx_file is None and opset != params.opset:
         raise UserError(
@@ -80,9 +82,20 @@ def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str,
     onnx.helper.set_model_props(
         graph, {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
     )
-    onnx.save(graph, str(path))
+    save_with_weights_apart(graph, path)
     onnx.checker.check_model(str(path))
     return metadata
+
+
+def save_with_weights_apart(model: onnx.ModelProto, path: Path) -> None:
+    """Save `model` at `path`, its weights in `WEIGHTS_DATA` beside it (written anew). onnxruntime maps that file
+    instead of reading the weights into its own memory, so a session holds the pages it touches: a 250k-token
+    embedding costs the rows the texts use, and loading does not hold the weights twice."""
+    (path.parent / WEIGHTS_DATA).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=WEIGHTS_DATA,
+        size_threshold=1024,
+    )  # fmt: skip
 
 
 def read_sidecar(onnx_dir: Path) -> dict[str, Any]:
