@@ -1,9 +1,10 @@
 """Scoring a block of rows with an exported model: the core that every engine runs (`block_part`).
 
 A block of ids and texts becomes a part file in the predictions schema, in input order, and its tally. Rows
-the score store holds with the same batch context are taken from it (`stages.scoring.reuse`); the others are
-tokenised, cut into windows, batched longest first where the content says (`stages.scoring.reuse.plan`)
-under a row and a token budget, and scored, each token's prediction from the window where it is most central.
+the score store holds are taken from it (`stages.scoring.reuse`): for a batch-invariant model whatever batch they
+ran in, else with the same batch context; the others are tokenised, cut into windows, batched longest first
+under a row and a token budget (`stages.scoring.reuse.plan`) and scored, each token's prediction from the window
+where it is most central.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
-from stages.scoring.reuse.keys import combined_key, row_keys
-from stages.scoring.reuse.plan import content_batches
+from stages.scoring.reuse.keys import row_keys
+from stages.scoring.reuse.plan import batch_plan, row_plan
 from stages.scoring.reuse.rows import StoredRow
 from stages.scoring.reuse.store import KEY_TYPE, DamagedEntry, ScoreStore, block_key
 from stages.scoring.served import ServedModel
@@ -102,31 +103,17 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams, store:
         for row, tokens in enumerate(content_tokens)
         for start, length in window_spans(tokens, framing, params.long_text, params.stride)
     ]
-    window_keys = [combined_key([keys[row], start.to_bytes(4, "little")]) for row, start, _ in spans]
-    specials = len(framing.prefix) + len(framing.suffix)
-    budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
-    planned = list(content_batches([length + specials for _, _, length in spans], window_keys, *budget))
-    batch_of = np.empty(len(spans), dtype=np.int64)
-    for number, members in enumerate(planned):
-        batch_of[members] = number
-    batch_keys = [combined_key([window_keys[index] for index in members]) for members in planned]
-    row_batches: list[list[int]] = [[] for _ in keys]
-    for index, (row, _, _) in enumerate(spans):
-        row_batches[row].append(int(batch_of[index]))
-    contexts = [combined_key([batch_keys[number] for number in numbers]) for numbers in row_batches]
-    reused = {
-        row: stored[contexts[row]] for row, stored in enumerate(found) if stored is not None and contexts[row] in stored
-    }
+    plan = row_plan if served.batch_invariant(texts) else batch_plan
+    contexts, reused, run = plan(keys, found, spans, len(framing.prefix) + len(framing.suffix), params)
     scored = [row for row in range(len(keys)) if row not in reused]
-    run = sorted({number for row in scored for number in row_batches[row]})
-    members = [int(index) for number in run for index in planned[number]]
+    members = [int(index) for batch in run for index in batch]
     encoded = tokenise(served, texts, sorted({spans[index][0] for index in members} - set(encoded)), encoded)
     windows = []
     for index in members:
         row, start, length = spans[index]
         content = encoded[row].input_ids[start : start + length]
         windows.append(Window(row, start, length, np.concatenate([framing.prefix, content, framing.suffix])))
-    sizes = np.cumsum([0, *(len(planned[number]) for number in run)])
+    sizes = np.cumsum([0, *(len(batch) for batch in run)])
     batches = [np.arange(sizes[position], sizes[position + 1]) for position in range(len(run))]
     return PreparedBlock(
         block, texts, skipped, keys, contexts, content_tokens, reused, scored, encoded, windows, batches

@@ -18,6 +18,7 @@ from stages.core.params import Params
 
 KEY_BYTES = 16
 BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
+ROW_CONTEXT = bytes(KEY_BYTES)  # the context of a row scored by a batch-invariant model: its own text alone
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = (
     "input",

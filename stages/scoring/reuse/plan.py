@@ -7,6 +7,10 @@ batch must be the one a run from scratch would build. So blocks end after rows w
 and restic cut files), and inside a block the windows are sorted by length and key and batches end before
 windows whose key says so, or where the budget is full. An appended, edited or deleted row changes the
 block it is in and the one or two batches around it; every other batch is the same as before.
+
+A model whose scores do not depend on their batch (measured: `ServedModel.batch_invariant`; fp32 on onnxruntime's
+CPU provider is) needs none of that: its rows are reused whatever batch they ran in, and only the rows not stored
+are batched and scored (`row_plan`). The batch context stays for the others (`batch_plan`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from stages.core.params import Params
+from stages.core.params import InferParams, Params
+from stages.scoring.batching import plan_batches
 from stages.scoring.datasets.blocks import Block, iter_blocks
-from stages.scoring.reuse.keys import BATCH_CUT, key_number, row_keys
+from stages.scoring.reuse.keys import BATCH_CUT, ROW_CONTEXT, combined_key, key_number, row_keys
+from stages.scoring.reuse.rows import StoredRow
 
 
 def block_cut(key: bytes, rows: int, block_rows: int) -> bool:
@@ -92,3 +98,41 @@ def content_batches(
         batch.append(index)
     if batch:
         yield np.asarray(batch, dtype=np.int64)
+
+
+Plan = tuple[list[bytes], dict[int, StoredRow], list[np.ndarray]]  # rows' contexts, rows reused, batches to run
+
+
+def row_plan(
+    keys: list[bytes], found: list, spans: list[tuple[int, int, int]], specials: int, params: InferParams
+) -> Plan:
+    """For a batch-invariant model: a stored row is reused whatever batch it ran in; the others' windows are batched
+    longest first under the budget."""
+    reused = {row: stored[ROW_CONTEXT] for row, stored in enumerate(found) if stored and ROW_CONTEXT in stored}
+    pending = [index for index, (row, _, _) in enumerate(spans) if row not in reused]
+    budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
+    planned = plan_batches([spans[index][2] + specials for index in pending], *budget)
+    return [ROW_CONTEXT] * len(keys), reused, [np.asarray(pending, dtype=np.int64)[batch] for batch in planned]
+
+
+def batch_plan(
+    keys: list[bytes], found: list, spans: list[tuple[int, int, int]], specials: int, params: InferParams
+) -> Plan:
+    """For a model whose scores depend on their batch (dynamic int8): every window batched where the content says, a
+    stored row reused only if its batches are the ones it ran in, and the batches holding any other row run."""
+    window_keys = [combined_key([keys[row], start.to_bytes(4, "little")]) for row, start, _ in spans]
+    budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
+    planned = list(content_batches([length + specials for _, _, length in spans], window_keys, *budget))
+    batch_of = np.empty(len(spans), dtype=np.int64)
+    for number, members in enumerate(planned):
+        batch_of[members] = number
+    batch_keys = [combined_key([window_keys[index] for index in members]) for members in planned]
+    row_batches: list[list[int]] = [[] for _ in keys]
+    for index, (row, _, _) in enumerate(spans):
+        row_batches[row].append(int(batch_of[index]))
+    contexts = [combined_key([batch_keys[number] for number in numbers]) for numbers in row_batches]
+    reused = {
+        row: stored[contexts[row]] for row, stored in enumerate(found) if stored is not None and contexts[row] in stored
+    }
+    run = sorted({number for row in range(len(keys)) if row not in reused for number in row_batches[row]})
+    return contexts, reused, [planned[number] for number in run]

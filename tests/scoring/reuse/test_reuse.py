@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from stages import export, infer, load_checkpoint
+from stages.core.params import load_params
 from stages.scoring.reuse import keys, plan
+from stages.scoring.served import ServedModel
 from tests.conftest import REPO
 from tools import score_store
 
@@ -21,17 +23,27 @@ ROWS = 240
 REAL_TEXT = REPO / "tests/data/real_text.parquet"
 
 
-@pytest.fixture
-def exported(make_workspace):
-    """A workspace with a tiny model exported at int8 (dynamic int8 quantizes each batch with one scale, so a row's
-    scores depend on its batch) and a dataset of real multilingual text (with a few bad rows)."""
+def exported_at(make_workspace, precision: str):
+    """A workspace with a tiny model exported at `precision` and a dataset of real multilingual text (with a few bad
+    rows)."""
     workspace = make_workspace("deberta-v2")
     texts = [*pd.read_parquet(REAL_TEXT).text.tolist()[:ROWS], "", None, "  "]
     pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts}).to_parquet("data.parquet")
-    workspace.write_params(parity={"samples": 8}, export={"precision": "int8"}, infer={"block_rows": 32})
+    workspace.write_params(parity={"samples": 8}, export={"precision": precision}, infer={"block_rows": 32})
     load_checkpoint.main()
     export.main()
     return workspace
+
+
+@pytest.fixture
+def exported(make_workspace):
+    """At int8: dynamic int8 quantizes each batch with one scale, so a row's scores depend on its batch."""
+    return exported_at(make_workspace, "int8")
+
+
+def served_model(workspace) -> ServedModel:
+    params = load_params()
+    return ServedModel.load(Path(params.export.output), params.runtime)
 
 
 def score(workspace, dataset: pd.DataFrame, **infer_params) -> tuple[bytes, dict]:
@@ -97,6 +109,29 @@ def test_a_data_change_scores_only_what_it_changed_and_gives_the_from_scratch_by
     assert details["scored_rows"] <= most_scored, details
     assert details["reused_rows"] >= len(changed) - most_scored
     assert details["store"]["rows"] >= len(base)
+
+
+def test_a_batch_invariant_model_scores_exactly_the_changed_rows_and_gives_the_from_scratch_bytes(make_workspace):
+    workspace = exported_at(make_workspace, "fp32")
+    if not served_model(workspace).batch_invariant(
+        pd.read_parquet("data.parquet").text.tolist()
+    ):  # measured, not assumed: such a CPU keeps the batch context
+        pytest.fail("fp32 on onnxruntime's CPU provider was batch-invariant on every CPU measured; not here")
+    base = pd.read_parquet("data.parquet")
+    score(workspace, base)
+    seen = set(base.text)
+    for change in (appended, edited, deleted, reordered, duplicated, renamed):
+        changed = change(base)
+        new_rows = int((~changed.text.isin(seen)).sum())  # texts no run scored before (the real text repeats some)
+        assert new_rows == {appended: 11, edited: 3}.get(change, 0), change.__name__
+        output, details = score(workspace, changed)
+        assert output == from_scratch(workspace, changed), change.__name__
+        assert (details["scored_rows"], details["reused_rows"]) == (new_rows, len(changed) - new_rows), details
+        seen |= set(changed.text)
+
+
+def test_the_probe_finds_dynamic_int8_depends_on_its_batch(exported):
+    assert not served_model(exported).batch_invariant(pd.read_parquet("data.parquet").text.tolist())
 
 
 def test_a_new_file_in_a_directory_dataset_scores_only_its_rows_and_reads_as_one_file(exported):
