@@ -6,12 +6,13 @@ import json
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from stages.core.errors import UserError
 from stages.core.params import ExportParams
+
+if TYPE_CHECKING:  # onnx is imported where a graph is read or written: scoring reads only the sidecar
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def graph_opset(model: onnx.ModelProto) -> int:
 
 def describe_io(values: Any) -> list[dict[str, Any]]:
     """Names, dtypes and shapes (symbolic dims by name) of graph inputs or outputs."""
+    import onnx
+
     return [
         {
             "name": value.name,
@@ -56,6 +59,8 @@ def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str,
     adopted `export.onnx_file` where it came from). An adopted file keeps the opset it was written with. The graph
     is saved with its weights beside it (`save_with_weights_apart`).
     """
+    import onnx
+
     graph = onnx.load(str(path))
     opset = graph_opset(graph)
     if params.onnx_file is None and opset != params.opset:
@@ -91,6 +96,8 @@ def save_with_weights_apart(model: onnx.ModelProto, path: Path) -> None:
     """Save `model` at `path`, its weights in `WEIGHTS_DATA` beside it (written anew). onnxruntime maps that file
     instead of reading the weights into its own memory, so a session holds the pages it touches: a 250k-token
     embedding costs the rows the texts use, and loading does not hold the weights twice."""
+    import onnx
+
     (path.parent / WEIGHTS_DATA).unlink(missing_ok=True)  # onnx appends to an existing data file
     onnx.save_model(
         model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=WEIGHTS_DATA,

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from stages.core.cpu import describe_cpu
 from stages.core.errors import UserError
@@ -117,9 +115,13 @@ def openvino_runner(path: Path, threads: int, hint: str = "f32", precision: str 
     except RuntimeError as error:
         reason = (str(error).strip().splitlines() or ["it cannot be compiled"])[0][:300]
         raise UserError(f"OpenVINO cannot load {path}: {reason}; set runtime.backend: onnxruntime") from None
+    import onnx  # here, not at the top: scoring with onnxruntime never needs it
+
     request = compiled.create_infer_request()
     graph_inputs = onnx.load(path, load_external_data=False).graph.input
-    dtypes = {value.name: helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in graph_inputs}
+    dtypes = {
+        value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in graph_inputs
+    }
     output = compiled.output(0)
 
     def logits(arrays: Arrays) -> np.ndarray:
