@@ -69,9 +69,15 @@ def exported(model: CustomModel, exporter: str, path: Path) -> ort.InferenceSess
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+FAST = ("v3: log buckets, shared keys", "v2: no buckets, own position projections")  # the rest: marked slow
+
+
 @pytest.mark.parametrize(
     ("variant", "exporter"),
-    [*((variant, "dynamo") for variant in VARIANTS), *((variant, "torchscript") for variant in list(VARIANTS)[:2])],
+    [
+        *(pytest.param(variant, "dynamo", marks=() if variant in FAST else pytest.mark.slow) for variant in VARIANTS),
+        *(pytest.param(variant, "torchscript", marks=pytest.mark.slow) for variant in FAST),
+    ],
 )
 def test_rewritten_attention_equals_torch_on_every_length_and_padding(tmp_path, variant, exporter):
     model = tiny_model(VARIANTS[variant])

@@ -66,7 +66,7 @@ def needs_openvino() -> None:
         unavailable("openvino is not installed (pip install -e '.[test]' installs it)")
 
 
-@pytest.mark.parametrize("faster", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("faster", ["openvino", pytest.param("onnxruntime", marks=pytest.mark.slow)])
 def test_auto_serves_what_the_export_measured_faster(make_workspace, monkeypatch, faster):
     needs_openvino()
     workspace = make_workspace("deberta-v2")
@@ -87,6 +87,7 @@ def test_auto_serves_what_the_export_measured_faster(make_workspace, monkeypatch
     assert report["precision"] == serving["precision"]
 
 
+@pytest.mark.slow
 def test_a_close_measurement_keeps_onnxruntime(make_workspace, monkeypatch):
     needs_openvino()
     workspace = make_workspace("deberta-v2")
