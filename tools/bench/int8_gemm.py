@@ -15,15 +15,18 @@ import ctypes
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from stages.core.cpu import describe_cpu
 from tools.bench.settings import all_threads
 from tools.cli import option, parse
+
+if TYPE_CHECKING:  # imported in `main` after the permission is first read: importing it sets MLAS up
+    import onnxruntime as ort
 
 SHAPES = ((2048, 768, 3072), (2048, 3072, 768), (512, 768, 768), (8192, 768, 3072))  # M, K, N
 SYS_ARCH_PRCTL, ARCH_GET_XCOMP_PERM, XTILEDATA = 158, 0x1022, 18  # x86_64 Linux
@@ -55,6 +58,8 @@ def gemm_session(
         weights.append(numpy_helper.from_array(np.full([weight.shape[1]], 0.01, np.float32), "s"))
     graph = helper.make_graph([node], "gemm", [left], [helper.make_tensor_value_info("y", output, None)], weights)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     model = helper.make_model(graph, opset_imports=opsets, ir_version=9)
@@ -102,8 +107,10 @@ def shape_rates(m: int, k: int, n: int, settings: Int8Gemm) -> tuple[float, floa
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse(Int8Gemm, argv, __doc__)
+    print(f"AMX tile permission before onnxruntime is imported: {tile_permission()}")
+    import onnxruntime as ort
+
     print(f"CPU: {describe_cpu()}; onnxruntime {ort.__version__}, {settings.threads} threads")
-    print(f"AMX tile permission before any int8 GEMM: {tile_permission()}")
     rows = [(shape, shape_rates(*shape, settings)) for shape in SHAPES]
     print(f"AMX tile permission after onnxruntime's int8 GEMMs: {tile_permission()}")
     print("| GEMM | MatMulInteger (u8 x s8 -> int32) | DynamicQuantizeMatMul | fp32 MatMul |")
