@@ -24,10 +24,12 @@ from stages.verify.cases import sample_rows
 
 log = logging.getLogger(__name__)
 
-PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search judges mixes on the parity gate's inputs)
+PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search and runtime.backend auto judge on the
+    # parity gate's inputs and tolerances)
     "model.output", "export", "runtime",
     "parity.input", "parity.samples", "parity.batch_size", "parity.seed", "parity.grid_batch_sizes",
-    "parity.grid_lengths", "parity.int8", "annotations",
+    "parity.grid_lengths", "parity.atol", "parity.rtol", "parity.min_label_agreement", "parity.max_f1_drop",
+    "parity.int8", "parity.bf16", "annotations",
     "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
 )  # fmt: skip
 
@@ -35,7 +37,7 @@ PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search ju
 def main() -> None:
     params = load_declared(PARAMS)
     model_dir, target = Path(params.model.output), Path(params.export.output)
-    chooser = serving_chooser(params, sample_rows(params).texts) if params.runtime.backend == "auto" else None
+    chooser = serving_chooser(params, model_dir, sample_rows(params)) if params.runtime.backend == "auto" else None
     metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir), chooser)
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
     origin = (

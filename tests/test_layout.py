@@ -19,7 +19,7 @@ LAYERS = {
     "scoring": {"core", "graph"},
     "verify": {"core", "model", "graph", "scoring"},
     "quantize": {"core", "model", "graph", "scoring", "verify"},
-    "bench": {"core", "model", "graph", "scoring"},
+    "bench": {"core", "model", "graph", "scoring", "verify"},  # auto's serving choice judges runtimes with the gate
 }
 MAX_FILE_LINES = 300
 MAX_FUNCTION_LINES = 60

@@ -2,16 +2,19 @@
 
 The export stage runs each candidate (onnxruntime at the export's precision; OpenVINO at its precision for this
 CPU, bf16 where its plugin reports BF16) on the parity rows, in the gate's length-sorted batches, in alternating
-rounds after a warm-up batch, and keeps the fastest. onnxruntime stays unless another is at least `MARGIN`
-faster, so that two close measurements do not flip the choice (and the export) between runs. The choice and its
-evidence go into `model.json` (`serving`), which `parity` gates and `infer` serves.
+rounds after a warm-up batch, and keeps the fastest. A candidate other than onnxruntime at the export's precision
+(which `parity` gates) is first judged as the gate will judge it, against torch on the gate's rows and grid at its
+served precision's tolerance; one that fails is left out, with the reason, so that `auto` never picks what
+`parity` then refuses. onnxruntime stays unless another is at least `MARGIN` faster, so that two close
+measurements do not flip the choice (and the export) between runs. The choice and its evidence go into
+`model.json` (`serving`), which `parity` gates and `infer` serves.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +24,18 @@ from stages.core.cpu import describe_cpu
 from stages.core.errors import UserError
 from stages.core.params import Params
 from stages.graph.runners import Runner, Serving, load_runner, openvino_precisions, openvino_serving
-from stages.scoring.batching import pad_batch, plan_batches
+from stages.model.directory import load_model_dir
+from stages.model.token_model import torch_logits
 from stages.scoring.tokens import TextTokenizer
-from stages.scoring.windows import make_windows
+from stages.verify.cases import GateInputs, SampledRows, gate_inputs
+from stages.verify.compare import explain_failure
 
 log = logging.getLogger(__name__)
 
 ROUNDS = 2  # timed rounds per candidate, taking turns; the best counts
 MARGIN = 1.05  # another runtime replaces onnxruntime only when at least this much faster
 Batches = list[dict[str, np.ndarray]]
-
-
-def row_batches(texts: Sequence[str], onnx_dir: Path, params: Params, max_length: int, side: str) -> Batches:
-    """`texts` tokenised and windowed as `infer` does, in the gate's length-sorted batches (`parity.batch_size`)."""
-    tokenizer = TextTokenizer.load(onnx_dir)
-    framing = tokenizer.framing(max_length, side)
-    windows = make_windows(tokenizer.encode(list(texts)), framing, params.infer.long_text, params.infer.stride)
-    size = params.parity.batch_size
-    plan = plan_batches([len(window) for window in windows], size, size * max_length)
-    return [pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id) for indices in plan]
+Reference = Callable[[], list[list[np.ndarray]]]  # torch's logits on the gate's inputs, computed when first needed
 
 
 def candidates(export_precision: str, params: Params) -> tuple[list[Serving], dict[str, str]]:
@@ -68,18 +64,42 @@ def time_runs(runners: dict[str, Runner], batches: Batches) -> dict[str, float]:
     return best
 
 
-def choose_serving(path: Path, export_precision: str, batches: Batches, params: Params) -> dict[str, Any]:
-    """Measure each candidate serving the model at `path` on `batches`; the choice with its evidence."""
+def gate_failure(serving: Serving, runner: Runner, inputs: GateInputs, reference: list, params: Params) -> str | None:
+    """Why `runner` would fail the parity gate at its served precision (the first failing criterion), or None."""
+    tolerance = params.parity.tolerance(serving.precision)
+    cases = inputs.judge(reference, inputs.run(runner.logits), tolerance)
+    if all(case.passed for case in cases):
+        return None
+    return (
+        f"fails the parity gate at {serving.precision}: "
+        + explain_failure(cases, tolerance, serving.precision).split("\n")[0]
+    )
+
+
+def choose_serving(
+    path: Path, export_precision: str, inputs: GateInputs, reference: Reference, params: Params
+) -> dict[str, Any]:
+    """Measure each candidate serving the model at `path` on the gate's rows, those other than onnxruntime at the
+    export's precision once they pass the gate; the choice with its evidence."""
     servings, left_out = candidates(export_precision, params)
-    runners = {}
+    baseline = f"onnxruntime {export_precision}"
+    runners, truth = {}, None
     for serving in servings:
         name = f"{serving.backend} {serving.precision}"
         try:
-            runners[name] = (serving, load_runner(path, serving, params.runtime))
+            runner = load_runner(path, serving, params.runtime)
         except UserError as error:
             left_out[serving.backend] = str(error)
+            continue
+        if name != baseline:
+            truth = truth if truth is not None else reference()
+            if (failure := gate_failure(serving, runner, inputs, truth, params)) is not None:
+                log.info("runtime.backend = auto: %s left out, it %s", name, failure)
+                left_out[serving.backend] = failure
+                continue
+        runners[name] = (serving, runner)
+    batches = inputs.rows.arrays
     seconds = time_runs({name: runner for name, (_, runner) in runners.items()}, batches)
-    baseline = f"onnxruntime {export_precision}"
     fastest = min(seconds, key=seconds.get)
     name = fastest if seconds[baseline] >= MARGIN * seconds[fastest] else baseline
     serving, runner = runners[name]
@@ -96,18 +116,25 @@ def choose_serving(path: Path, export_precision: str, batches: Batches, params: 
         "cpu": describe_cpu(),
         "measured_texts_per_s": {other: round(texts / value, 2) for other, value in seconds.items()},
         "rows": texts,
-        "rule": f"fastest of {ROUNDS} alternating rounds on the parity rows; onnxruntime unless another is "
-        f">= {MARGIN}x faster",
+        "rule": f"fastest of {ROUNDS} alternating rounds on the parity rows, among those that pass the parity gate; "
+        f"onnxruntime unless another is >= {MARGIN}x faster",
         "left_out": left_out,
     }
 
 
-def serving_chooser(params: Params, texts: Sequence[str]) -> Callable[[Path, dict[str, Any]], dict[str, Any]]:
-    """The export stage's chooser: given the staged model file and its metadata, `choose_serving` on `texts`."""
+def serving_chooser(
+    params: Params, model_dir: Path, sampled: SampledRows
+) -> Callable[[Path, dict[str, Any]], dict[str, Any]]:
+    """The export stage's chooser: given the staged model file and its metadata, `choose_serving` on the gate's
+    inputs (`sampled` rows tokenised as `infer` does, and the grid), torch's logits from `model_dir` as reference."""
 
     def choose(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
-        side = metadata["truncation_side"]
-        batches = row_batches(texts, path.parent, params, int(metadata["max_length"]), side)
-        return choose_serving(path, metadata["precision"], batches, params)
+        model, spec = load_model_dir(model_dir)
+        tokenizer = TextTokenizer.load(path.parent)
+        framing = tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"])
+        inputs = gate_inputs(sampled, tokenizer, framing, spec, model.config.vocab_size, params)
+        return choose_serving(
+            path, metadata["precision"], inputs, lambda: inputs.run(lambda arrays: torch_logits(model, arrays)), params
+        )
 
     return choose

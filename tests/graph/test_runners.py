@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -98,6 +99,23 @@ def test_a_close_measurement_keeps_onnxruntime(make_workspace, monkeypatch):
     )
     export.main()
     assert json.loads(Path("models/onnx/model.json").read_text())["serving"]["backend"] == "onnxruntime"
+
+
+def test_auto_leaves_out_a_runtime_that_fails_the_gate_however_fast(make_workspace, monkeypatch):
+    """auto never picks what parity would refuse: OpenVINO, measured 9x faster, fails a gate that demands bit
+    equality with torch, so onnxruntime serves and model.json says why OpenVINO does not."""
+    needs_openvino()
+    workspace = make_workspace("deberta-v2")
+    exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0}
+    workspace.write_params(runtime={"backend": "auto"}, parity={**exact, "bf16": exact})
+    load_checkpoint.main()
+    monkeypatch.setattr(
+        choice, "time_runs", lambda runners, batches: {name: 1.0 if "openvino" in name else 9.0 for name in runners}
+    )
+    export.main()
+    serving = json.loads(Path("models/onnx/model.json").read_text())["serving"]
+    assert serving["backend"] == "onnxruntime" and list(serving["measured_texts_per_s"]) == ["onnxruntime fp32"]
+    assert re.match(r"fails the parity gate at (bf16|fp32): .*atol", serving["left_out"]["openvino"]), serving
 
 
 def test_openvino_serves_fp32_at_bf16_where_the_cpu_has_it_and_the_gate_judges_bf16(make_workspace):
