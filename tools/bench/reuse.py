@@ -5,8 +5,8 @@
 In a temporary copy of the pipeline, the dataset is real text (tests/data) repeated to `--rows` distinct rows
 (each with its row number appended). Runs: `dvc repro` from scratch (every stage), then `infer` from scratch
 alone (the store emptied), then after appending `--append` of new rows, then after editing `--edit` of the
-rows; each line is that `dvc repro`'s wall time, the rows scored and reused, and its share of the
-from-scratch scoring run. Print the machine's CPU with it.
+rows; each line is that `dvc repro`'s wall time, the rows scored and reused, and its share of the full
+run (every stage from scratch) and of the from-scratch scoring run. Print the machine's CPU with it.
 """
 
 from __future__ import annotations
@@ -105,13 +105,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs.append((f"after editing {settings.edit:.1%} of the rows", *repro(root)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    scoring = runs[1][1]
+    full, scoring = runs[0][1], runs[1][1]
     print(f"CPU: {describe_cpu()}")
-    print("| run | wall s | rows | scored | reused | of the from-scratch infer run |")
-    print("|---|---|---|---|---|---|")
+    print("| run | wall s | rows | scored | reused | of the full run | of the from-scratch infer run |")
+    print("|---|---|---|---|---|---|---|")
     for name, seconds, details in runs:
         print(f"| {name} | {seconds:.1f} | {details['rows']} | {details['scored_rows']} | {details['reused_rows']} | "
-              f"{seconds / scoring:.1%} |")  # fmt: skip
+              f"{seconds / full:.1%} | {seconds / scoring:.1%} |")  # fmt: skip
 
 
 if __name__ == "__main__":
