@@ -67,9 +67,7 @@ def infer_workdir(raw_params: dict, onnx_dir: Path, dataset: Path, workdir: Path
     params = json.loads(json.dumps(raw_params))
     params["export"]["output"] = str(onnx_dir)
     params["runtime"]["intra_op_num_threads"] = threads
-    params["infer"].update(
-        input=str(dataset), output="predictions.parquet", metrics="infer.json", reference="none", engine="local"
-    )
+    params["infer"].update(input=str(dataset), output="predictions.parquet", metrics="infer.json", engine="local")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     return workdir
