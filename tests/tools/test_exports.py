@@ -1,4 +1,4 @@
-"""The benchmark tools' infer working directories hold params the stages read without complaint."""
+"""The benchmark tools' infer working directories: params the stages read without complaint, no score store."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from stages.core.params import PARAMS_FILE, load_params
 from tools.bench.exports import infer_workdir
 
 
-def test_an_infer_workdir_writes_only_current_params(tmp_path, caplog):
+def test_an_infer_workdir_writes_only_current_params_and_scores_every_round(tmp_path, caplog):
     raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     workdir = infer_workdir(raw, tmp_path / "onnx", tmp_path / "rows.parquet", tmp_path / "work", threads=1)
     with caplog.at_level(logging.WARNING):
         params = load_params(workdir / "params.yaml")
     assert not caplog.records, [record.getMessage() for record in caplog.records]
     assert params.infer.input == str(tmp_path / "rows.parquet") and params.runtime.intra_op_num_threads == 1
+    assert not params.infer.reuse  # a second timed round must score, not read the first round's scores back

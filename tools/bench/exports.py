@@ -63,11 +63,14 @@ def subprocess_env() -> dict[str, str]:
 
 
 def infer_workdir(raw_params: dict, onnx_dir: Path, dataset: Path, workdir: Path, threads: int) -> Path:
-    """A directory with the user's params, pointed at one export, the sampled rows and local outputs."""
+    """A directory with the user's params, pointed at one export, the sampled rows and local outputs; no score
+    store (a benchmark times scoring: a second round must not read the first one's scores back)."""
     params = json.loads(json.dumps(raw_params))
     params["export"]["output"] = str(onnx_dir)
     params["runtime"]["intra_op_num_threads"] = threads
-    params["infer"].update(input=str(dataset), output="predictions.parquet", metrics="infer.json", engine="local")
+    params["infer"].update(
+        input=str(dataset), output="predictions.parquet", metrics="infer.json", engine="local", reuse=False
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     return workdir
