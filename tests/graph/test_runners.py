@@ -101,11 +101,12 @@ def test_a_close_measurement_keeps_onnxruntime(make_workspace, monkeypatch):
     assert json.loads(Path("models/onnx/model.json").read_text())["serving"]["backend"] == "onnxruntime"
 
 
-def test_auto_leaves_out_a_runtime_that_fails_the_gate_however_fast(make_workspace, monkeypatch):
+@pytest.mark.parametrize("family", ["deberta-v2", pytest.param("bert", marks=pytest.mark.slow)])
+def test_auto_leaves_out_a_runtime_that_fails_the_gate_however_fast(make_workspace, monkeypatch, family):
     """auto never picks what parity would refuse: OpenVINO, measured 9x faster, fails a gate that demands bit
     equality with torch, so onnxruntime serves and model.json says why OpenVINO does not."""
     needs_openvino()
-    workspace = make_workspace("deberta-v2")
+    workspace = make_workspace(family)
     exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0}
     workspace.write_params(runtime={"backend": "auto"}, parity={**exact, "bf16": exact})
     load_checkpoint.main()
