@@ -33,22 +33,31 @@ class ServedModel:
 
     def batch_invariant(self, texts: Sequence[str]) -> bool:
         """Whether a window's logits are the same bits in any batch (alone, and beside others padded to the longest),
-        measured once, on the first windows of `texts` (the data it scores: a probe of other text could run into
-        what the data never holds). Then a row's scores are its own wherever it ran; dynamic int8, which quantizes
-        each batch with one scale, is not."""
-        if self.invariance:
-            return self.invariance[0]
+        measured once, on windows of `texts` (the data it scores: a probe of other text could run into what the data
+        never holds). Then a row's scores are its own wherever it ran; dynamic int8, which quantizes each batch with
+        one scale, is not. Without two different windows to set side by side (texts all empty or alike) it cannot be
+        measured, and the answer is no: keeping each row's batch context is exact for any model."""
+        if not self.invariance:
+            windows = self.probe_windows(texts)
+            alone = [self.runner.logits(pad_batch([window], self.pad_id))[0] for window in windows]
+            together = self.runner.logits(pad_batch(windows, self.pad_id)) if len(windows) > 1 else None
+            self.invariance.append(
+                together is not None
+                and all(
+                    np.array_equal(together[index, : len(window)], alone[index]) for index, window in enumerate(windows)
+                )
+            )
+        return self.invariance[0]
+
+    def probe_windows(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Different windows of the first distinct texts, and a shorter copy of the first so that the batch pads."""
         framing = self.framing
-        encoded = self.tokenizer.encode(list(texts[:PROBE_ROWS]) or [""])
-        windows = [
-            np.concatenate([framing.prefix, row.input_ids[: framing.capacity], framing.suffix]) for row in encoded
-        ]
-        windows = (windows * PROBE_ROWS)[: max(PROBE_ROWS, len(windows))]  # a one-row block probes beside itself
-        alone = [self.runner.logits(pad_batch([window], self.pad_id))[0] for window in windows]
-        together = self.runner.logits(pad_batch(windows, self.pad_id))
-        same = all(np.array_equal(together[index, : len(window)], alone[index]) for index, window in enumerate(windows))
-        self.invariance.append(same)
-        return same
+        distinct = list(dict.fromkeys(text for text in texts if text))[:PROBE_ROWS]
+        contents = [row.input_ids[: framing.capacity] for row in self.tokenizer.encode(distinct)] if distinct else []
+        if contents and len(contents[0]) > 1:
+            contents.append(contents[0][: len(contents[0]) // 2])
+        unique = list({tuple(int(token) for token in content): content for content in contents}.values())
+        return [np.concatenate([framing.prefix, content, framing.suffix]) for content in unique]
 
     @classmethod
     def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:

@@ -228,3 +228,17 @@ def test_the_store_command_lists_each_model_and_prune_keeps_the_current_one(expo
     assert len(list(Path("out/.score-store").iterdir())) == 2  # the current model's directory and the .gitignore
     _, details = score(exported, base)
     assert details["scored_rows"] == 0, "the current model's entries were kept"
+
+
+@pytest.mark.parametrize("first_rows", [["the same words, row after row"] * 8, [""] * 8], ids=["duplicates", "empty"])
+def test_the_probe_is_not_fooled_by_identical_first_rows(exported, first_rows):
+    """Identical windows side by side quantize with the scale each has alone: a probe of them alone would call
+    dynamic int8 batch-invariant, and reuse would mix rows scored in other batches into 'from scratch' bytes."""
+    texts = [*first_rows, *pd.read_parquet("data.parquet").text.tolist()]
+    assert not served_model(exported).batch_invariant(texts)
+
+
+def test_fp32_is_found_batch_invariant_behind_identical_first_rows(make_workspace):
+    workspace = exported_at(make_workspace, "fp32")
+    texts = [*[""] * 8, *["the same words, row after row"] * 8, *pd.read_parquet("data.parquet").text.tolist()]
+    assert served_model(workspace).batch_invariant(texts)
