@@ -96,6 +96,8 @@ def test_onnx_directory_describes_itself(make_workspace):
     assert json.loads(props["labels"]) == sidecar["labels"]
     tokenizer_files = {"tokenizer.json", "tokenizer_config.json"}
     assert tokenizer_files <= {path.name for path in Path(load_params().export.output).iterdir()}
+    graph_bytes = Path("models/onnx/model.onnx").read_bytes()  # the same model from any checkout: the same bytes
+    assert b"stack_trace" not in graph_bytes and str(REPO).encode() not in graph_bytes
 
 
 def test_dynamo_opset_it_cannot_write_is_an_error_not_a_silent_downgrade(make_workspace):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # onnx is imported where a graph is read or written: scoring 
 
 log = logging.getLogger(__name__)
 
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata the dynamo exporter writes
 ONNX_FILE = "model.onnx"  # the files of an exported model directory
 WEIGHTS_DATA = "model.onnx.data"  # the weights beside the graph: onnxruntime maps them instead of copying them
 SIDECAR_FILE = "model.json"
@@ -75,6 +76,8 @@ def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str,
             actual_inputs,
             list(expected_inputs),
         )
+    if params.onnx_file is None:  # an adopted file is served as it was written
+        drop_stack_traces(graph.graph)
     metadata = {
         "exporter": params.exporter,
         "opset": opset,
@@ -90,6 +93,20 @@ def stamp_metadata(path: Path, params: ExportParams, expected_inputs: tuple[str,
     save_with_weights_apart(graph, path)
     onnx.checker.check_model(str(path))
     return metadata
+
+
+def drop_stack_traces(graph: onnx.GraphProto) -> None:
+    """Remove the dynamo exporter's per-node Python stack traces (`STACK_TRACE`): they hold the exporting checkout's
+    paths and line numbers, so the same model exported from two clones, or after an edit that moves a line, would be
+    different bytes, and a new model for DVC and the score store."""
+    for node in graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                drop_stack_traces(subgraph)
 
 
 def save_with_weights_apart(model: onnx.ModelProto, path: Path) -> None:
