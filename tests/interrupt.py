@@ -21,7 +21,7 @@ import time
 import psutil
 
 from stages.scoring.storage.locations import locate
-from stages.scoring.storage.parts import PART_PREFIX
+from stages.scoring.storage.parts import PART_PREFIX, PART_SUFFIX
 
 
 def lose_newest_node() -> list[int]:
@@ -51,7 +51,7 @@ def main(parts: str, count: int, command: list[str], victims: str = "") -> int:
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 600
     while process.poll() is None and time.monotonic() < deadline:
-        if len([part for part in directory.files(PART_PREFIX) if part.suffix == ".parquet"]) >= count:
+        if len([part for part in directory.files(PART_PREFIX) if part.suffix == PART_SUFFIX]) >= count:
             if victims:
                 killed = lose_newest_node() if victims == "--lose-node" else kill_an_actor()
                 print(f"{victims}: SIGKILL to pids {killed} with {count} parts in {parts}")

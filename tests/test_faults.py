@@ -22,7 +22,7 @@ from stages.core.params import load_params
 from stages.scoring.reuse.plan import scoring_blocks
 from stages.scoring.score import BlockFailed
 from stages.scoring.storage import parts as parts_module
-from stages.scoring.storage.parts import PartFiles
+from stages.scoring.storage.parts import PART_SUFFIX, PartFiles
 from stages.scoring.tokens import TextTokenizer
 from tests.backbones import CORPUS
 from tests.conftest import REPO
@@ -51,13 +51,13 @@ def test_full_disk_mid_run_is_a_clear_error_and_keeps_finished_parts(exported, m
         return real_save(parts, index, data, tally)
 
     monkeypatch.setattr(parts_module.PartFiles, "save", save_until_full)
-    with pytest.raises(
-        UserError, match=r"cannot write .*part-000003\.parquet: No space left on device; free some space"
-    ):
+    with pytest.raises(UserError, match=r"cannot write .*part-000003\.arrow: No space left on device; free some space"):
         infer.main()
     parts = Path("out/predictions.parquet.parts")
     assert not Path("out/predictions.parquet").exists()
-    assert sorted(path.name for path in parts.glob("part-*.parquet")) == [f"part-00000{i}.parquet" for i in range(3)]
+    assert sorted(path.name for path in parts.glob(f"part-*{PART_SUFFIX}")) == [
+        f"part-00000{i}{PART_SUFFIX}" for i in range(3)
+    ]
     assert not list(parts.glob(".*tmp")), "no temporary file is left behind"
     monkeypatch.setattr(parts_module.PartFiles, "save", real_save)
     infer.main()  # space is back: the run resumes and completes
@@ -98,7 +98,7 @@ DAMAGES = {
     "one bit flipped": lambda part, tally: flip_a_bit(part),
     "emptied": lambda part, tally: part.write_bytes(b""),
     "another block's part": lambda part, tally: part.write_bytes(
-        sorted(part.parent.glob("part-*.parquet"))[-1].read_bytes()
+        sorted(part.parent.glob(f"part-*{PART_SUFFIX}"))[-1].read_bytes()
     ),
     "tally truncated": lambda part, tally: tally.write_bytes(tally.read_bytes()[:20]),
     "tally not UTF-8": lambda part, tally: tally.write_bytes(b"\xff" + tally.read_bytes()),
@@ -123,7 +123,7 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
     Path("out/predictions.parquet").unlink()
     parts = Path("out/predictions.parquet.parts")
     for index, damage in enumerate(DAMAGES.values()):
-        damage(parts / f"part-{index:06d}.parquet", parts / f"part-{index:06d}.json")
+        damage(parts / f"part-{index:06d}{PART_SUFFIX}", parts / f"part-{index:06d}.json")
     with caplog.at_level(logging.WARNING):
         infer.main()
     assert Path("out/predictions.parquet").read_bytes() == reference
@@ -131,7 +131,7 @@ def test_damaged_parts_are_scored_again_named_and_counted(exported, monkeypatch,
     assert metrics["blocks"] > len(DAMAGES)
     assert (metrics["rescored_blocks"], metrics["resumed_blocks"]) == (len(DAMAGES), metrics["blocks"] - len(DAMAGES))
     for index, kind in enumerate(DAMAGES):
-        assert f"part-{index:06d}.parquet (block {index}) {WARNINGS[kind]}" in caplog.text, kind
+        assert f"part-{index:06d}{PART_SUFFIX} (block {index}) {WARNINGS[kind]}" in caplog.text, kind
     assert caplog.text.count("scoring the block again") == 7
 
 
@@ -152,8 +152,8 @@ def test_a_block_that_raises_names_the_block_and_its_first_row_and_keeps_the_par
         infer.main()
     assert raised.value.__cause__ is not None, "onnxruntime's own error and traceback are kept"
     parts = Path("out/predictions.parquet.parts")
-    assert sorted(path.name for path in parts.glob("part-*.parquet")) == [
-        f"part-{i:06d}.parquet" for i in range(failing)
+    assert sorted(path.name for path in parts.glob(f"part-*{PART_SUFFIX}")) == [
+        f"part-{i:06d}{PART_SUFFIX}" for i in range(failing)
     ]
     assert not Path("out/predictions.parquet").exists() and not Path("out/predictions.parquet.lease").exists()
 
@@ -170,7 +170,7 @@ def test_a_second_run_on_the_same_output_exits_2_naming_the_run_that_owns_it(exp
     first = start_infer(exported.root)
     parts = Path("out/predictions.parquet.parts")
     deadline = time.monotonic() + 300
-    while not list(parts.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+    while not list(parts.glob(f"part-*{PART_SUFFIX}")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     first.send_signal(signal.SIGSTOP)  # paused mid-run, holding its lease: the second run cannot come too late
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from stages import infer
 from stages.core.errors import UserError
+from stages.scoring.storage import output as output_module
 from stages.scoring.storage.locations import Location
 from tests.test_scale import prepared
 
@@ -39,20 +41,20 @@ def test_a_run_that_dies_while_publishing_leaves_no_success_marker_and_resumes(m
     prepared(make_workspace, rows=40, block_rows=8, output="out/dataset")
     infer.main()
     reference = ds.dataset("out/dataset", format="parquet").to_table()
-    real_move = Location.move_to
-    moves = {"count": 0}
+    real_write = output_module.write_predictions
+    writes = {"count": 0}
 
-    def move_then_die(self: Location, target: Location) -> None:
-        moves["count"] += 1
-        if moves["count"] > 2:
+    def write_then_die(tables, file: Location) -> None:
+        writes["count"] += 1
+        if writes["count"] > 2:
             raise UserError("the machine went away")
-        real_move(self, target)
+        real_write(tables, file)
 
-    monkeypatch.setattr(Location, "move_to", move_then_die)
+    monkeypatch.setattr(output_module, "write_predictions", write_then_die)
     with pytest.raises(UserError, match="went away"):
         infer.main()
     assert not Path("out/dataset/_SUCCESS").exists(), "a dataset being published must not look complete"
-    monkeypatch.setattr(Location, "move_to", real_move)
+    monkeypatch.setattr(output_module, "write_predictions", real_write)
     infer.main()
     assert Path("out/dataset/_SUCCESS").is_file()
     assert ds.dataset("out/dataset", format="parquet").to_table().equals(reference)
@@ -71,3 +73,39 @@ def test_an_output_name_with_another_suffix_says_what_is_accepted(make_workspace
     prepared(make_workspace, rows=40, output="out/predictions.csv")
     with pytest.raises(UserError, match=r"must end in \.parquet \(one file\) or name a directory"):
         infer.main()
+
+
+def test_a_one_file_output_that_cannot_be_written_mid_run_is_exit_2_and_the_rerun_gives_the_same_bytes(
+    make_workspace, monkeypatch
+):
+    prepared(make_workspace, rows=40, block_rows=8)
+    infer.main()
+    reference = Path("out/predictions.parquet").read_bytes()
+    Path("out/predictions.parquet").unlink()
+    real_writer = output_module.predictions_writer
+
+    class FillingDisk:
+        """The output's writer, on a disk that fills after two blocks."""
+
+        def __init__(self, file: Location, schema) -> None:
+            self.writer, self.tables = real_writer(file, schema), 0
+
+        def write_table(self, table) -> None:
+            self.tables += 1
+            if self.tables > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.writer.write_table(table)
+
+        def close(self) -> None:
+            self.writer.close()
+
+    monkeypatch.setattr(output_module, "predictions_writer", FillingDisk)
+    with pytest.raises(UserError, match=r"cannot write out/predictions\.parquet: .*No space left on device"):
+        infer.main()
+    assert sorted(path.name for path in Path("out").iterdir()) == [".score-store", "predictions.parquet.parts"], (
+        "no output"
+    )
+    monkeypatch.setattr(output_module, "predictions_writer", real_writer)
+    infer.main()
+    assert Path("out/predictions.parquet").read_bytes() == reference
+    assert json.loads(Path("metrics/infer_details.json").read_text())["resumed_blocks"] > 2, "finished parts were kept"

@@ -21,7 +21,7 @@ from stages import export, infer, load_checkpoint
 from stages.core.params import load_params
 from stages.model.directory import load_model_dir
 from stages.scoring.reuse.plan import scoring_blocks
-from stages.scoring.storage.parts import PartFiles, fingerprint
+from stages.scoring.storage.parts import PART_SUFFIX, PartFiles, fingerprint
 from tests.conftest import REPO
 from tests.test_parity import edit_graph, perturb_one_weight
 
@@ -125,7 +125,9 @@ def run_infer(root: Path) -> subprocess.Popen:
 
 def part_files(parts: Path) -> dict[str, tuple[int, int]]:
     """Each finished part file with its inode and modification time."""
-    return {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in sorted(parts.glob("part-*.parquet"))}
+    return {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in sorted(parts.glob(f"part-*{PART_SUFFIX}"))
+    }
 
 
 @pytest.mark.slow  # SIGKILLs a run
@@ -153,7 +155,7 @@ def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_prediction
     metrics = json.loads(Path("metrics/infer_details.json").read_text())
     assert (metrics["blocks"], metrics["resumed_blocks"], metrics["rows"]) == (blocks, len(finished), 404)
     sizes = [len(block.texts) for block in scoring_blocks(load_params())]
-    resumed = sum(sizes[int(name[len("part-") : -len(".parquet")])] for name in finished)
+    resumed = sum(sizes[int(name[len("part-") : -len(PART_SUFFIX)])] for name in finished)
     assert metrics["resumed_rows"] == resumed  # texts/s and tokens/s count only the rows scored now
 
 
@@ -197,7 +199,7 @@ def test_changed_params_discard_old_parts(make_workspace):
     parts = Path("out/predictions.parquet.parts")
     parts.mkdir(parents=True)
     (parts / "manifest.json").write_text(json.dumps({"fingerprint": "another run"}))
-    (parts / "part-000000.parquet").write_bytes(b"stale")
+    (parts / f"part-000000{PART_SUFFIX}").write_bytes(b"stale")
     infer.main()
     assert pq.read_table("out/predictions.parquet").num_rows == 44
     assert workspace.root.joinpath("out").is_dir() and not parts.exists()

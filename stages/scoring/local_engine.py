@@ -36,6 +36,7 @@ from stages.scoring.storage.output import (
     hold_output,
     output_location,
     release_freed_memory,
+    streamed_output,
 )
 from stages.scoring.storage.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.windows import check_stride
@@ -101,21 +102,23 @@ def score_dataset(
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
     total = row_count(params.infer.input)
-    with tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as progress:
+    progress = tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    with progress, streamed_output(output, params.infer.input) as append:
         for index, block, item in prefetch(blocks_to_score(params, served, parts, store)):
             if isinstance(item, Tally):
-                done = item.resumed()
+                data, done = parts.part(index).read_bytes(), item.resumed()
             elif isinstance(item, StoredBlock):
-                parts.save(index, item.data, done := item.tally)
+                parts.save(index, data := item.data, done := item.tally)
             else:
                 with naming_block(index, block):
                     data, done = block_part(served, block, params.infer, store, item)
                 lease.check()
                 parts.save(index, data, done)
+            append(data)
             tally.add(done)
             progress.update(done.rows)
-    lease.check()
-    finish_output(parts, output, params.infer.input)
+        lease.check()
+    finish_output(parts, output, params.infer.input, streamed=True)
     return tally, parts
 
 

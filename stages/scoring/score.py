@@ -27,10 +27,10 @@ from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
-from stages.scoring.reuse.keys import row_keys
+from stages.scoring.reuse.keys import block_keys, row_keys
 from stages.scoring.reuse.plan import batch_plan, row_plan
-from stages.scoring.reuse.rows import StoredRow
-from stages.scoring.reuse.store import KEY_TYPE, DamagedEntry, ScoreStore, block_key
+from stages.scoring.reuse.rows import StoredRow, gather
+from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.storage.parts import encode_part
@@ -90,7 +90,7 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams, store:
     ahead of the model)."""
     skipped = [params.bad_rows == "skip" and issue is not None for issue in block.issues]
     texts = ["" if skip else text for text, skip in zip(block.texts, skipped, strict=True)]
-    keys = row_keys(texts, block.issues)
+    keys = row_keys(texts, block.issues) if any(skipped) else block_keys(block)
     found = store.find(keys) if store is not None else [None] * len(keys)
     encoded = tokenise(served, texts, [row for row, stored in enumerate(found) if stored is None], {})
     content_tokens = [
@@ -198,13 +198,18 @@ def row_outputs(
     return columns
 
 
-def block_outputs(prepared: PreparedBlock, scored: pa.Table, stored: pa.Table | None, reused: list[int]) -> pa.Table:
-    """Every row's output columns in input order: the scored rows' and the stored ones' (taken as they are stored)."""
-    position = np.empty(len(prepared.keys), dtype=np.int64)
-    position[prepared.scored] = np.arange(len(prepared.scored))
-    position[reused] = len(prepared.scored) + np.arange(len(reused))
-    pieces = [scored] if stored is None else [scored, stored.select(scored.column_names)]
-    return pa.concat_tables(pieces).take(position).combine_chunks()
+def block_outputs(prepared: PreparedBlock, scored: pa.Table, store: ScoreStore | None) -> pa.Table:
+    """Every row's output columns in input order: the scored rows' and the reused ones' (as they are stored)."""
+    table_of = np.zeros(len(prepared.keys), dtype=np.int64)
+    row_of = np.zeros(len(prepared.keys), dtype=np.int64)
+    row_of[prepared.scored] = np.arange(len(prepared.scored))
+    tables = [scored]
+    if store is not None and prepared.reused:
+        reused = sorted(prepared.reused)
+        stored, table_of[reused], row_of[reused] = store.sources([prepared.reused[row] for row in reused])
+        table_of[reused] += 1
+        tables += [table.select(scored.column_names) for table in stored]
+    return gather(tables, table_of, row_of)
 
 
 def count_quality(
@@ -215,8 +220,10 @@ def count_quality(
     tally.tokens += int(tokens.sum())
     tally.reused_tokens += int(tokens[sorted(prepared.reused)].sum())
     tally.truncated_rows += int(pc.sum(outputs.column("truncated")).as_py() or 0)
-    for count in pc.value_counts(pc.list_flatten(outputs.column("labels"))).to_pylist():
-        tally.label_counts[count["values"]] = tally.label_counts.get(count["values"], 0) + count["counts"]
+    label_ids = pc.list_flatten(outputs.column("label_ids")).to_numpy()
+    for label, count in zip(served.labels, np.bincount(label_ids, minlength=len(served.labels)).tolist(), strict=True):
+        if count:
+            tally.label_counts[label] = tally.label_counts.get(label, 0) + count
     block = prepared.block
     if block.gold is None:
         return
@@ -244,13 +251,11 @@ def score_block(
     schema = output_schema(block.ids.type, params.probabilities)
     columns = row_outputs(served, prepared, predict_rows(served, prepared, tally), params)
     scored = pa.Table.from_pydict(columns, schema=pa.schema(list(schema)[1:]))
-    reused = sorted(prepared.reused)
-    stored = store.read([prepared.reused[row] for row in reused]) if store is not None and reused else None
-    outputs = block_outputs(prepared, scored, stored, reused)
+    outputs = block_outputs(prepared, scored, store)
     count_quality(served, prepared, outputs, params, tally)
     rows = pa.table({
-        "key": pa.array(prepared.keys, KEY_TYPE),
-        "context": pa.array(prepared.contexts, KEY_TYPE),
+        "key": key_array(prepared.keys),
+        "context": key_array(prepared.contexts),
         "content_tokens": pa.array(prepared.content_tokens, pa.int32()),
     })  # fmt: skip
     return outputs.add_column(0, schema.field("id"), block.ids), tally, rows

@@ -47,6 +47,7 @@ class Block:
     texts: list[str]
     issues: list[str | None]
     gold: list[list[Span]] | None = None  # each row's gold spans, where the dataset has annotations
+    keys: list[bytes] | None = None  # each row's key (`stages.scoring.reuse.keys.row_keys`), once computed
 
 
 def text_issue(text: str) -> str | None:

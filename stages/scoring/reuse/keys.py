@@ -15,9 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from stages.core.params import Params
+from stages.scoring.datasets.blocks import Block
 
 KEY_BYTES = 16
 BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
+STORE_LAYOUT = 2  # entries are Arrow IPC files (1: Parquet); a store written by another layout is not read
 ROW_CONTEXT = bytes(KEY_BYTES)  # the context of a row scored by a batch-invariant model: its own text alone
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = (
@@ -41,6 +43,11 @@ def row_keys(texts: Sequence[str], issues: Sequence[str | None]) -> list[bytes]:
         hashlib.blake2b(f"{issue or ''}\0{text}".encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES).digest()
         for text, issue in zip(texts, issues, strict=True)
     ]
+
+
+def block_keys(block: Block) -> list[bytes]:
+    """The row keys of a block's rows as they are read (before the bad-row policy), computed once."""
+    return block.keys if block.keys is not None else row_keys(block.texts, block.issues)
 
 
 def combined_key(parts: Sequence[bytes]) -> bytes:
@@ -78,13 +85,13 @@ def scoring_params(params: Params) -> dict:
 
 
 def model_key(params: Params) -> str:
-    """The digest of the exported model directory's files, of the params that shape the outputs and of how
-    batches are cut."""
+    """The digest of the exported model directory's files, of the params that shape the outputs, of how batches are
+    cut (rows' batches shape scores too) and of the store's layout."""
     onnx_dir = Path(params.export.output)
     files = {
         path.relative_to(onnx_dir).as_posix(): file_digest(path)
         for path in sorted(onnx_dir.rglob("*"))
         if path.is_file()
     }
-    identity = {"files": files, **scoring_params(params), "batch_cut": BATCH_CUT}  # rows' batches shape scores too
+    identity = {"files": files, **scoring_params(params), "batch_cut": BATCH_CUT, "layout": STORE_LAYOUT}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

@@ -23,7 +23,7 @@ import pyarrow as pa
 from stages.core.params import InferParams, Params
 from stages.scoring.batching import plan_batches
 from stages.scoring.datasets.blocks import Block, iter_blocks
-from stages.scoring.reuse.keys import BATCH_CUT, ROW_CONTEXT, combined_key, key_number, row_keys
+from stages.scoring.reuse.keys import BATCH_CUT, ROW_CONTEXT, block_keys, combined_key, key_number
 from stages.scoring.reuse.rows import StoredRow
 
 
@@ -47,24 +47,26 @@ def content_blocks(blocks: Iterator[Block], block_rows: int) -> Iterator[Block]:
     pending_rows = 0
     for block in blocks:
         start = 0
-        for index, key in enumerate(row_keys(block.texts, block.issues)):
+        keys = block_keys(block)
+        for index, key in enumerate(keys):
             if block_cut(key, pending_rows + index - start + 1, block_rows):
-                pending.append(slice_block(block, start, index + 1))
+                pending.append(slice_block(block, keys, start, index + 1))
                 yield join_blocks(pending)
                 pending, pending_rows, start = [], 0, index + 1
         if start < len(block.texts):
-            pending.append(slice_block(block, start, len(block.texts)))
+            pending.append(slice_block(block, keys, start, len(block.texts)))
             pending_rows += len(block.texts) - start
     if pending:
         yield join_blocks(pending)
 
 
-def slice_block(block: Block, start: int, stop: int) -> Block:
+def slice_block(block: Block, keys: list[bytes], start: int, stop: int) -> Block:
     return Block(
         block.ids.slice(start, stop - start),
         block.texts[start:stop],
         block.issues[start:stop],
         None if block.gold is None else block.gold[start:stop],
+        keys[start:stop],
     )
 
 
@@ -77,6 +79,7 @@ def join_blocks(blocks: Sequence[Block]) -> Block:
         [text for block in blocks for text in block.texts],
         [issue for block in blocks for issue in block.issues],
         gold,
+        [key for block in blocks for key in block_keys(block)],
     )
 
 

@@ -21,6 +21,22 @@ class StoredRow:
     content_tokens: int
 
 
+def gather(tables: list[pa.Table], table_of: np.ndarray, row_of: np.ndarray) -> pa.Table:
+    """Row i is row `row_of[i]` of `tables[table_of[i]]`: one table in one chunk. Runs of consecutive rows are sliced
+    (a few edits in a block of stored rows copy the block once), else rows are taken one by one."""
+    if not len(table_of):
+        return tables[0].slice(0, 0).combine_chunks()
+    breaks = np.flatnonzero((np.diff(table_of) != 0) | (np.diff(row_of) != 1)) + 1
+    if len(breaks) > len(table_of) // 8:
+        offsets = np.cumsum([0, *(table.num_rows for table in tables)])[:-1]
+        return pa.concat_tables(tables).take(offsets[table_of] + row_of).combine_chunks()
+    starts, stops = [0, *breaks.tolist()], [*breaks.tolist(), len(table_of)]
+    pieces = [
+        tables[table_of[start]].slice(row_of[start], stop - start) for start, stop in zip(starts, stops, strict=True)
+    ]
+    return pa.concat_tables(pieces).combine_chunks()
+
+
 def key_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A column of `KEY_BYTES`-byte keys as a uint8 matrix, one key per row (no copy where it can be avoided)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

@@ -1,7 +1,7 @@
 """The score store: each block scored once per model, kept write-once and verified, found again by its content.
 
-Layout: `<store>/<model key>/<block key>.parquet`, the block's part file exactly as `infer` wrote it, beside
-`<block key>.rows.parquet`, each row's key, batch context and content token count, and `<block key>.json`,
+Layout: `<store>/<model key>/<block key>.arrow`, the block's part file exactly as `infer` wrote it, beside
+`<block key>.rows.arrow`, each row's key, batch context and content token count, and `<block key>.json`,
 the block's tally and the size and SHA-256 of both files. A block key is the digest of the block's row keys,
 ids and gold, so an unchanged block is its stored part, copied; a block with new rows takes each old row
 whose batch context is unchanged from the part it is stored in. An entry is named by its content and written
@@ -20,21 +20,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stages.core.errors import UserError
 from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
-from stages.scoring.reuse.keys import KEY_BYTES, combined_key, model_key, row_keys
+from stages.scoring.reuse.keys import KEY_BYTES, block_keys, combined_key, model_key
 from stages.scoring.reuse.rows import RowIndex, StoredRow
 from stages.scoring.storage.locations import Location, locate
-from stages.scoring.storage.parts import part_seal
+from stages.scoring.storage.parts import PART_SUFFIX, decode_part, encode_part, part_seal
 
 log = logging.getLogger(__name__)
 
 KEY_TYPE = pa.binary(KEY_BYTES)
 RECORD_SUFFIX = ".json"
+ROWS_SUFFIX = ".rows" + PART_SUFFIX
 DEFAULT_STORE = ".score-store"  # in the output's directory
 OPEN_PARTS = 8  # stored parts kept read, for the blocks that reuse their rows
 
@@ -65,8 +65,21 @@ def open_store(params: Params) -> ScoreStore | None:
 
 def block_key(block: Block) -> str:
     """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold."""
-    described = json.dumps([str(block.ids.type), block.ids.to_pylist(), block.gold], default=str).encode()
-    return combined_key([*row_keys(block.texts, block.issues), described]).hex()
+    gold = json.dumps(block.gold, default=str).encode()
+    return combined_key([*block_keys(block), array_bytes(block.ids), gold]).hex()
+
+
+def array_bytes(array: pa.Array) -> bytes:
+    """An array as Arrow IPC bytes: its type and values, the same for equal arrays wherever they were sliced from."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("values", array.type)])) as writer:
+        writer.write_batch(pa.record_batch([array], names=["values"]))
+    return sink.getvalue().to_pybytes()
+
+
+def key_array(keys: list[bytes]) -> pa.Array:
+    """Keys as a fixed-size binary array (from one buffer: no conversion per key)."""
+    return pa.FixedSizeBinaryArray.from_buffers(KEY_TYPE, len(keys), [None, pa.py_buffer(b"".join(keys))])
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,7 @@ class ScoreStore:
     def index(self, entry: str) -> None:
         try:
             record = json.loads(self.location(entry, RECORD_SUFFIX).read_bytes())
-            rows = pq.read_table(pa.BufferReader(self.verified(entry, ".rows.parquet", record["rows"])))
+            rows = decode_part(self.verified(entry, ROWS_SUFFIX, record["rows"]))
         except (DamagedEntry, ValueError, KeyError, TypeError, pa.ArrowException) as error:
             self.drop(entry, f"cannot be read ({type(error).__name__})")
             return
@@ -123,7 +136,7 @@ class ScoreStore:
         self.records.pop(entry, None)
         self.opened.pop(entry, None)
         self.rows.drop(entry)
-        for suffix in (RECORD_SUFFIX, ".parquet", ".rows.parquet"):
+        for suffix in (RECORD_SUFFIX, PART_SUFFIX, ROWS_SUFFIX):
             with suppress(UserError):  # another run may have dropped it first; what matters is not using it
                 self.location(entry, suffix).delete()
 
@@ -138,34 +151,31 @@ class ScoreStore:
         if key not in self.records:
             return None
         try:
-            data = self.verified(key, ".parquet", self.records[key]["part"])
+            data = self.verified(key, PART_SUFFIX, self.records[key]["part"])
         except DamagedEntry as error:
             self.drop(key, str(error).removeprefix(key))
             return None
         return StoredBlock(data, Tally.from_record(self.records[key]["tally"]).stored())
 
-    def read(self, found: list[StoredRow]) -> pa.Table:
-        """The stored output columns (all but the id) of `found`'s rows, in its order; `DamagedEntry` if a part fails
-        its check."""
-        pieces: list[pa.Table] = []
-        position: dict[tuple[str, int], int] = {}
-        for entry in dict.fromkeys(row.entry for row in found):
-            wanted = sorted({row.row for row in found if row.entry == entry})
-            offset = sum(piece.num_rows for piece in pieces)
-            position.update({(entry, row): offset + index for index, row in enumerate(wanted)})
-            pieces.append(self.part_table(entry).take(np.asarray(wanted)).drop_columns(["id"]))  # ids are the input's
-        return pa.concat_tables(pieces).take(np.asarray([position[row.entry, row.row] for row in found]))
+    def sources(self, found: list[StoredRow]) -> tuple[list[pa.Table], np.ndarray, np.ndarray]:
+        """The stored output columns (all but the id: ids are the input's) of the parts holding `found`'s rows, and
+        for each row its part's place in that list and its row there; `DamagedEntry` if a part fails its check."""
+        entries = list(dict.fromkeys(row.entry for row in found))
+        tables = [self.part_table(entry).drop_columns(["id"]) for entry in entries]
+        place = {entry: index for index, entry in enumerate(entries)}
+        table_of = np.fromiter((place[row.entry] for row in found), dtype=np.int64, count=len(found))
+        return tables, table_of, np.fromiter((row.row for row in found), dtype=np.int64, count=len(found))
 
     def part_table(self, entry: str) -> pa.Table:
         if entry in self.opened:
             self.opened.move_to_end(entry)
             return self.opened[entry]
         try:
-            data = self.verified(entry, ".parquet", self.records[entry]["part"])
+            data = self.verified(entry, PART_SUFFIX, self.records[entry]["part"])
         except DamagedEntry as error:
             self.drop(entry, str(error).removeprefix(entry))
             raise
-        self.opened[entry] = pq.read_table(pa.BufferReader(data))
+        self.opened[entry] = decode_part(data)
         if len(self.opened) > OPEN_PARTS:
             self.opened.popitem(last=False)
         return self.opened[entry]
@@ -174,11 +184,9 @@ class ScoreStore:
         """Store a scored block: its part's bytes, its rows' keys (`rows`), then the record naming both."""
         if not self.prepared:
             self.prepare()
-        sink = pa.BufferOutputStream()
-        pq.write_table(rows, sink, compression="zstd")
-        row_data = sink.getvalue()
-        self.location(key, ".parquet").write_bytes(data)
-        self.location(key, ".rows.parquet").write_bytes(row_data)
+        row_data = encode_part(rows)
+        self.location(key, PART_SUFFIX).write_bytes(data)
+        self.location(key, ROWS_SUFFIX).write_bytes(row_data)
         record = {"tally": asdict(tally), "part": part_seal(data), "rows": part_seal(row_data)}
         self.location(key, RECORD_SUFFIX).write_text(json.dumps(record))
 

@@ -2,15 +2,16 @@
 
 `infer.output` ending in `.parquet` is one file, written from the parts in input order and made
 visible at once (a rename, or an object store's whole-object copy). Any other name is a directory:
-a Parquet dataset of the part files themselves (no second pass over the data), with `_manifest.json`
-and then `_SUCCESS` written last. Readers of part-file datasets (pyarrow.dataset, DuckDB, Spark, Ray
+a Parquet dataset, one Parquet file per part, with `_manifest.json` and then `_SUCCESS` written last. Readers of part-file datasets (pyarrow.dataset, DuckDB, Spark, Ray
 Data) skip names starting with `_`; `_SUCCESS` is the commit marker, as Hadoop and Spark write it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from stages.scoring.datasets.blocks import empty_dataset
 from stages.scoring.storage.lease import FileLease
 from stages.scoring.storage.locations import Location, atomic_file, locate, storage_error
 from stages.scoring.storage.object_lease import ObjectLease, object_lease
-from stages.scoring.storage.parts import MANIFEST, PART_PREFIX, PartFiles
+from stages.scoring.storage.parts import MANIFEST, PART_PREFIX, PartFiles, decode_part
 
 Lease = FileLease | ObjectLease  # one writer per output: flock on a local disk, a conditional put on a store
 SUCCESS = "_SUCCESS"
@@ -64,8 +65,9 @@ def is_dataset_directory(output: Location) -> bool:
     return output.suffix != ".parquet"
 
 
-def finish_output(parts: PartFiles, output: Location, source: str) -> None:
-    """Turn the finished parts into `output` (joined into one file, or published as a directory), then drop them.
+def finish_output(parts: PartFiles, output: Location, source: str, streamed: bool = False) -> None:
+    """Turn the finished parts into `output` (joined into one file unless `streamed_output` wrote it, or published as
+    a directory), then drop them.
 
     No parts at all means the dataset `source` has no rows: a `UserError`, and no output.
     """
@@ -73,7 +75,7 @@ def finish_output(parts: PartFiles, output: Location, source: str) -> None:
         raise empty_dataset(source)
     if is_dataset_directory(output):
         publish_parts(parts, output)
-    else:
+    elif not streamed:
         write_predictions(parts.tables(), output)
     parts.remove()
 
@@ -85,23 +87,97 @@ def write_predictions(tables: Iterable[pa.Table], output: Location) -> None:
         try:
             for table in tables:
                 if writer is None:
-                    writer = pq.ParquetWriter(
-                        temporary.path, table.schema, filesystem=temporary.filesystem, compression="zstd"
-                    )
+                    writer = predictions_writer(temporary, table.schema)
                 writer.write_table(table)
         finally:
             if writer is not None:
                 writer.close()
 
 
+def predictions_writer(file: Location, schema: pa.Schema) -> pq.ParquetWriter:
+    return pq.ParquetWriter(file.path, schema, filesystem=file.filesystem, compression="zstd")
+
+
+class PartAppender:
+    """Parts appended, in block order, to one Parquet file by a background thread (the encoding overlaps the scoring
+    of the next blocks); a bounded queue holds the parts it has not written yet."""
+
+    def __init__(self, file: Location) -> None:
+        self.file = file
+        self.queue: queue.Queue[bytes | pa.Buffer | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.parts = 0
+        self.thread = threading.Thread(target=self.write_all, name="output", daemon=True)
+        self.thread.start()
+
+    def append(self, part: bytes | pa.Buffer) -> None:
+        """Queue a part file's bytes (`encode_part`) to be written after the ones queued before."""
+        self.raise_error()
+        self.queue.put(part)
+        self.parts += 1
+
+    def close(self) -> None:
+        """Write what is queued and close the file; a write that failed is raised here."""
+        self.stop()
+        self.raise_error()
+
+    def stop(self) -> None:
+        """Write what is queued and close the file (after an error elsewhere: a failed write is not raised)."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def raise_error(self) -> None:
+        if isinstance(self.error, (OSError, pa.ArrowException)):
+            raise storage_error(self.file, self.error, writing=True) from None
+        if self.error is not None:
+            raise self.error
+
+    def write_all(self) -> None:
+        writer = None
+        try:
+            while (part := self.queue.get()) is not None:
+                table = decode_part(part)
+                if writer is None:
+                    writer = predictions_writer(self.file, table.schema)
+                writer.write_table(table)
+        except BaseException as error:  # raised in the scoring thread, at its next append or at close
+            self.error = error
+            while part is not None:  # keep taking parts, so that the scoring thread never waits on a full queue
+                part = self.queue.get()
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+@contextmanager
+def streamed_output(output: Location, source: str) -> Iterator[Callable[[bytes | pa.Buffer], None]]:
+    """`append(part)` for each finished part, in block order. A `.parquet` output is written while the run goes on
+    into a temporary file beside it, which becomes `output` when the block ends without an error (the same bytes as
+    `finish_output` writes); no part at all is the `UserError` of an empty dataset `source`. A directory output is
+    published from the parts afterwards (`finish_output`)."""
+    if is_dataset_directory(output):
+        yield lambda part: None
+        return
+    with atomic_file(output) as temporary:
+        appender = PartAppender(temporary)
+        try:
+            yield appender.append
+        except BaseException:
+            appender.stop()
+            raise
+        appender.close()
+        if not appender.parts:
+            raise empty_dataset(source)
+
+
 def publish_parts(parts: PartFiles, output: Location) -> None:
-    """Move the part files into the directory `output`, then write its manifest, then `_SUCCESS`."""
+    """Write each part as a Parquet file of the directory `output`, then its manifest, then `_SUCCESS`."""
     clear_dataset_directory(output)
     files = []
-    for index in parts.indices():
-        part = parts.part(index)
-        part.move_to(output.child(part.base_name))
-        files.append({"name": part.base_name, "rows": parts.recorded(index).rows})
+    for index, table in zip(parts.indices(), parts.tables(), strict=True):
+        file = output.child(f"{PART_PREFIX}{index:06d}.parquet")
+        write_predictions([table], file)
+        files.append({"name": file.base_name, "rows": table.num_rows})
     manifest = {"format": "parquet", "rows": sum(file["rows"] for file in files), "files": files}
     manifest["fingerprint"] = json.loads(parts.directory.child(MANIFEST).read_text())["fingerprint"]
     output.child(DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -18,7 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PART_PREFIX = "part-"
+PART_SUFFIX = ".arrow"
 
 
 def fingerprint(params: Params) -> str:
@@ -55,10 +55,19 @@ def part_seal(data: bytes | pa.Buffer) -> dict:
 
 
 def encode_part(table: pa.Table) -> pa.Buffer:
-    """A part file's bytes."""
+    """A part file's bytes: the block's table as an Arrow IPC file with zstd-compressed buffers. Parts (and the score
+    store's entries, the same bytes) are written and read again on every run; the IPC format is written about 6x and
+    read 13x faster than Parquet (measured on 200,000 rows of predictions), at twice Parquet's size. The output is
+    Parquet, encoded once (`stages.scoring.storage.output`)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
     return sink.getvalue()
+
+
+def decode_part(data: bytes | pa.Buffer) -> pa.Table:
+    """The table of a part file's bytes (`encode_part`)."""
+    return pa.ipc.open_file(pa.BufferReader(data)).read_all()
 
 
 def recorded_fingerprint(manifest: Location) -> str | None:
@@ -82,7 +91,7 @@ class PartFiles:
 
     def __init__(self, directory: Location) -> None:
         self.directory = directory
-        self.names = {part.base_name for part in directory.files(PART_PREFIX) if part.suffix == ".parquet"}
+        self.names = {part.base_name for part in directory.files(PART_PREFIX) if part.suffix == PART_SUFFIX}
         self.rescored: list[int] = []  # blocks whose part was damaged, so they are scored again
 
     @classmethod
@@ -98,7 +107,7 @@ class PartFiles:
         return cls(directory)
 
     def part(self, index: int) -> Location:
-        return self.directory.child(f"{PART_PREFIX}{index:06d}.parquet")
+        return self.directory.child(f"{PART_PREFIX}{index:06d}{PART_SUFFIX}")
 
     def tally_of(self, index: int) -> Location:
         return self.directory.child(f"{PART_PREFIX}{index:06d}.json")
@@ -131,7 +140,11 @@ class PartFiles:
                 f"is not what was written ({found['bytes']} bytes, sha256 {found['sha256'][:12]}; "
                 f"written: {written['bytes']} bytes, sha256 {written['sha256'][:12]})"
             )
-        if (rows := pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows) != tally.rows:
+        try:
+            rows = pa.ipc.open_file(pa.BufferReader(data)).count_rows()
+        except pa.ArrowException as error:
+            return None, f"cannot be read ({type(error).__name__}: {error})"
+        if rows != tally.rows:
             return None, f"holds {rows} rows where its tally says {tally.rows}"
         return tally, None
 
@@ -150,13 +163,13 @@ class PartFiles:
 
     def indices(self) -> list[int]:
         """The finished blocks, in order."""
-        return sorted(int(name[len(PART_PREFIX) : -len(".parquet")]) for name in self.names)
+        return sorted(int(name[len(PART_PREFIX) : -len(PART_SUFFIX)]) for name in self.names)
 
     def tables(self) -> Iterator[pa.Table]:
         """The finished parts' tables, in block order."""
         for part in map(self.part, self.indices()):
             try:
-                yield pq.read_table(part.path, filesystem=part.filesystem)
+                yield decode_part(part.read_bytes())
             except (OSError, pa.ArrowException) as error:
                 raise storage_error(part, error) from None
 

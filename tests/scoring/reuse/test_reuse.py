@@ -15,7 +15,9 @@ import pytest
 from stages import export, infer, load_checkpoint
 from stages.core.params import load_params
 from stages.scoring.reuse import keys, plan
+from stages.scoring.reuse.store import ROWS_SUFFIX
 from stages.scoring.served import ServedModel
+from stages.scoring.storage.parts import PART_SUFFIX
 from tests.conftest import REPO
 from tools import score_store
 
@@ -186,12 +188,12 @@ def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuse
 def test_a_damaged_store_entry_is_scored_again_never_trusted(exported, caplog):
     base = pd.read_parquet("data.parquet")
     first, _ = score(exported, base)
-    parts = sorted(Path("out/.score-store").glob("*/*[0-9a-f].parquet"))
-    damaged = next(part for part in parts if not part.name.endswith(".rows.parquet"))
+    parts = sorted(Path("out/.score-store").glob(f"*/*[0-9a-f]{PART_SUFFIX}"))
+    damaged = next(part for part in parts if not part.name.endswith(ROWS_SUFFIX))
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    truncated = next(part for part in parts if part != damaged and not part.name.endswith(".rows.parquet"))
+    truncated = next(part for part in parts if part != damaged and not part.name.endswith(ROWS_SUFFIX))
     truncated.write_bytes(truncated.read_bytes()[:100])
     output, details = score(exported, base)
     assert output == first
