@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -250,18 +251,27 @@ def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Bl
     texts: list[str] = []
     issues: list[str | None] = []
     for value in values:
-        if value is None:
+        if isinstance(value, str):
+            text, issue = value, None if value and not value.isspace() else text_issue(value)
+        elif value is None:
             text, issue = "", "null"
         elif isinstance(value, bytes):
             text = value.decode("utf-8", errors="replace")
             issue = "invalid_utf8" if text != value.decode("utf-8", errors="ignore") else text_issue(text)
-        elif isinstance(value, str):
-            text, issue = value, text_issue(value)
         else:
             text, issue = "", "not_string"
         texts.append(text)
         issues.append(issue)
+    for row in control_character_rows(texts):
+        issues[row] = issues[row] or "control_chars"
     return Block(ids=ids, texts=texts, issues=issues)
+
+
+def control_character_rows(texts: list[str]) -> list[int]:
+    """The rows whose text has a control character, found in one pass over the texts joined by line feeds."""
+    ends = np.cumsum([len(text) + 1 for text in texts])
+    found = [match.start() for match in CONTROL_CHARACTER.finditer("\n".join(texts))]
+    return sorted(set(np.searchsorted(ends, found, side="right").tolist()))
 
 
 def empty_dataset(name: str, param: str = "infer.input") -> UserError:

@@ -23,15 +23,8 @@ import pyarrow as pa
 from stages.core.params import InferParams, Params
 from stages.scoring.batching import plan_batches
 from stages.scoring.datasets.blocks import Block, iter_blocks
-from stages.scoring.reuse.keys import BATCH_CUT, ROW_CONTEXT, block_keys, combined_key, key_number
+from stages.scoring.reuse.keys import BATCH_CUT, KEY_BYTES, ROW_CONTEXT, block_keys, combined_key, key_number
 from stages.scoring.reuse.rows import StoredRow
-
-
-def block_cut(key: bytes, rows: int, block_rows: int) -> bool:
-    """Whether a block of `rows` rows ends after the row of `key`: at least half of `block_rows`, then one row in
-    half of `block_rows` at random by key (about `block_rows` rows on average), at most twice `block_rows`."""
-    half = max(1, block_rows // 2)
-    return rows >= 2 * block_rows or (rows >= half and key_number(key) % half == 0)
 
 
 def scoring_blocks(params: Params) -> Iterator[Block]:
@@ -42,22 +35,40 @@ def scoring_blocks(params: Params) -> Iterator[Block]:
 
 
 def content_blocks(blocks: Iterator[Block], block_rows: int) -> Iterator[Block]:
-    """The rows of `blocks`, in order, regrouped into blocks that end where `block_cut` says."""
+    """The rows of `blocks`, in order, regrouped into blocks that end where `block_cuts` says."""
     pending: list[Block] = []
     pending_rows = 0
     for block in blocks:
-        start = 0
         keys = block_keys(block)
-        for index, key in enumerate(keys):
-            if block_cut(key, pending_rows + index - start + 1, block_rows):
-                pending.append(slice_block(block, keys, start, index + 1))
-                yield join_blocks(pending)
-                pending, pending_rows, start = [], 0, index + 1
-        if start < len(block.texts):
-            pending.append(slice_block(block, keys, start, len(block.texts)))
-            pending_rows += len(block.texts) - start
+        start = 0
+        for cut in block_cuts(keys, pending_rows, block_rows):
+            pending.append(slice_block(block, keys, start, cut + 1))
+            yield join_blocks(pending)
+            pending, pending_rows, start = [], 0, cut + 1
+        if start < len(keys):
+            pending.append(slice_block(block, keys, start, len(keys)))
+            pending_rows += len(keys) - start
     if pending:
         yield join_blocks(pending)
+
+
+def block_cuts(keys: list[bytes], pending_rows: int, block_rows: int) -> Iterator[int]:
+    """The rows after which blocks end, when `pending_rows` rows before `keys` are in no block yet: a block has at
+    least half of `block_rows` rows, then ends after a row whose key number is a multiple of that half (about
+    `block_rows` rows on average), and has at most twice `block_rows`. Found with array operations, not row by row."""
+    half = max(1, block_rows // 2)
+    numbers = np.frombuffer(b"".join(keys), dtype="<u8")[:: KEY_BYTES // 8]
+    candidates = np.flatnonzero(numbers % half == 0)
+    start = 0
+    while True:  # a block ends at the first candidate once it has `half` rows, or at `2 * block_rows` rows
+        earliest = start + max(0, half - pending_rows - 1)
+        forced = start + 2 * block_rows - pending_rows - 1
+        after = np.searchsorted(candidates, earliest)
+        cut = min(int(candidates[after]) if after < len(candidates) else len(keys), forced)
+        if cut >= len(keys):
+            return
+        yield cut
+        start, pending_rows = cut + 1, 0
 
 
 def slice_block(block: Block, keys: list[bytes], start: int, stop: int) -> Block:

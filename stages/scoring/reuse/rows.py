@@ -4,7 +4,7 @@ instead of building a dictionary entry per stored row (a store holds every row o
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -12,9 +12,9 @@ import pyarrow as pa
 from stages.scoring.reuse.keys import KEY_BYTES
 
 
-@dataclass(frozen=True)
-class StoredRow:
-    """Where a row's stored scores are (entry, row of its part), and its content token count."""
+class StoredRow(NamedTuple):
+    """Where a row's stored scores are (entry, row of its part), and its content token count (a tuple: a run makes
+    one per row it reuses)."""
 
     entry: str
     row: int
@@ -71,15 +71,23 @@ class RowIndex:
         sorted_keys, order, entry_of, row_of, contexts, tokens = self.arrays()
         starts = np.searchsorted(sorted_keys, wanted, side="left")
         stops = np.searchsorted(sorted_keys, wanted, side="right")
-        found: list[dict[bytes, StoredRow] | None] = []
-        for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        found: list[dict[bytes, StoredRow] | None] = [None] * len(keys)
+        names = [entry for entry, _ in self.entries]
+        once = np.flatnonzero(stops - starts == 1)  # most keys: stored once, looked up with array operations
+        positions = order[starts[once]]
+        context_bytes = np.ascontiguousarray(contexts[positions]).tobytes()
+        columns = (once.tolist(), entry_of[positions].tolist(), row_of[positions].tolist(), tokens[positions].tolist())
+        for number, (index, entry, row, count) in enumerate(zip(*columns, strict=True)):
+            if names[entry] not in self.dropped:
+                context = context_bytes[number * KEY_BYTES : (number + 1) * KEY_BYTES]
+                found[index] = {context: StoredRow(names[entry], row, count)}
+        for index in np.flatnonzero(stops - starts > 1).tolist():
             stored: dict[bytes, StoredRow] = {}
-            for position in order[start:stop].tolist():
-                entry = self.entries[entry_of[position]][0]
-                if entry not in self.dropped:
-                    row = StoredRow(entry, int(row_of[position]), int(tokens[position]))
+            for position in order[starts[index] : stops[index]].tolist():
+                if names[entry_of[position]] not in self.dropped:
+                    row = StoredRow(names[entry_of[position]], int(row_of[position]), int(tokens[position]))
                     stored.setdefault(contexts[position].tobytes(), row)
-            found.append(stored or None)
+            found[index] = stored or None
         return found
 
     def arrays(self) -> tuple[np.ndarray, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,19 @@ def test_fp32_is_found_batch_invariant_behind_identical_first_rows(make_workspac
     workspace = exported_at(make_workspace, "fp32")
     texts = [*[""] * 8, *["the same words, row after row"] * 8, *pd.read_parquet("data.parquet").text.tolist()]
     assert served_model(workspace).batch_invariant(texts)
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 8, 64])
+def test_blocks_end_where_the_row_by_row_rule_says_whatever_rows_are_pending(block_rows):
+    generator = random.Random(block_rows)
+    half = max(1, block_rows // 2)
+    for _ in range(60):
+        drawn = [generator.randbytes(keys.KEY_BYTES) for _ in range(generator.randrange(0, 600))]
+        pending = generator.randrange(0, 2 * block_rows)
+        expected, rows = [], pending
+        for index, key in enumerate(drawn):  # the rule, one row at a time
+            rows += 1
+            if rows >= 2 * block_rows or (rows >= half and keys.key_number(key) % half == 0):
+                expected.append(index)
+                rows = 0
+        assert list(plan.block_cuts(drawn, pending, block_rows)) == expected
