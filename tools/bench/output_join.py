@@ -3,10 +3,11 @@
     python -m tools.bench.output_join --rows 1000000
 
 Scores the demo dataset once with the exported model (`export.output`, `params.yaml`'s infer params),
-repeats its scored blocks (ids made unique) into part files for `--rows` rows, then finishes the same
-parts both ways, each in its own process under `/usr/bin/time -v`: joined into one `.parquet` file (a
-second read and write of every row), and published as a directory (parts moved, manifest, `_SUCCESS`).
-Scoring itself is the same for both; its time at the measured rate is printed beside them.
+repeats its scored blocks (ids made unique) into part files (Arrow IPC) for `--rows` rows, then finishes
+the same parts both ways, each in its own process under `/usr/bin/time -v`: joined into one `.parquet` file,
+and published as a directory (one Parquet file per part, manifest, `_SUCCESS`). Either way every row is
+read from its part and encoded as Parquet once: this is the Ray driver's finish, and what the local engine
+does in a background thread while it scores. Scoring's time at the measured rate is printed beside them.
 """
 
 from __future__ import annotations

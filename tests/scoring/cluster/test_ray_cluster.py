@@ -30,7 +30,7 @@ from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
 from stages.core.params import load_params
 from stages.scoring.storage.locations import locate
-from stages.scoring.storage.parts import PartFiles
+from stages.scoring.storage.parts import PART_SUFFIX, PartFiles
 from stages.scoring.tokens import TextTokenizer
 from tests.backbones import CORPUS
 from tests.conftest import REPO, loopback_namespaces_usable, unavailable
@@ -67,7 +67,7 @@ INTERRUPTED = "driver_killed"
 REUSED = "csv"  # scored on Ray a second time, from the local engine's store
 FAILING = "block_raises"
 TRUNCATE_FIRST_PART = (
-    '-c \'import pathlib, sys; part = sorted(pathlib.Path(sys.argv[1]).glob("part-*.parquet"))[0]; '
+    f'-c \'import pathlib, sys; part = sorted(pathlib.Path(sys.argv[1]).glob("part-*{PART_SUFFIX}"))[0]; '
     "part.write_bytes(part.read_bytes()[:100])'"
 )
 SAME_METRICS = (
@@ -261,7 +261,7 @@ def check_driver_killed() -> None:
     assert resumed["rescored_blocks"] == 1 and 1 <= resumed["resumed_blocks"] < resumed["blocks"] == 44, resumed
     log = Path(f"{INTERRUPTED}.log").read_text()
     assert "taking over the lease on out/ray-driver_killed.parquet from run " in log, log[-3000:]
-    assert re.search(r"part-\d{6}\.parquet \(block \d+\) is not what was written \(100 bytes", log), log[-3000:]
+    assert re.search(rf"part-\d{{6}}\{PART_SUFFIX} \(block \d+\) is not what was written \(100 bytes", log), log[-3000:]
     print(
         f"driver killed: resumed {resumed['resumed_blocks']} blocks, rescored {resumed['rescored_blocks']} "
         f"truncated part, sha256 {sha256(f'out/ray-{INTERRUPTED}.parquet')}"
