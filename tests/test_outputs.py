@@ -75,8 +75,9 @@ def test_an_output_name_with_another_suffix_says_what_is_accepted(make_workspace
         infer.main()
 
 
+@pytest.mark.parametrize("failing", ["write_table", "close"])
 def test_a_one_file_output_that_cannot_be_written_mid_run_is_exit_2_and_the_rerun_gives_the_same_bytes(
-    make_workspace, monkeypatch
+    make_workspace, monkeypatch, failing
 ):
     prepared(make_workspace, rows=40, block_rows=8)
     infer.main()
@@ -85,19 +86,21 @@ def test_a_one_file_output_that_cannot_be_written_mid_run_is_exit_2_and_the_reru
     real_writer = output_module.predictions_writer
 
     class FillingDisk:
-        """The output's writer, on a disk that fills after two blocks."""
+        """The output's writer, on a disk that fills after two blocks (`write_table`) or at the footer (`close`)."""
 
         def __init__(self, file: Location, schema) -> None:
             self.writer, self.tables = real_writer(file, schema), 0
 
         def write_table(self, table) -> None:
             self.tables += 1
-            if self.tables > 2:
+            if failing == "write_table" and self.tables > 2:
                 raise OSError(errno.ENOSPC, "No space left on device")
             self.writer.write_table(table)
 
         def close(self) -> None:
             self.writer.close()
+            if failing == "close":
+                raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(output_module, "predictions_writer", FillingDisk)
     with pytest.raises(UserError, match=r"cannot write out/predictions\.parquet: .*No space left on device"):

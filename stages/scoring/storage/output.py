@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -144,20 +144,24 @@ class PartAppender:
             raise self.error
 
     def write_all(self) -> None:
-        writer = None
+        writer, part = None, None
         try:
             while (part := self.queue.get()) is not None:
                 table = decode_part(part)
                 if writer is None:
                     writer = predictions_writer(self.file, table.schema)
                 writer.write_table(table)
+            if writer is not None:
+                writer, finished = None, writer
+                finished.close()  # writes the footer: a file whose close failed must not become the output
         except BaseException as error:  # raised in the scoring thread, at its next append or at close
             self.error = error
             while part is not None:  # keep taking parts, so that the scoring thread never waits on a full queue
                 part = self.queue.get()
         finally:
-            if writer is not None:
-                writer.close()
+            if writer is not None:  # a write failed: the file is dropped, only its handle is closed
+                with suppress(OSError, pa.ArrowException):
+                    writer.close()
 
 
 @contextmanager
