@@ -27,7 +27,7 @@ from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
-from stages.scoring.reuse.keys import block_keys, row_keys
+from stages.scoring.reuse.keys import ROW_CONTEXT, block_keys, row_keys
 from stages.scoring.reuse.plan import batch_plan, row_plan
 from stages.scoring.reuse.rows import StoredRow, gather
 from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
@@ -97,13 +97,14 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams, store:
         len(encoded[row]) if stored is None else next(iter(stored.values())).content_tokens
         for row, stored in enumerate(found)
     ]
-    framing = served.framing
+    framing, invariant = served.framing, served.batch_invariant(texts)
     spans = [
         (row, start, length)
         for row, tokens in enumerate(content_tokens)
+        if not (invariant and found[row] is not None and ROW_CONTEXT in found[row])  # reused as stored: no windows
         for start, length in window_spans(tokens, framing, params.long_text, params.stride)
     ]
-    plan = row_plan if served.batch_invariant(texts) else batch_plan
+    plan = row_plan if invariant else batch_plan
     contexts, reused, run = plan(keys, found, spans, len(framing.prefix) + len(framing.suffix), params)
     scored = [row for row in range(len(keys)) if row not in reused]
     members = [int(index) for batch in run for index in batch]
