@@ -41,20 +41,20 @@ def test_a_run_that_dies_while_publishing_leaves_no_success_marker_and_resumes(m
     prepared(make_workspace, rows=40, block_rows=8, output="out/dataset")
     infer.main()
     reference = ds.dataset("out/dataset", format="parquet").to_table()
-    real_write = output_module.write_predictions
-    writes = {"count": 0}
+    real_move = Location.move_to
+    moves = {"count": 0}
 
-    def write_then_die(tables, file: Location) -> None:
-        writes["count"] += 1
-        if writes["count"] > 2:
+    def move_then_die(self: Location, target: Location) -> None:
+        moves["count"] += 1
+        if moves["count"] > 2:
             raise UserError("the machine went away")
-        real_write(tables, file)
+        real_move(self, target)
 
-    monkeypatch.setattr(output_module, "write_predictions", write_then_die)
+    monkeypatch.setattr(Location, "move_to", move_then_die)
     with pytest.raises(UserError, match="went away"):
         infer.main()
     assert not Path("out/dataset/_SUCCESS").exists(), "a dataset being published must not look complete"
-    monkeypatch.setattr(output_module, "write_predictions", real_write)
+    monkeypatch.setattr(Location, "move_to", real_move)
     infer.main()
     assert Path("out/dataset/_SUCCESS").is_file()
     assert ds.dataset("out/dataset", format="parquet").to_table().equals(reference)

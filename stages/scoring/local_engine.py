@@ -103,7 +103,7 @@ def score_dataset(
     tally = Tally()
     total = row_count(params.infer.input)
     progress = tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-    with progress, streamed_output(output, params.infer.input) as append:
+    with progress, streamed_output(output, params.infer.input, parts) as append:
         for index, block, item in prefetch(blocks_to_score(params, served, parts, store)):
             if isinstance(item, Tally):
                 data, done = parts.part(index).read_bytes(), item.resumed()
@@ -114,7 +114,7 @@ def score_dataset(
                     data, done = block_part(served, block, params.infer, store, item)
                 lease.check()
                 parts.save(index, data, done)
-            append(data)
+            append(index, data)
             tally.add(done)
             progress.update(done.rows)
         lease.check()

@@ -29,6 +29,7 @@ from stages.scoring.storage.parts import MANIFEST, PART_PREFIX, PartFiles, decod
 Lease = FileLease | ObjectLease  # one writer per output: flock on a local disk, a conditional put on a store
 SUCCESS = "_SUCCESS"
 DATASET_MANIFEST = "_manifest.json"
+STAGED = "parquet"  # in the parts directory: a directory output's Parquet files, written while the run goes on
 
 
 def release_freed_memory() -> None:
@@ -74,7 +75,7 @@ def finish_output(parts: PartFiles, output: Location, source: str, streamed: boo
     if not parts.indices():
         raise empty_dataset(source)
     if is_dataset_directory(output):
-        publish_parts(parts, output)
+        publish_parts(parts, output, staged=streamed)
     elif not streamed:
         write_predictions(parts.tables(), output)
     parts.remove()
@@ -110,21 +111,23 @@ def predictions_writer(file: Location, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 class PartAppender:
-    """Parts appended, in block order, to one Parquet file by a background thread (the encoding overlaps the scoring
-    of the next blocks); a bounded queue holds the parts it has not written yet."""
+    """Finished parts handed, in block order, to a background thread that encodes them as Parquet while the next blocks
+    are scored: appended to one file, or (`each_to_a_file`) each written as a file of the directory `target`. A bounded
+    queue holds the parts it has not written yet."""
 
-    def __init__(self, file: Location) -> None:
-        self.file = file
-        self.queue: queue.Queue[bytes | pa.Buffer | None] = queue.Queue(maxsize=4)
+    def __init__(self, target: Location, each_to_a_file: bool = False) -> None:
+        self.target = target
+        self.each_to_a_file = each_to_a_file
+        self.queue: queue.Queue[tuple[int, bytes | pa.Buffer] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.parts = 0
         self.thread = threading.Thread(target=self.write_all, name="output", daemon=True)
         self.thread.start()
 
-    def append(self, part: bytes | pa.Buffer) -> None:
-        """Queue a part file's bytes (`encode_part`) to be written after the ones queued before."""
+    def append(self, index: int, part: bytes | pa.Buffer) -> None:
+        """Queue block `index`'s part file bytes (`encode_part`) to be written after the ones queued before."""
         self.raise_error()
-        self.queue.put(part)
+        self.queue.put((index, part))
         self.parts += 1
 
     def close(self) -> None:
@@ -139,25 +142,29 @@ class PartAppender:
 
     def raise_error(self) -> None:
         if isinstance(self.error, (OSError, pa.ArrowException)):
-            raise storage_error(self.file, self.error, writing=True) from None
+            raise storage_error(self.target, self.error, writing=True) from None
         if self.error is not None:
             raise self.error
 
     def write_all(self) -> None:
-        writer, part = None, None
+        writer, item = None, None
         try:
-            while (part := self.queue.get()) is not None:
+            while (item := self.queue.get()) is not None:
+                index, part = item
                 table = decode_part(part)
+                if self.each_to_a_file:
+                    write_predictions([table], self.target.child(dataset_file_name(index)))
+                    continue
                 if writer is None:
-                    writer = predictions_writer(self.file, table.schema)
+                    writer = predictions_writer(self.target, table.schema)
                 writer.write_table(table)
             if writer is not None:
                 writer, finished = None, writer
                 finished.close()  # writes the footer: a file whose close failed must not become the output
         except BaseException as error:  # raised in the scoring thread, at its next append or at close
             self.error = error
-            while part is not None:  # keep taking parts, so that the scoring thread never waits on a full queue
-                part = self.queue.get()
+            while item is not None:  # keep taking parts, so that the scoring thread never waits on a full queue
+                item = self.queue.get()
         finally:
             if writer is not None:  # a write failed: the file is dropped, only its handle is closed
                 with suppress(OSError, pa.ArrowException):
@@ -165,34 +172,56 @@ class PartAppender:
 
 
 @contextmanager
-def streamed_output(output: Location, source: str) -> Iterator[Callable[[bytes | pa.Buffer], None]]:
-    """`append(part)` for each finished part, in block order. A `.parquet` output is written while the run goes on
-    into a temporary file beside it, which becomes `output` when the block ends without an error (the same bytes as
-    `finish_output` writes); no part at all is the `UserError` of an empty dataset `source`. A directory output is
-    published from the parts afterwards (`finish_output`)."""
+def streamed_output(
+    output: Location, source: str, parts: PartFiles
+) -> Iterator[Callable[[int, bytes | pa.Buffer], None]]:
+    """`append(index, part)` for each finished part, in block order, encoded as Parquet while the run goes on. A
+    `.parquet` output is written into a temporary file beside it, which becomes `output` when the block ends without
+    an error (the same bytes as `finish_output` writes); no part at all is the `UserError` of an empty dataset
+    `source`. A directory output's files are staged beside the parts and moved into place when it is published
+    (`finish_output(streamed=True)`)."""
     if is_dataset_directory(output):
-        yield lambda part: None
+        staging = parts.directory.child(STAGED)
+        staging.make_directory()
+        with appending(PartAppender(staging, each_to_a_file=True)) as append:
+            yield append
         return
     with atomic_file(output) as temporary:
         appender = PartAppender(temporary)
-        try:
-            yield appender.append
-        except BaseException:
-            appender.stop()
-            raise
-        appender.close()
+        with appending(appender) as append:
+            yield append
         if not appender.parts:
             raise empty_dataset(source)
 
 
-def publish_parts(parts: PartFiles, output: Location) -> None:
-    """Write each part as a Parquet file of the directory `output`, then its manifest, then `_SUCCESS`."""
+@contextmanager
+def appending(appender: PartAppender) -> Iterator[Callable[[int, bytes | pa.Buffer], None]]:
+    """`appender.append`, and the appender closed when the block ends (stopped without raising if the block failed)."""
+    try:
+        yield appender.append
+    except BaseException:
+        appender.stop()
+        raise
+    appender.close()
+
+
+def dataset_file_name(index: int) -> str:
+    return f"{PART_PREFIX}{index:06d}.parquet"
+
+
+def publish_parts(parts: PartFiles, output: Location, staged: bool) -> None:
+    """Make each part a Parquet file of the directory `output` (moving the file `streamed_output` staged, or encoding
+    the part), then write its manifest, then `_SUCCESS`."""
     clear_dataset_directory(output)
+    tables = None if staged else parts.tables()
     files = []
-    for index, table in zip(parts.indices(), parts.tables(), strict=True):
-        file = output.child(f"{PART_PREFIX}{index:06d}.parquet")
-        write_predictions([table], file)
-        files.append({"name": file.base_name, "rows": table.num_rows})
+    for index in parts.indices():
+        file = output.child(dataset_file_name(index))
+        if tables is None:
+            parts.directory.child(STAGED).child(file.base_name).move_to(file)
+        else:
+            write_predictions([next(tables)], file)
+        files.append({"name": file.base_name, "rows": parts.recorded(index).rows})
     manifest = {"format": "parquet", "rows": sum(file["rows"] for file in files), "files": files}
     manifest["fingerprint"] = json.loads(parts.directory.child(MANIFEST).read_text())["fingerprint"]
     output.child(DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
