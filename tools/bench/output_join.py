@@ -7,7 +7,8 @@ repeats its scored blocks (ids made unique) into part files (Arrow IPC) for `--r
 the same parts both ways, each in its own process under `/usr/bin/time -v`: joined into one `.parquet` file,
 and published as a directory (one Parquet file per part, manifest, `_SUCCESS`). Either way every row is
 read from its part and encoded as Parquet once: this is the Ray driver's finish, and what the local engine
-does in a background thread while it scores (then a directory output's files are only moved at the end). Scoring's time at the measured rate is printed beside them.
+does in a background thread while it scores (then a directory output's files are only moved at the end).
+Scoring's time at the measured rate is printed beside them.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 `infer.output` ending in `.parquet` is one file, written from the parts in input order and made
 visible at once (a rename, or an object store's whole-object copy). Any other name is a directory:
-a Parquet dataset, one Parquet file per part, with `_manifest.json` and then `_SUCCESS` written last. Readers of part-file datasets (pyarrow.dataset, DuckDB, Spark, Ray
-Data) skip names starting with `_`; `_SUCCESS` is the commit marker, as Hadoop and Spark write it.
+a Parquet dataset, one Parquet file per part, with `_manifest.json` and then `_SUCCESS` written last.
+Readers of part-file datasets (pyarrow.dataset, DuckDB, Spark, Ray Data) skip names starting with `_`;
+`_SUCCESS` is the commit marker, as Hadoop and Spark write it.
 """
 
 from __future__ import annotations
