@@ -29,7 +29,7 @@ from stages.scoring.predictions import output_schema
 from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
 from stages.scoring.reuse.keys import ROW_CONTEXT, block_keys, row_keys
 from stages.scoring.reuse.plan import batch_plan, row_plan
-from stages.scoring.reuse.rows import StoredRow, gather
+from stages.scoring.reuse.rows import EMPTY, StoredRows, gather, key_words
 from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
@@ -56,8 +56,10 @@ class PreparedBlock:
     skipped: list[bool]
     keys: list[bytes]
     contexts: list[bytes]  # each row's batch context: the keys of the batches its windows run in
-    content_tokens: list[int]
-    reused: dict[int, StoredRow]  # rows whose stored scores have this batch context
+    content_tokens: np.ndarray
+    stored: StoredRows  # the store's rows when the block was planned
+    reused: np.ndarray  # rows whose stored scores have this batch context, in order
+    reused_at: np.ndarray  # where each of them is in `stored`
     scored: list[int]  # the other rows, scored here
     encoded: dict[int, EncodedText]  # the rows tokenised: the scored ones and their batch companions
     windows: list[Window]  # the windows of the batches to run
@@ -91,22 +93,28 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams, store:
     skipped = [params.bad_rows == "skip" and issue is not None for issue in block.issues]
     texts = ["" if skip else text for text, skip in zip(block.texts, skipped, strict=True)]
     keys = row_keys(texts, block.issues) if any(skipped) else block_keys(block)
-    found = store.find(keys) if store is not None else [None] * len(keys)
-    encoded = tokenise(served, texts, [row for row, stored in enumerate(found) if stored is None], {})
-    content_tokens = [
-        len(encoded[row]) if stored is None else next(iter(stored.values())).content_tokens
-        for row, stored in enumerate(found)
-    ]
+    words = key_words(keys)
+    stored = store.stored_rows() if store is not None else EMPTY
+    first = stored.first(words)
+    missing = np.flatnonzero(first < 0).tolist()
+    encoded = tokenise(served, texts, missing, {})
+    content_tokens = stored.tokens[first] if len(stored.keys) else np.zeros(len(keys), dtype=np.int64)
+    content_tokens[missing] = [len(encoded[row]) for row in missing]
     framing, invariant = served.framing, served.batch_invariant(texts)
-    spans = [
+    specials = len(framing.prefix) + len(framing.suffix)
+    alone = np.broadcast_to(key_words([ROW_CONTEXT]), words.shape)
+    stored_alone = stored.in_context(words, alone, first) if invariant else np.full(len(keys), -1)
+    spans = [  # a batch-invariant model's stored rows are reused whatever batch they ran in: they get no windows
         (row, start, length)
-        for row, tokens in enumerate(content_tokens)
-        if not (invariant and found[row] is not None and ROW_CONTEXT in found[row])  # reused as stored: no windows
-        for start, length in window_spans(tokens, framing, params.long_text, params.stride)
+        for row in np.flatnonzero(stored_alone < 0).tolist()
+        for start, length in window_spans(int(content_tokens[row]), framing, params.long_text, params.stride)
     ]
-    plan = row_plan if invariant else batch_plan
-    contexts, reused, run = plan(keys, found, spans, len(framing.prefix) + len(framing.suffix), params)
-    scored = [row for row in range(len(keys)) if row not in reused]
+    if invariant:
+        contexts, at, run = [ROW_CONTEXT] * len(keys), stored_alone, row_plan(spans, specials, params)
+    else:
+        contexts, at, run = batch_plan(keys, stored, first, spans, specials, params)
+    reused = np.flatnonzero(at >= 0)
+    scored = np.flatnonzero(at < 0).tolist()
     members = [int(index) for batch in run for index in batch]
     encoded = tokenise(served, texts, sorted({spans[index][0] for index in members} - set(encoded)), encoded)
     windows = []
@@ -117,7 +125,19 @@ def prepare_block(served: ServedModel, block: Block, params: InferParams, store:
     sizes = np.cumsum([0, *(len(batch) for batch in run)])
     batches = [np.arange(sizes[position], sizes[position + 1]) for position in range(len(run))]
     return PreparedBlock(
-        block, texts, skipped, keys, contexts, content_tokens, reused, scored, encoded, windows, batches
+        block,
+        texts,
+        skipped,
+        keys,
+        contexts,
+        content_tokens,
+        stored,
+        reused,
+        at[reused],
+        scored,
+        encoded,
+        windows,
+        batches,
     )
 
 
@@ -205,9 +225,9 @@ def block_outputs(prepared: PreparedBlock, scored: pa.Table, store: ScoreStore |
     row_of = np.zeros(len(prepared.keys), dtype=np.int64)
     row_of[prepared.scored] = np.arange(len(prepared.scored))
     tables = [scored]
-    if store is not None and prepared.reused:
-        reused = sorted(prepared.reused)
-        stored, table_of[reused], row_of[reused] = store.sources([prepared.reused[row] for row in reused])
+    if store is not None and len(prepared.reused):
+        reused = prepared.reused
+        stored, table_of[reused], row_of[reused] = store.sources(prepared.stored, prepared.reused_at)
         table_of[reused] += 1
         tables += [table.select(scored.column_names) for table in stored]
     return gather(tables, table_of, row_of)
@@ -219,7 +239,7 @@ def count_quality(
     """Tokens, truncations, labels, and entity and token counts against gold, from the rows' outputs."""
     tokens = outputs.column("n_tokens").to_numpy()
     tally.tokens += int(tokens.sum())
-    tally.reused_tokens += int(tokens[sorted(prepared.reused)].sum())
+    tally.reused_tokens += int(tokens[prepared.reused].sum())
     tally.truncated_rows += int(pc.sum(outputs.column("truncated")).as_py() or 0)
     label_ids = pc.list_flatten(outputs.column("label_ids")).to_numpy()
     for label, count in zip(served.labels, np.bincount(label_ids, minlength=len(served.labels)).tolist(), strict=True):

@@ -23,8 +23,8 @@ import pyarrow as pa
 from stages.core.params import InferParams, Params
 from stages.scoring.batching import plan_batches
 from stages.scoring.datasets.blocks import Block, iter_blocks
-from stages.scoring.reuse.keys import BATCH_CUT, KEY_BYTES, ROW_CONTEXT, block_keys, combined_key, key_number
-from stages.scoring.reuse.rows import StoredRow
+from stages.scoring.reuse.keys import BATCH_CUT, KEY_BYTES, block_keys, combined_key, key_number
+from stages.scoring.reuse.rows import StoredRows, key_words
 
 
 def scoring_blocks(params: Params) -> Iterator[Block]:
@@ -114,26 +114,20 @@ def content_batches(
         yield np.asarray(batch, dtype=np.int64)
 
 
-Plan = tuple[list[bytes], dict[int, StoredRow], list[np.ndarray]]  # rows' contexts, rows reused, batches to run
-
-
-def row_plan(
-    keys: list[bytes], found: list, spans: list[tuple[int, int, int]], specials: int, params: InferParams
-) -> Plan:
-    """For a batch-invariant model: a stored row is reused whatever batch it ran in; the others' windows are batched
-    longest first under the budget."""
-    reused = {row: stored[ROW_CONTEXT] for row, stored in enumerate(found) if stored and ROW_CONTEXT in stored}
-    pending = [index for index, (row, _, _) in enumerate(spans) if row not in reused]
+def row_plan(spans: list[tuple[int, int, int]], specials: int, params: InferParams) -> list[np.ndarray]:
+    """For a batch-invariant model (whose stored rows are reused whatever batch they ran in, and get no `spans`): the
+    windows batched longest first under the budget."""
     budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
-    planned = plan_batches([spans[index][2] + specials for index in pending], *budget)
-    return [ROW_CONTEXT] * len(keys), reused, [np.asarray(pending, dtype=np.int64)[batch] for batch in planned]
+    return list(plan_batches([length + specials for _, _, length in spans], *budget))
 
 
 def batch_plan(
-    keys: list[bytes], found: list, spans: list[tuple[int, int, int]], specials: int, params: InferParams
-) -> Plan:
+    keys: list[bytes], stored: StoredRows, first: np.ndarray, spans: list[tuple[int, int, int]], specials: int,
+    params: InferParams,
+) -> tuple[list[bytes], np.ndarray, list[np.ndarray]]:  # fmt: skip
     """For a model whose scores depend on their batch (dynamic int8): every window batched where the content says, a
-    stored row reused only if its batches are the ones it ran in, and the batches holding any other row run."""
+    stored row reused only if its batches are the ones it ran in (`first`: each key's first stored row), and the
+    batches holding any other row run. The rows' batch contexts, each row's stored row (-1: scored), the batches."""
     window_keys = [combined_key([keys[row], start.to_bytes(4, "little")]) for row, start, _ in spans]
     budget = (params.batch_size, params.max_batch_tokens, params.max_batch_attention)
     planned = list(content_batches([length + specials for _, _, length in spans], window_keys, *budget))
@@ -145,8 +139,6 @@ def batch_plan(
     for index, (row, _, _) in enumerate(spans):
         row_batches[row].append(int(batch_of[index]))
     contexts = [combined_key([batch_keys[number] for number in numbers]) for numbers in row_batches]
-    reused = {
-        row: stored[contexts[row]] for row, stored in enumerate(found) if stored is not None and contexts[row] in stored
-    }
-    run = sorted({number for row in range(len(keys)) if row not in reused for number in row_batches[row]})
-    return contexts, reused, [planned[number] for number in run]
+    at = stored.in_context(key_words(keys), key_words(contexts), first)
+    run = sorted({number for row in np.flatnonzero(at < 0).tolist() for number in row_batches[row]})
+    return contexts, at, [planned[number] for number in run]

@@ -1,24 +1,31 @@
-"""The stored rows of one model, sorted by row key: a run finds its blocks' rows with a binary search
-instead of building a dictionary entry per stored row (a store holds every row of every run)."""
+"""The stored rows of one model, sorted by row key and batch context: a run finds its blocks' rows with array
+operations (a binary search over the keys' first words) instead of a dictionary entry or an object per stored row
+(a store holds every row of every run)."""
 
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from stages.scoring.reuse.keys import KEY_BYTES
 
+WORDS = KEY_BYTES // 8  # a key as little-endian 64-bit words
 
-class StoredRow(NamedTuple):
-    """Where a row's stored scores are (entry, row of its part), and its content token count (a tuple: a run makes
-    one per row it reuses)."""
 
-    entry: str
-    row: int
-    content_tokens: int
+def key_words(keys: list[bytes]) -> np.ndarray:
+    """Keys as a uint64 matrix, one key per row."""
+    return np.frombuffer(b"".join(keys), dtype="<u8").reshape(-1, WORDS)
+
+
+def key_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column of `KEY_BYTES`-byte keys as a uint64 matrix, one key per row."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    rows = data[array.offset * KEY_BYTES : (array.offset + len(array)) * KEY_BYTES]
+    return np.ascontiguousarray(rows).view("<u8").reshape(-1, WORDS)
 
 
 def gather(tables: list[pa.Table], table_of: np.ndarray, row_of: np.ndarray) -> pa.Table:
@@ -37,72 +44,99 @@ def gather(tables: list[pa.Table], table_of: np.ndarray, row_of: np.ndarray) -> 
     return pa.concat_tables(pieces).combine_chunks()
 
 
-def key_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A column of `KEY_BYTES`-byte keys as a uint8 matrix, one key per row (no copy where it can be avoided)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
-    return data[array.offset * KEY_BYTES : (array.offset + len(array)) * KEY_BYTES].reshape(-1, KEY_BYTES)
+@dataclass(frozen=True)
+class StoredRows:
+    """The stored rows, one per row key and batch context (the first stored), sorted by key then context: where each
+    is (entry, row of its part) and its content token count. Immutable: a run's lookups stay valid while another
+    block drops a damaged entry (reading that entry then fails its check, and the block is planned again)."""
+
+    names: list[str]  # entry names, indexed by `entries`
+    keys: np.ndarray  # uint64 [n, WORDS]
+    contexts: np.ndarray  # uint64 [n, WORDS]
+    entries: np.ndarray  # int64 [n]
+    rows: np.ndarray  # int64 [n]
+    tokens: np.ndarray  # int64 [n]
+
+    @classmethod
+    def build(cls, entries: list[tuple[str, pa.Table]]) -> StoredRows:
+        """From entries' rows tables (`key`, `context`, `content_tokens`, in their parts' row order), in store order."""
+        tables = [rows for _, rows in entries]
+        keys = np.concatenate([key_matrix(rows.column("key")) for rows in tables] or [np.empty((0, WORDS), "<u8")])
+        contexts = np.concatenate([key_matrix(rows.column("context")) for rows in tables] or [keys])
+        tokens = np.concatenate([rows.column("content_tokens").to_numpy() for rows in tables] or [np.empty(0)])
+        entry_of = np.repeat(np.arange(len(tables)), [rows.num_rows for rows in tables])
+        row_of = np.concatenate([np.arange(rows.num_rows) for rows in tables] or [np.empty(0, np.int64)])
+        order = np.lexsort([*contexts.T[::-1], *keys.T[::-1]])  # by key, then context, then store order (stable)
+        keys, contexts = keys[order], contexts[order]
+        first = np.ones(len(order), dtype=bool)  # the first stored row of each key and context
+        first[1:] = (keys[1:] != keys[:-1]).any(axis=1) | (contexts[1:] != contexts[:-1]).any(axis=1)
+        order = order[first]
+        return cls(
+            [name for name, _ in entries],
+            keys[first],
+            contexts[first],
+            entry_of[order].astype(np.int64),
+            row_of[order].astype(np.int64),
+            tokens[order].astype(np.int64),
+        )
+
+    def first(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's first stored row (its lowest context), or -1."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        if not len(self.keys):
+            return found
+        heads = self.keys[:, 0]
+        starts = np.searchsorted(heads, keys[:, 0], side="left")
+        stops = np.searchsorted(heads, keys[:, 0], side="right")
+        near = stops > starts
+        exact = near & (self.keys[np.minimum(starts, len(heads) - 1)] == keys).all(axis=1)
+        found[exact] = starts[exact]
+        for index in np.flatnonzero(near & ~exact).tolist():  # another key shares the first word: look further
+            equal = (self.keys[starts[index] : stops[index]] == keys[index]).all(axis=1)
+            if equal.any():
+                found[index] = starts[index] + int(np.argmax(equal))
+        return found
+
+    def in_context(self, keys: np.ndarray, contexts: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Each key's stored row with the given batch context, or -1 (`first`: the keys' first stored rows)."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        active = np.flatnonzero(first >= 0)
+        position = first[active]
+        while len(active):  # along each key's rows (one per context, usually one or two)
+            match = (self.contexts[position] == contexts[active]).all(axis=1)
+            found[active[match]] = position[match]
+            following = position + 1
+            more = ~match & (following < len(self.keys))
+            more[more] = (self.keys[following[more]] == keys[active[more]]).all(axis=1)
+            active, position = active[more], following[more]
+        return found
+
+
+EMPTY = StoredRows.build([])
 
 
 class RowIndex:
-    """Each stored row's key, batch context, entry, row and content token count, sorted by key once the first
-    lookup needs them; a dropped entry's rows are no longer found."""
+    """The rows tables of a model's entries, sorted into `StoredRows` once a lookup needs them; a dropped entry's rows
+    are no longer found."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[str, pa.Table]] = []
-        self.dropped: set[str] = set()
+        self.entries: dict[str, pa.Table] = {}
         self.lock = threading.Lock()
-        self.sorted: tuple[np.ndarray, ...] | None = None
+        self.sorted: StoredRows | None = None
 
     def add(self, entry: str, rows: pa.Table) -> None:
         """An entry's rows table (`key`, `context`, `content_tokens`, in the part's row order)."""
-        self.entries.append((entry, rows))
-        self.sorted = None
+        with self.lock:
+            self.entries[entry] = rows
+            self.sorted = None
 
     def drop(self, entry: str) -> None:
-        self.dropped.add(entry)
+        with self.lock:
+            if self.entries.pop(entry, None) is not None:
+                self.sorted = None
 
-    def find(self, keys: list[bytes]) -> list[dict[bytes, StoredRow] | None]:
-        """Each key's stored rows by batch context (the first stored wins), or None."""
-        if not self.entries:
-            return [None] * len(keys)
-        wanted = np.frombuffer(b"".join(keys), dtype=f"S{KEY_BYTES}")
-        assert len(wanted) == len(keys), "row keys are KEY_BYTES long"
-        sorted_keys, order, entry_of, row_of, contexts, tokens = self.arrays()
-        starts = np.searchsorted(sorted_keys, wanted, side="left")
-        stops = np.searchsorted(sorted_keys, wanted, side="right")
-        found: list[dict[bytes, StoredRow] | None] = [None] * len(keys)
-        names = [entry for entry, _ in self.entries]
-        once = np.flatnonzero(stops - starts == 1)  # most keys: stored once, looked up with array operations
-        positions = order[starts[once]]
-        context_bytes = np.ascontiguousarray(contexts[positions]).tobytes()
-        columns = (once.tolist(), entry_of[positions].tolist(), row_of[positions].tolist(), tokens[positions].tolist())
-        for number, (index, entry, row, count) in enumerate(zip(*columns, strict=True)):
-            if names[entry] not in self.dropped:
-                context = context_bytes[number * KEY_BYTES : (number + 1) * KEY_BYTES]
-                found[index] = {context: StoredRow(names[entry], row, count)}
-        for index in np.flatnonzero(stops - starts > 1).tolist():
-            stored: dict[bytes, StoredRow] = {}
-            for position in order[starts[index] : stops[index]].tolist():
-                if names[entry_of[position]] not in self.dropped:
-                    row = StoredRow(names[entry_of[position]], int(row_of[position]), int(tokens[position]))
-                    stored.setdefault(contexts[position].tobytes(), row)
-            found[index] = stored or None
-        return found
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def stored(self) -> StoredRows:
         with self.lock:
             if self.sorted is None:
-                self.sorted = self.build()
+                self.sorted = StoredRows.build(list(self.entries.items()))
             return self.sorted
-
-    def build(self) -> tuple[np.ndarray, ...]:
-        tables = [rows for _, rows in self.entries]
-        keys = np.concatenate([key_matrix(rows.column("key")) for rows in tables])
-        contexts = np.concatenate([key_matrix(rows.column("context")) for rows in tables])
-        tokens = np.concatenate([rows.column("content_tokens").to_numpy() for rows in tables])
-        entry_of = np.repeat(np.arange(len(tables)), [rows.num_rows for rows in tables])
-        row_of = np.concatenate([np.arange(rows.num_rows) for rows in tables])
-        flat = np.ascontiguousarray(keys).view(f"S{KEY_BYTES}").ravel()
-        order = np.argsort(flat, kind="stable")  # rows of one key keep the store's order: the first stored wins
-        return flat[order], order, entry_of, row_of, contexts, tokens

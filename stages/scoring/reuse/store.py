@@ -26,7 +26,7 @@ from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import KEY_BYTES, block_keys, combined_key, model_key
-from stages.scoring.reuse.rows import RowIndex, StoredRow
+from stages.scoring.reuse.rows import RowIndex, StoredRows
 from stages.scoring.storage.locations import Location, locate
 from stages.scoring.storage.parts import PART_SUFFIX, decode_part, encode_part, part_seal
 
@@ -140,9 +140,9 @@ class ScoreStore:
             with suppress(UserError):  # another run may have dropped it first; what matters is not using it
                 self.location(entry, suffix).delete()
 
-    def find(self, keys: list[bytes]) -> list[dict[bytes, StoredRow] | None]:
-        """Each key's stored rows by batch context, or None."""
-        return self.rows.find(keys)
+    def stored_rows(self) -> StoredRows:
+        """The stored rows of the entries indexed and not dropped, sorted for lookups."""
+        return self.rows.stored()
 
     def block(self, block: Block) -> StoredBlock | None:
         """`block` as stored whole (same rows, ids and gold), verified, its tally's rows all reused; None if the store
@@ -157,19 +157,20 @@ class ScoreStore:
             return None
         return StoredBlock(data, Tally.from_record(self.records[key]["tally"]).stored())
 
-    def sources(self, found: list[StoredRow]) -> tuple[list[pa.Table], np.ndarray, np.ndarray]:
-        """The stored output columns (all but the id: ids are the input's) of the parts holding `found`'s rows, and
-        for each row its part's place in that list and its row there; `DamagedEntry` if a part fails its check."""
-        entries = list(dict.fromkeys(row.entry for row in found))
-        tables = [self.part_table(entry).drop_columns(["id"]) for entry in entries]
-        place = {entry: index for index, entry in enumerate(entries)}
-        table_of = np.fromiter((place[row.entry] for row in found), dtype=np.int64, count=len(found))
-        return tables, table_of, np.fromiter((row.row for row in found), dtype=np.int64, count=len(found))
+    def sources(self, stored: StoredRows, at: np.ndarray) -> tuple[list[pa.Table], np.ndarray, np.ndarray]:
+        """The stored output columns (all but the id: ids are the input's) of the parts holding the rows at `at` in
+        `stored`, and for each row its part's place in that list and its row there; `DamagedEntry` if a part fails its
+        check (or was dropped since `stored` was sorted)."""
+        entries, table_of = np.unique(stored.entries[at], return_inverse=True)
+        tables = [self.part_table(stored.names[entry]).drop_columns(["id"]) for entry in entries.tolist()]
+        return tables, table_of, stored.rows[at]
 
     def part_table(self, entry: str) -> pa.Table:
         if entry in self.opened:
             self.opened.move_to_end(entry)
             return self.opened[entry]
+        if entry not in self.records:
+            raise DamagedEntry(f"{entry} was dropped")
         try:
             data = self.verified(entry, PART_SUFFIX, self.records[entry]["part"])
         except DamagedEntry as error:
