@@ -42,13 +42,13 @@ def test_full_disk_mid_run_is_a_clear_error_and_keeps_finished_parts(exported, m
     real_save = parts_module.PartFiles.save
     calls = {"count": 0}
 
-    def save_until_full(parts, index, data, tally):
+    def save_until_full(parts, index, part):
         calls["count"] += 1
         if calls["count"] > 3:  # the disk fills while the fourth part is written
             with parts_module.atomic_file(parts.part(index)) as temporary:
-                temporary.filesystem.open_output_stream(temporary.path).write(data[: len(data) // 2])
+                temporary.filesystem.open_output_stream(temporary.path).write(part.data[: len(part.data) // 2])
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(parts, index, data, tally)
+        return real_save(parts, index, part)
 
     monkeypatch.setattr(parts_module.PartFiles, "save", save_until_full)
     with pytest.raises(UserError, match=r"cannot write .*part-000003\.arrow: No space left on device; free some space"):

@@ -25,7 +25,7 @@ from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
-from stages.scoring.reuse.store import ScoreStore, StoredBlock, open_store
+from stages.scoring.reuse.store import ScoreStore, open_store
 from stages.scoring.score import PreparedBlock, block_part, naming_block, prepare_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
@@ -38,7 +38,7 @@ from stages.scoring.storage.output import (
     release_freed_memory,
     streamed_output,
 )
-from stages.scoring.storage.parts import PartFiles, fingerprint, parts_beside
+from stages.scoring.storage.parts import Part, PartFiles, fingerprint, parts_beside
 from stages.scoring.windows import check_stride
 
 Item = TypeVar("Item")
@@ -81,7 +81,7 @@ def prefetch(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
 
 def blocks_to_score(
     params: Params, served: ServedModel, parts: PartFiles, store: ScoreStore | None
-) -> Iterator[tuple[int, Block, PreparedBlock | StoredBlock | Tally]]:
+) -> Iterator[tuple[int, Block, PreparedBlock | Part | Tally]]:
     """Each block of the dataset: the tally of its finished (and verified) part, the store's copy of the block, or
     the block prepared for the model."""
     for index, block in enumerate(scoring_blocks(params)):
@@ -106,17 +106,17 @@ def score_dataset(
     with progress, streamed_output(output, params.infer.input, parts) as append:
         for index, block, item in prefetch(blocks_to_score(params, served, parts, store)):
             if isinstance(item, Tally):
-                data, done = parts.part(index).read_bytes(), item.resumed()
-            elif isinstance(item, StoredBlock):
-                parts.save(index, data := item.data, done := item.tally)
+                part = Part(parts.part(index).read_bytes(), item.resumed())
+            elif isinstance(item, Part):
+                parts.save(index, part := item)
             else:
                 with naming_block(index, block):
-                    data, done = block_part(served, block, params.infer, store, item)
+                    part = block_part(served, block, params.infer, store, item)
                 lease.check()
-                parts.save(index, data, done)
-            append(index, data)
-            tally.add(done)
-            progress.update(done.rows)
+                parts.save(index, part)
+            append(index, part.data if part.table is None else part.table)
+            tally.add(part.tally)
+            progress.update(part.tally.rows)
         lease.check()
     finish_output(parts, output, params.infer.input, streamed=True)
     return tally, parts

@@ -33,7 +33,7 @@ from stages.scoring.reuse.rows import EMPTY, StoredRows, gather, key_words
 from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
 from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
-from stages.scoring.storage.parts import encode_part
+from stages.scoring.storage.parts import Part, encode_part
 from stages.scoring.tokens import EncodedText
 from stages.scoring.windows import Window, most_central_window, window_spans
 
@@ -288,11 +288,11 @@ def block_part(
     params: InferParams,
     store: ScoreStore | None,
     prepared: PreparedBlock | None = None,
-) -> tuple[bytes | pa.Buffer, Tally]:
-    """A block's part file (its bytes) and tally: the store's copy of the whole block, or scored (unchanged rows from
-    the store) and stored. A store entry that fails its check as it is read is dropped, the block planned again."""
+) -> Part:
+    """A block's part: the store's copy of the whole block, or scored (unchanged rows from the store) and stored. A store
+    entry that fails its check as it is read is dropped, the block planned again."""
     if prepared is None and store is not None and (stored := store.block(block)) is not None:
-        return stored.data, stored.tally
+        return stored
     while True:
         try:
             table, tally, rows = score_block(
@@ -301,10 +301,10 @@ def block_part(
             break
         except DamagedEntry:
             prepared = None
-    data = encode_part(table)
+    part = Part(encode_part(table), tally, table)
     if store is not None:
-        store.save(block_key(block), data, tally, rows)
-    return data, tally
+        store.save(block_key(block), part, rows)
+    return part
 
 
 def score_rows(served: ServedModel, block: Block, params: InferParams) -> tuple[pa.Table, Tally]:

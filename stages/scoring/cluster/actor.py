@@ -95,9 +95,9 @@ class BlockScorer:
         for index in batch.column("block").to_pylist():
             block = read_block(self.blocks_file, self.blocks_location, index)
             with naming_block(index, block):
-                data, tally = block_part(self.served, block, self.infer, self.store)
-            self.parts.save(index, data, tally)
+                part = block_part(self.served, block, self.infer, self.store)
+            self.parts.save(index, part)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
-            report = {"tally": dataclasses.asdict(tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
+            report = {"tally": dataclasses.asdict(part.tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
             reports.append(json.dumps({**report, "provider": self.served.runner.provider}))
         return pa.table({"report": pa.array(reports, pa.string())})

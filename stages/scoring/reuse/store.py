@@ -16,7 +16,7 @@ import json
 import logging
 from collections import OrderedDict
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import KEY_BYTES, block_keys, combined_key, model_key
 from stages.scoring.reuse.rows import RowIndex, StoredRows
 from stages.scoring.storage.locations import Location, locate
-from stages.scoring.storage.parts import PART_SUFFIX, decode_part, encode_part, part_seal
+from stages.scoring.storage.parts import PART_SUFFIX, Part, decode_part, encode_part, part_seal
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,6 @@ def array_bytes(array: pa.Array) -> bytes:
 def key_array(keys: list[bytes]) -> pa.Array:
     """Keys as a fixed-size binary array (from one buffer: no conversion per key)."""
     return pa.FixedSizeBinaryArray.from_buffers(KEY_TYPE, len(keys), [None, pa.py_buffer(b"".join(keys))])
-
-
-@dataclass(frozen=True)
-class StoredBlock:
-    """A stored block: its part file's bytes and its tally."""
-
-    data: bytes
-    tally: Tally
 
 
 class ScoreStore:
@@ -144,7 +136,7 @@ class ScoreStore:
         """The stored rows of the entries indexed and not dropped, sorted for lookups."""
         return self.rows.stored()
 
-    def block(self, block: Block) -> StoredBlock | None:
+    def block(self, block: Block) -> Part | None:
         """`block` as stored whole (same rows, ids and gold), verified, its tally's rows all reused; None if the store
         does not hold it (or held it damaged: then it is dropped)."""
         key = block_key(block)
@@ -155,7 +147,8 @@ class ScoreStore:
         except DamagedEntry as error:
             self.drop(key, str(error).removeprefix(key))
             return None
-        return StoredBlock(data, Tally.from_record(self.records[key]["tally"]).stored())
+        record = self.records[key]
+        return Part(data, Tally.from_record(record["tally"]).stored(), recorded=record["part"])
 
     def sources(self, stored: StoredRows, at: np.ndarray) -> tuple[list[pa.Table], np.ndarray, np.ndarray]:
         """The stored output columns (all but the id: ids are the input's) of the parts holding the rows at `at` in
@@ -181,14 +174,14 @@ class ScoreStore:
             self.opened.popitem(last=False)
         return self.opened[entry]
 
-    def save(self, key: str, data: bytes | pa.Buffer, tally: Tally, rows: pa.Table) -> None:
+    def save(self, key: str, part: Part, rows: pa.Table) -> None:
         """Store a scored block: its part's bytes, its rows' keys (`rows`), then the record naming both."""
         if not self.prepared:
             self.prepare()
         row_data = encode_part(rows)
-        self.location(key, PART_SUFFIX).write_bytes(data)
+        self.location(key, PART_SUFFIX).write_bytes(part.data)
         self.location(key, ROWS_SUFFIX).write_bytes(row_data)
-        record = {"tally": asdict(tally), "part": part_seal(data), "rows": part_seal(row_data)}
+        record = {"tally": asdict(part.tally), "part": part.seal, "rows": part_seal(row_data)}
         self.location(key, RECORD_SUFFIX).write_text(json.dumps(record))
 
     def prepare(self) -> None:

@@ -119,14 +119,14 @@ class PartAppender:
     def __init__(self, target: Location, each_to_a_file: bool = False) -> None:
         self.target = target
         self.each_to_a_file = each_to_a_file
-        self.queue: queue.Queue[tuple[int, bytes | pa.Buffer] | None] = queue.Queue(maxsize=4)
+        self.queue: queue.Queue[tuple[int, bytes | pa.Buffer | pa.Table] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.parts = 0
         self.thread = threading.Thread(target=self.write_all, name="output", daemon=True)
         self.thread.start()
 
-    def append(self, index: int, part: bytes | pa.Buffer) -> None:
-        """Queue block `index`'s part file bytes (`encode_part`) to be written after the ones queued before."""
+    def append(self, index: int, part: bytes | pa.Buffer | pa.Table) -> None:
+        """Queue block `index`'s part (its table, or its part file's bytes) to be written after the ones queued before."""
         self.raise_error()
         self.queue.put((index, part))
         self.parts += 1
@@ -152,7 +152,7 @@ class PartAppender:
         try:
             while (item := self.queue.get()) is not None:
                 index, part = item
-                table = decode_part(part)
+                table = part if isinstance(part, pa.Table) else decode_part(part)
                 if self.each_to_a_file:
                     write_predictions([table], self.target.child(dataset_file_name(index)))
                     continue
@@ -175,7 +175,7 @@ class PartAppender:
 @contextmanager
 def streamed_output(
     output: Location, source: str, parts: PartFiles
-) -> Iterator[Callable[[int, bytes | pa.Buffer], None]]:
+) -> Iterator[Callable[[int, bytes | pa.Buffer | pa.Table], None]]:
     """`append(index, part)` for each finished part, in block order, encoded as Parquet while the run goes on. A
     `.parquet` output is written into a temporary file beside it, which becomes `output` when the block ends without
     an error (the same bytes as `finish_output` writes); no part at all is the `UserError` of an empty dataset
@@ -196,7 +196,7 @@ def streamed_output(
 
 
 @contextmanager
-def appending(appender: PartAppender) -> Iterator[Callable[[int, bytes | pa.Buffer], None]]:
+def appending(appender: PartAppender) -> Iterator[Callable[[int, bytes | pa.Buffer | pa.Table], None]]:
     """`appender.append`, and the appender closed when the block ends (stopped without raising if the block failed)."""
     try:
         yield appender.append

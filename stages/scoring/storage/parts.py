@@ -14,7 +14,8 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,6 +53,22 @@ def fingerprint(params: Params) -> str:
 def part_seal(data: bytes | pa.Buffer) -> dict:
     """What identifies a part file's content: its size and sha256."""
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A finished block: its part file's bytes (`encode_part`), its tally, and its table where it is at hand (the output
+    then need not decode the bytes)."""
+
+    data: bytes | pa.Buffer
+    tally: Tally
+    table: pa.Table | None = None
+    recorded: dict | None = None  # the seal a store record holds for `data`, checked as it was read
+
+    @cached_property
+    def seal(self) -> dict:
+        """The bytes' size and sha256, computed once for the part file and the store entry."""
+        return self.recorded or part_seal(self.data)
 
 
 def encode_part(table: pa.Table) -> pa.Buffer:
@@ -152,13 +169,13 @@ class PartFiles:
         """The tally of a part this run wrote or verified (read, not verified again)."""
         return Tally.from_record(json.loads(self.tally_of(index).read_bytes())["tally"])
 
-    def save(self, index: int, data: bytes | pa.Buffer, tally: Tally) -> None:
-        """Write the part's tally with the part's size and sha256, then the part itself (`encode_part`'s bytes): a
-        part file exists only once its tally does, and is exactly what its tally recorded."""
+    def save(self, index: int, part: Part) -> None:
+        """Write the part's tally with the part's size and sha256, then the part itself: a part file exists only once its
+        tally does, and is exactly what its tally recorded."""
         with atomic_file(self.part(index)) as temporary:
-            self.tally_of(index).write_text(json.dumps({"tally": asdict(tally), "part": part_seal(data)}))
+            self.tally_of(index).write_text(json.dumps({"tally": asdict(part.tally), "part": part.seal}))
             with temporary.filesystem.open_output_stream(temporary.path) as stream:
-                stream.write(data)
+                stream.write(part.data)
         self.names.add(self.part(index).base_name)
 
     def indices(self) -> list[int]:
