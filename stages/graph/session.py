@@ -44,6 +44,8 @@ def create_session(
     options.graph_optimization_level = OPTIMIZATION_LEVELS[runtime.graph_optimization_level]
     options.enable_cpu_mem_arena = runtime.cpu_memory_arena
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if runtime.intra_op_spinning else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")  # no spinning between runs: the cores are the
+    # tokenizer's and the output writer's then
     options.log_severity_level = 3  # onnxruntime's own warnings go through our logging, not stderr noise
     providers: list[str | tuple[str, dict[str, str]]] = []
     for name in runtime.providers:
