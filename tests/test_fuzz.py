@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stages import export, load_checkpoint
 from stages.core.params import load_params
-from stages.scoring.datasets.blocks import make_block
+from stages.scoring.datasets.blocks import make_block, string_block
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel
 from tests.conftest import build_workspace
@@ -64,3 +64,27 @@ def test_any_text_is_scored_in_place(served, values, long_text, skip):
         assert all(span["text"] == text[span["start"] : span["end"]] for span in row["spans"])
         if long_text == "sliding_window":
             assert not row["truncated"]
+
+
+SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.text(alphabet=SCRIPTS + SPACES + "\x7f\x85\x9f\xa0", max_size=20),
+            st.text(alphabet=SPACES, max_size=4),
+            st.none(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_string_column_is_read_as_the_row_by_row_rules_read_it(values):
+    """The column checks (`string_block`) give each row the text and the issue `make_block`'s rules give it."""
+    ids = pa.array([f"id-{index}" for index in range(len(values))])
+    expected = make_block(ids, values, "fuzz")
+    block = string_block(ids, pa.array(values, pa.large_string()), "fuzz")
+    assert (block.texts, block.issues) == (expected.texts, expected.issues)

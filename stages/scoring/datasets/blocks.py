@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -32,7 +33,9 @@ FORMATS = tuple(READERS)
 
 TEXT_ISSUES = ("null", "not_string", "invalid_utf8", "empty", "whitespace", "control_chars")
 # Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) but tab, line feed and carriage return
-CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # escapes that RE2 (Arrow) reads alike
+# The characters `str.isspace` counts as spaces, at the start of a text: only such texts can be nothing but spaces
+LEADING_SPACE = r"^[\t-\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,15 @@ def file_blocks(
     try:
         columns = dataset_columns(source, text_column, id_column, annotations, param)
         for table in _rebatch(READERS[source.suffix](source, columns, block_rows), block_rows):
-            values = {column: table.column(column).to_pylist() for column in columns.names[1:]}
-            if source.suffix == ".jsonl":
-                values = {column: [json.loads(value) for value in cells] for column, cells in values.items()}
             ids = table.column(columns.id).combine_chunks()
-            yield annotated_block(ids, values, columns, annotations, source.name, first_row)
+            text = table.column(columns.text).combine_chunks() if columns.text else None
+            if columns.gold_format == "none" and text is not None and is_string(text.type):
+                yield string_block(ids, text, source.name, first_row)
+            else:
+                values = {column: table.column(column).to_pylist() for column in columns.names[1:]}
+                if source.suffix == ".jsonl":
+                    values = {column: [json.loads(value) for value in cells] for column, cells in values.items()}
+                yield annotated_block(ids, values, columns, annotations, source.name, first_row)
             first_row += table.num_rows
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(source, error) from None
@@ -242,12 +249,7 @@ def _rebatch(batches: Iterable[pa.RecordBatch], block_rows: int) -> Iterator[pa.
 
 def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Block:
     """Decode and classify raw text values (str, bytes, None or anything else); every row needs an id."""
-    if ids.null_count:
-        row = first_row + next(index for index, valid in enumerate(ids.is_valid().to_pylist()) if not valid)
-        raise UserError(
-            f"dataset {name} row {row} has no id (infer.id_column); give every row an id, "
-            "so that predictions can be joined back to their rows"
-        )
+    check_ids(ids, name, first_row)
     texts: list[str] = []
     issues: list[str | None] = []
     for value in values:
@@ -265,6 +267,39 @@ def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Bl
     for row in control_character_rows(texts):
         issues[row] = issues[row] or "control_chars"
     return Block(ids=ids, texts=texts, issues=issues)
+
+
+def string_block(ids: pa.Array, column: pa.Array, name: str, first_row: int = 0) -> Block:
+    """`make_block` for a column of Arrow strings (valid UTF-8), checked with array operations: only the texts that
+    start with a space are looked at one by one (whether they are nothing but spaces)."""
+    check_ids(ids, name, first_row)
+    texts = column.fill_null("").to_pylist()
+    issues: list[str | None] = [None] * len(texts)
+    spaced = np.flatnonzero(pc.match_substring_regex(column, LEADING_SPACE).fill_null(False).to_numpy(False))
+    rows_of = {  # from the lowest precedence to the highest: a row gets the first issue `text_issue` finds
+        "control_chars": np.flatnonzero(pc.match_substring_regex(column, CONTROL_CHARACTER.pattern).fill_null(False)),
+        "whitespace": [row for row in spaced.tolist() if texts[row].isspace()],
+        "empty": np.flatnonzero(pc.equal(pc.binary_length(column), 0).fill_null(False)),
+        "null": np.flatnonzero(column.is_null()),
+    }
+    for issue, rows in rows_of.items():
+        for row in np.asarray(rows, dtype=np.int64).tolist():
+            issues[row] = issue
+    return Block(ids=ids, texts=texts, issues=issues)
+
+
+def is_string(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def check_ids(ids: pa.Array, name: str, first_row: int) -> None:
+    """Every row needs an id: the first without one is a `UserError` naming it."""
+    if ids.null_count:
+        row = first_row + next(index for index, valid in enumerate(ids.is_valid().to_pylist()) if not valid)
+        raise UserError(
+            f"dataset {name} row {row} has no id (infer.id_column); give every row an id, "
+            "so that predictions can be joined back to their rows"
+        )
 
 
 def control_character_rows(texts: list[str]) -> list[int]:
