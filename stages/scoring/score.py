@@ -35,16 +35,7 @@ from stages.scoring.served import ServedModel
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.storage.parts import Part, encode_part
 from stages.scoring.tokens import EncodedText
-from stages.scoring.windows import Window, most_central_window, window_spans
-
-
-@dataclass(frozen=True)
-class RowPrediction:
-    """One row's results for the content tokens its windows cover."""
-
-    positions: np.ndarray  # int64 [n], indices into the row's content tokens
-    label_ids: np.ndarray  # int16 [n]
-    probabilities: np.ndarray  # float32 [n, labels]
+from stages.scoring.windows import RowPrediction, Window, merge_windows, window_spans
 
 
 @dataclass(frozen=True)
@@ -165,32 +156,6 @@ def predict_rows(served: ServedModel, block: PreparedBlock, tally: Tally) -> dic
     tally.windows += len(windows)
     merged = merge_windows({row: len(block.encoded[row]) for row in block.scored}, windows, window_probabilities)
     return dict(zip(block.scored, merged, strict=True))
-
-
-def merge_windows(
-    counts: dict[int, int], windows: list[Window], window_probabilities: list[np.ndarray]
-) -> list[RowPrediction]:
-    """The prediction of each row of `counts` (row -> its content token count) from its windows."""
-    by_row: dict[int, list[int]] = {}
-    for index in sorted(range(len(windows)), key=lambda index: windows[index].start):  # ties go to the earlier window
-        by_row.setdefault(windows[index].row, []).append(index)
-    return [
-        merged_prediction(
-            count, [windows[index] for index in by_row[row]], [window_probabilities[index] for index in by_row[row]]
-        )
-        for row, count in counts.items()
-    ]
-
-
-def merged_prediction(tokens: int, windows: list[Window], probabilities: list[np.ndarray]) -> RowPrediction:
-    """A row's prediction: each token's from the window where it is most central; tokens no window covers dropped."""
-    choice = most_central_window(tokens, windows)
-    covered = np.flatnonzero(choice >= 0)
-    merged = np.empty((len(covered), probabilities[0].shape[-1]), dtype=np.float32)
-    for local, window in enumerate(windows):
-        positions = covered[choice[covered] == local]
-        merged[np.searchsorted(covered, positions)] = probabilities[local][positions - window.start]
-    return RowPrediction(positions=covered, label_ids=merged.argmax(axis=-1).astype(np.int16), probabilities=merged)
 
 
 def row_outputs(

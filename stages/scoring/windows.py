@@ -1,5 +1,6 @@
 """Token windows: the model inputs cut from a text's tokens. `truncate` keeps one window, cut on the
-tokenizer's truncation side; `sliding_window` covers every token with windows overlapping by `stride`."""
+tokenizer's truncation side; `sliding_window` covers every token with windows overlapping by `stride`. A row's
+prediction is merged back from its windows, each token's from the window where it is most central."""
 
 from __future__ import annotations
 
@@ -66,3 +67,38 @@ def check_stride(long_text: str, stride: int, framing: Framing) -> None:
         raise UserError(
             f"infer.stride = {stride} must be smaller than the {framing.capacity} content tokens of a window"
         )
+
+
+@dataclass(frozen=True)
+class RowPrediction:
+    """One row's results for the content tokens its windows cover."""
+
+    positions: np.ndarray  # int64 [n], indices into the row's content tokens
+    label_ids: np.ndarray  # int16 [n]
+    probabilities: np.ndarray  # float32 [n, labels]
+
+
+def merge_windows(
+    counts: dict[int, int], windows: list[Window], window_probabilities: list[np.ndarray]
+) -> list[RowPrediction]:
+    """The prediction of each row of `counts` (row -> its content token count) from its windows."""
+    by_row: dict[int, list[int]] = {}
+    for index in sorted(range(len(windows)), key=lambda index: windows[index].start):  # ties go to the earlier window
+        by_row.setdefault(windows[index].row, []).append(index)
+    return [
+        merged_prediction(
+            count, [windows[index] for index in by_row[row]], [window_probabilities[index] for index in by_row[row]]
+        )
+        for row, count in counts.items()
+    ]
+
+
+def merged_prediction(tokens: int, windows: list[Window], probabilities: list[np.ndarray]) -> RowPrediction:
+    """A row's prediction: each token's from the window where it is most central; tokens no window covers dropped."""
+    choice = most_central_window(tokens, windows)
+    covered = np.flatnonzero(choice >= 0)
+    merged = np.empty((len(covered), probabilities[0].shape[-1]), dtype=np.float32)
+    for local, window in enumerate(windows):
+        positions = covered[choice[covered] == local]
+        merged[np.searchsorted(covered, positions)] = probabilities[local][positions - window.start]
+    return RowPrediction(positions=covered, label_ids=merged.argmax(axis=-1).astype(np.int16), probabilities=merged)

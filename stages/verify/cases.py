@@ -19,10 +19,9 @@ from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
 from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, scored_gold, span_agreement
-from stages.scoring.score import merge_windows
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
-from stages.scoring.windows import Window, make_windows
+from stages.scoring.windows import Window, make_windows, merge_windows
 from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -26,16 +23,11 @@ from stages.core.errors import UserError
 from stages.core.params import AnnotationParams
 from stages.scoring.datasets.annotations import gold_columns, row_spans, tag_spans
 from stages.scoring.datasets.readers import READERS, Columns, column_names
+from stages.scoring.datasets.texts import decoded_texts, is_string, string_texts
 from stages.scoring.quality import Span
 from stages.scoring.storage.locations import Location, locate, storage_error
 
 FORMATS = tuple(READERS)
-
-TEXT_ISSUES = ("null", "not_string", "invalid_utf8", "empty", "whitespace", "control_chars")
-# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) but tab, line feed and carriage return
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # escapes that RE2 (Arrow) reads alike
-# The characters `str.isspace` counts as spaces, at the start of a text: only such texts can be nothing but spaces
-LEADING_SPACE = r"^[\t-\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 
 
 @dataclass(frozen=True)
@@ -43,8 +35,8 @@ class Block:
     """A block of consecutive dataset rows: ids, texts safe to tokenise, and what was wrong with each text.
 
     A null or non-string value becomes "" and bytes that are not UTF-8 are decoded with U+FFFD
-    replacement characters; `issues[i]` names the first problem of row i (one of `TEXT_ISSUES`) or
-    is None.
+    replacement characters; `issues[i]` names the first problem of row i (one of
+    `stages.scoring.datasets.texts.TEXT_ISSUES`) or is None.
     """
 
     ids: pa.Array
@@ -52,17 +44,6 @@ class Block:
     issues: list[str | None]
     gold: list[list[Span]] | None = None  # each row's gold spans, where the dataset has annotations
     keys: list[bytes] | None = None  # each row's key (`stages.scoring.reuse.keys.row_keys`), once computed
-
-
-def text_issue(text: str) -> str | None:
-    """The problem of a decoded text, if any: empty, whitespace-only, or control characters."""
-    if not text:
-        return "empty"
-    if text.isspace():
-        return "whitespace"
-    if CONTROL_CHARACTER.search(text):
-        return "control_chars"
-    return None
 
 
 def dataset_files(name: str, param: str = "infer.input") -> list[tuple[Location, pafs.FileInfo]]:
@@ -153,9 +134,8 @@ def file_blocks(
         columns = dataset_columns(source, text_column, id_column, annotations, param)
         for table in _rebatch(READERS[source.suffix](source, columns, block_rows), block_rows):
             ids = table.column(columns.id).combine_chunks()
-            text = table.column(columns.text).combine_chunks() if columns.text else None
-            if columns.gold_format == "none" and text is not None and is_string(text.type):
-                yield string_block(ids, text, source.name, first_row)
+            if (texts := plain_strings(table, columns, source.suffix)) is not None:
+                yield string_block(ids, texts, source.name, first_row)
             else:
                 values = {column: table.column(column).to_pylist() for column in columns.names[1:]}
                 if source.suffix == ".jsonl":
@@ -164,6 +144,15 @@ def file_blocks(
             first_row += table.num_rows
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(source, error) from None
+
+
+def plain_strings(table: pa.Table, columns: Columns, suffix: str) -> pa.Array | None:
+    """The text column where its values are the texts as Arrow strings (not JSON-encoded, no gold words to build them
+    from), to be checked with array operations; else None."""
+    if columns.gold_format != "none" or columns.text is None or suffix == ".jsonl":
+        return None
+    texts = table.column(columns.text).combine_chunks()
+    return texts if is_string(texts.type) else None
 
 
 def dataset_columns(
@@ -248,48 +237,18 @@ def _rebatch(batches: Iterable[pa.RecordBatch], block_rows: int) -> Iterator[pa.
 
 
 def make_block(ids: pa.Array, values: list, name: str, first_row: int = 0) -> Block:
-    """Decode and classify raw text values (str, bytes, None or anything else); every row needs an id."""
+    """Decode and classify raw text values (str, bytes, None or anything else, `decoded_texts`); every row needs an
+    id."""
     check_ids(ids, name, first_row)
-    texts: list[str] = []
-    issues: list[str | None] = []
-    for value in values:
-        if isinstance(value, str):
-            text, issue = value, None if value and not value.isspace() else text_issue(value)
-        elif value is None:
-            text, issue = "", "null"
-        elif isinstance(value, bytes):
-            text = value.decode("utf-8", errors="replace")
-            issue = "invalid_utf8" if text != value.decode("utf-8", errors="ignore") else text_issue(text)
-        else:
-            text, issue = "", "not_string"
-        texts.append(text)
-        issues.append(issue)
-    for row in control_character_rows(texts):
-        issues[row] = issues[row] or "control_chars"
+    texts, issues = decoded_texts(values)
     return Block(ids=ids, texts=texts, issues=issues)
 
 
 def string_block(ids: pa.Array, column: pa.Array, name: str, first_row: int = 0) -> Block:
-    """`make_block` for a column of Arrow strings (valid UTF-8), checked with array operations: only the texts that
-    start with a space are looked at one by one (whether they are nothing but spaces)."""
+    """`make_block` for a column of Arrow strings (`string_texts`: array operations)."""
     check_ids(ids, name, first_row)
-    texts = column.fill_null("").to_pylist()
-    issues: list[str | None] = [None] * len(texts)
-    spaced = np.flatnonzero(pc.match_substring_regex(column, LEADING_SPACE).fill_null(False).to_numpy(False))
-    rows_of = {  # from the lowest precedence to the highest: a row gets the first issue `text_issue` finds
-        "control_chars": np.flatnonzero(pc.match_substring_regex(column, CONTROL_CHARACTER.pattern).fill_null(False)),
-        "whitespace": [row for row in spaced.tolist() if texts[row].isspace()],
-        "empty": np.flatnonzero(pc.equal(pc.binary_length(column), 0).fill_null(False)),
-        "null": np.flatnonzero(column.is_null()),
-    }
-    for issue, rows in rows_of.items():
-        for row in np.asarray(rows, dtype=np.int64).tolist():
-            issues[row] = issue
+    texts, issues = string_texts(column)
     return Block(ids=ids, texts=texts, issues=issues)
-
-
-def is_string(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def check_ids(ids: pa.Array, name: str, first_row: int) -> None:
@@ -300,13 +259,6 @@ def check_ids(ids: pa.Array, name: str, first_row: int) -> None:
             f"dataset {name} row {row} has no id (infer.id_column); give every row an id, "
             "so that predictions can be joined back to their rows"
         )
-
-
-def control_character_rows(texts: list[str]) -> list[int]:
-    """The rows whose text has a control character, found in one pass over the texts joined by line feeds."""
-    ends = np.cumsum([len(text) + 1 for text in texts])
-    found = [match.start() for match in CONTROL_CHARACTER.finditer("\n".join(texts))]
-    return sorted(set(np.searchsorted(ends, found, side="right").tolist()))
 
 
 def empty_dataset(name: str, param: str = "infer.input") -> UserError:
