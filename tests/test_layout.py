@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from tools.code_deps import PIPELINE, REPO, differences, imports_of, module_name
+from tools.code_deps import PIPELINE, REPO, collapse, differences, imports_of, module_name
 
 # What each library package may import (besides itself); stage modules are imported by nothing.
 LAYERS = {
@@ -36,9 +36,20 @@ def test_each_stages_code_deps_are_exactly_the_files_it_imports():
 def test_the_check_sees_a_missing_dep_and_a_dep_the_stage_does_not_import():
     edited = copy.deepcopy(pipeline())
     deps = edited["stages"]["parity"]["deps"]
-    deps.remove("stages/verify/compare.py")
+    deps.remove("stages/parity.py")
     deps.append("stages/quantize/policy.py")
-    assert differences(edited) == {"parity": (["stages/quantize/policy.py"], ["stages/verify/compare.py"])}
+    assert differences(edited) == {"parity": (["stages/quantize/policy.py"], ["stages/parity.py"])}
+
+
+def test_a_directory_is_one_dep_only_when_the_stage_imports_every_file_in_it():
+    contents = {
+        Path("a"): {Path("a/x.py"), Path("a/b/y.py")},
+        Path("a/b"): {Path("a/b/y.py")},
+        Path("c"): {Path("c/z.py"), Path("c/unused.py")},
+        Path("c/d"): {Path("c/d/w.py")},
+    }
+    files = {Path("a/x.py"), Path("a/b/y.py"), Path("c/z.py"), Path("c/d/w.py")}
+    assert sorted(collapse(files, contents.__getitem__)) == [Path("a"), Path("c/d"), Path("c/z.py")]
 
 
 def test_no_stage_code_imports_a_tool():

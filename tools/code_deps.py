@@ -1,4 +1,5 @@
-"""Each stage's code deps in dvc.yaml: exactly the project files its module imports, directly or not.
+"""Each stage's code deps in dvc.yaml: exactly the project files its module imports, directly or not (a package
+directory whose every file it imports listed as the directory).
 
     python -m tools.code_deps            # rewrite the code deps of every stage in dvc.yaml; print what changed
     python -m tools.code_deps --check    # print the differences and exit 1 if dvc.yaml is not current
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -82,9 +83,35 @@ def stage_module(stage: dict) -> str:
 
 
 def code_deps(stage: dict) -> list[str]:
-    """The stage's code files, relative to the repository, sorted."""
-    files = transitive_imports(module_file(stage_module(stage)))
-    return sorted(str(file.relative_to(REPO)) for file in files)
+    """The stage's code, relative to the repository, sorted: each package directory whose files it all imports as one
+    dep, and its other files one by one (`collapse`)."""
+    files = {file.relative_to(REPO) for file in transitive_imports(module_file(stage_module(stage)))}
+    return sorted(str(dep) for dep in collapse(files, package_files))
+
+
+def collapse(files: set[Path], contents: Callable[[Path], set[Path]]) -> list[Path]:
+    """`files`, where every file under a directory (`contents`) is one of them, as that directory (the outermost one):
+    the same files, fewer entries. dvc.lock holds one entry per dep, and dvc parses it several times per run."""
+    directories: list[Path] = []
+    for directory in sorted(
+        {parent for file in files for parent in file.parents if parent.parts}, key=lambda d: len(d.parts)
+    ):
+        if (
+            not any(chosen in (directory, *directory.parents) for chosen in directories)
+            and contents(directory) <= files
+        ):
+            directories.append(directory)
+    return directories + [file for file in files if not any(directory in file.parents for directory in directories)]
+
+
+def package_files(directory: Path) -> set[Path]:
+    """Every file under `directory` (relative to the repository) that dvc hashes: compiled `__pycache__` files are in
+    .dvcignore."""
+    return {
+        path.relative_to(REPO)
+        for path in (REPO / directory).rglob("*")
+        if path.is_file() and "__pycache__" not in path.relative_to(REPO).parts
+    }
 
 
 def data_deps(stage: dict) -> list[str]:
@@ -119,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipeline = yaml.load(PIPELINE)
     stale = differences(pipeline)
     for name, (extra, missing) in stale.items():
-        print(f"{name}: listed but not imported {extra}; imported but not listed {missing}")
+        print(f"{name}: listed but not its imports {extra}; its imports but not listed {missing}")
     if settings.check:
         sys.exit(1 if stale else 0)
     for name in stale:
