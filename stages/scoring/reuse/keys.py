@@ -19,7 +19,7 @@ from stages.scoring.datasets.blocks import Block
 
 KEY_BYTES = 16
 BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
-STORE_LAYOUT = 2  # entries are Arrow IPC files (1: Parquet); a store written by another layout is not read
+STORE_LAYOUT = 3  # entries are Arrow IPC files, LZ4 (1: Parquet, 2: zstd); another layout's store is not read
 ROW_CONTEXT = bytes(KEY_BYTES)  # the context of a row scored by a batch-invariant model: its own text alone
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = (

@@ -72,12 +72,13 @@ class Part:
 
 
 def encode_part(table: pa.Table) -> pa.Buffer:
-    """A part file's bytes: the block's table as an Arrow IPC file with zstd-compressed buffers. Parts (and the score
+    """A part file's bytes: the block's table as an Arrow IPC file with LZ4-compressed buffers. Parts (and the score
     store's entries, the same bytes) are written and read again on every run; the IPC format is written about 6x and
-    read 13x faster than Parquet (measured on 200,000 rows of predictions), at twice Parquet's size. The output is
+    read 13x faster than Parquet (measured on 200,000 rows of predictions), and LZ4 halves zstd's encoding and
+    decoding time (a 3,600-row part: 5.2 and 2.1 CPU-ms instead of 9.4 and 5.7) at 1.6x its size. The output is
     Parquet, encoded once (`stages.scoring.storage.output`)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
         writer.write_table(table)
     return sink.getvalue()
 
