@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from stages import export, load_checkpoint
 from stages.core.params import load_params
 from stages.scoring.datasets.blocks import make_block, string_block
+from stages.scoring.reuse.keys import block_keys, row_keys
 from stages.scoring.score import score_rows
 from stages.scoring.served import ServedModel
 from tests.conftest import build_workspace
@@ -80,11 +81,14 @@ SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
         ),
         min_size=1,
         max_size=12,
-    )
+    ),
+    kind=st.sampled_from([pa.string(), pa.large_string()]),
 )
-def test_a_string_column_is_read_as_the_row_by_row_rules_read_it(values):
-    """The column checks (`string_block`) give each row the text and the issue `make_block`'s rules give it."""
+def test_a_string_column_is_read_as_the_row_by_row_rules_read_it(values, kind):
+    """The column checks (`string_block`) give each row the text, the issue and the key `make_block`'s rules give it,
+    on a column sliced from a longer one (as blocks are)."""
     ids = pa.array([f"id-{index}" for index in range(len(values))])
     expected = make_block(ids, values, "fuzz")
-    block = string_block(ids, pa.array(values, pa.large_string()), "fuzz")
+    block = string_block(ids, pa.array(["before", *values, "after"], kind).slice(1, len(values)), "fuzz")
     assert (block.texts, block.issues) == (expected.texts, expected.issues)
+    assert block_keys(block) == row_keys(expected.texts, expected.issues), "keys hashed from the UTF-8 bytes"

@@ -44,6 +44,7 @@ class Block:
     issues: list[str | None]
     gold: list[list[Span]] | None = None  # each row's gold spans, where the dataset has annotations
     keys: list[bytes] | None = None  # each row's key (`stages.scoring.reuse.keys.row_keys`), once computed
+    strings: pa.Array | None = None  # the texts as read, where they are Arrow strings: keys hash their UTF-8 bytes
 
 
 def dataset_files(name: str, param: str = "infer.input") -> list[tuple[Location, pafs.FileInfo]]:
@@ -248,7 +249,7 @@ def string_block(ids: pa.Array, column: pa.Array, name: str, first_row: int = 0)
     """`make_block` for a column of Arrow strings (`string_texts`: array operations)."""
     check_ids(ids, name, first_row)
     texts, issues = string_texts(column)
-    return Block(ids=ids, texts=texts, issues=issues)
+    return Block(ids=ids, texts=texts, issues=issues, strings=column)
 
 
 def check_ids(ids: pa.Array, name: str, first_row: int) -> None:

@@ -55,7 +55,9 @@ def decoded_texts(values: list) -> Texts:
 def string_texts(column: pa.Array) -> Texts:
     """`decoded_texts` for a column of Arrow strings (valid UTF-8), checked with array operations: only the texts that
     start with a space are looked at one by one (whether they are nothing but spaces)."""
-    texts = column.fill_null("").to_pylist()
+    texts = column.to_pylist()
+    if column.null_count:
+        texts = ["" if text is None else text for text in texts]
     issues: list[str | None] = [None] * len(texts)
     spaced = np.flatnonzero(pc.match_substring_regex(column, LEADING_SPACE).fill_null(False).to_numpy(False))
     rows_of = {  # from the lowest precedence to the highest: a row gets the first issue `text_issue` finds

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from stages.core.params import Params
 from stages.scoring.datasets.blocks import Block
 
@@ -45,9 +48,27 @@ def row_keys(texts: Sequence[str], issues: Sequence[str | None]) -> list[bytes]:
     ]
 
 
+def string_keys(strings: pa.Array, issues: Sequence[str | None]) -> list[bytes]:
+    """`row_keys` of texts read as Arrow strings, hashed from their UTF-8 bytes (a null is the empty text)."""
+    offsets = np.frombuffer(
+        strings.buffers()[1], dtype=np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    )
+    bounds = offsets[strings.offset : strings.offset + len(strings) + 1].tolist()
+    data = memoryview(strings.buffers()[2] or b"")
+    plain = hashlib.blake2b(b"\0", digest_size=KEY_BYTES)  # a text without an issue
+    keys = []
+    for start, stop, issue in zip(bounds[:-1], bounds[1:], issues, strict=True):
+        digest = plain.copy() if issue is None else hashlib.blake2b(f"{issue}\0".encode(), digest_size=KEY_BYTES)
+        digest.update(data[start:stop])
+        keys.append(digest.digest())
+    return keys
+
+
 def block_keys(block: Block) -> list[bytes]:
     """The row keys of a block's rows as they are read (before the bad-row policy), computed once."""
-    return block.keys if block.keys is not None else row_keys(block.texts, block.issues)
+    if block.keys is not None:
+        return block.keys
+    return row_keys(block.texts, block.issues) if block.strings is None else string_keys(block.strings, block.issues)
 
 
 def combined_key(parts: Sequence[bytes]) -> bytes:
