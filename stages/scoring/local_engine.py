@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import pyarrow as pa
 from tqdm import tqdm
 
 from stages.core.memory import peak_rss_mb
@@ -31,7 +32,7 @@ from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import (
     Lease,
-    count_duplicate_ids,
+    duplicate_count,
     finish_output,
     hold_output,
     output_location,
@@ -96,11 +97,12 @@ def blocks_to_score(
 
 def score_dataset(
     params: Params, served: ServedModel, output: Location, lease: Lease, store: ScoreStore | None
-) -> tuple[Tally, PartFiles]:
+) -> tuple[Tally, PartFiles, int]:
     """Score every row of `infer.input` into `output`, resuming from finished parts and reusing stored blocks and
-    rows; the tally, and the parts."""
+    rows; the tally, the parts, and how many ids repeat an earlier one (counted as blocks pass, not read back)."""
     parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
     tally = Tally()
+    ids = []
     total = row_count(params.infer.input)
     progress = tqdm(total=total, unit="rows", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
     with progress, streamed_output(output, params.infer.input, parts) as append:
@@ -115,11 +117,12 @@ def score_dataset(
                 lease.check()
                 parts.save(index, part)
             append(index, part.data if part.table is None else part.table)
+            ids.append(block.ids)
             tally.add(part.tally)
             progress.update(part.tally.rows)
         lease.check()
     finish_output(parts, output, params.infer.input, streamed=True)
-    return tally, parts
+    return tally, parts, duplicate_count(pa.chunked_array(ids, ids[0].type))
 
 
 def score_locally(params: Params) -> dict:
@@ -131,9 +134,8 @@ def score_locally(params: Params) -> dict:
         check_stride(params.infer.long_text, params.infer.stride, served.framing)
         started = time.perf_counter()
         store = open_store(params)
-        tally, parts = score_dataset(params, served, output, lease, store)
+        tally, parts, duplicate_ids = score_dataset(params, served, output, lease, store)
         seconds = time.perf_counter() - started
-        duplicate_ids = count_duplicate_ids(output)
     return build_metrics(
         tally,
         seconds,

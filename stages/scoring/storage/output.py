@@ -260,4 +260,9 @@ def count_duplicate_ids(output: Location) -> int:
         ids = pq.read_table(output.path, columns=["id"], filesystem=output.filesystem).column("id")
     except (OSError, pa.ArrowException) as error:
         raise storage_error(output, error) from None
+    return duplicate_count(ids)
+
+
+def duplicate_count(ids: pa.ChunkedArray) -> int:
+    """Ids that an earlier one repeats."""
     return len(ids) - pc.count_distinct(ids).as_py()
