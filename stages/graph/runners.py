@@ -19,6 +19,7 @@ import numpy as np
 from stages.core.cpu import describe_cpu
 from stages.core.errors import UserError
 from stages.core.params import RuntimeParams
+from stages.graph.compiled_cache import compile_cache
 from stages.graph.session import create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
@@ -89,17 +90,23 @@ def resolve_serving(metadata: Mapping[str, Any], runtime: RuntimeParams) -> Serv
     return Serving(chosen["backend"], chosen["precision"])
 
 
-def load_runner(path: Path, serving: Serving, runtime: RuntimeParams, *, tf32: bool = True) -> Runner:
-    """The model file at `path` served as `serving` says (`tf32=False` for an fp32 check on CUDA)."""
+def load_runner(
+    path: Path, serving: Serving, runtime: RuntimeParams, *, tf32: bool = True, cached: bool = False
+) -> Runner:
+    """The model file at `path` served as `serving` says (`tf32=False` for an fp32 check on CUDA); `cached`: OpenVINO
+    keeps what it compiles in `runtime.openvino_cache` (for an export's own directory, not a staging one)."""
     if serving.backend == "openvino":
-        return openvino_runner(path, runtime.intra_op_num_threads, serving.openvino_hint, serving.precision)
+        cache = Path(runtime.openvino_cache) if cached and runtime.openvino_cache else None
+        return openvino_runner(path, runtime.intra_op_num_threads, serving.openvino_hint, serving.precision, cache)
     session = create_session(path, runtime, tf32=tf32)
     return Runner(lambda arrays: onnx_logits(session, arrays), provider_of(session), serving.precision)
 
 
-def openvino_runner(path: Path, threads: int, hint: str = "f32", precision: str | None = None) -> Runner:
-    """The model compiled by OpenVINO's CPU plugin at `hint` (`threads` 0: its default, every core); `precision` is
-    the served precision reported (default: `hint`'s)."""
+def openvino_runner(
+    path: Path, threads: int, hint: str = "f32", precision: str | None = None, cache: Path | None = None
+) -> Runner:
+    """The model compiled by OpenVINO's CPU plugin at `hint` (`threads` 0: its default, every core), or loaded from
+    `cache` where an earlier process compiled it; `precision` is the served precision reported (default: `hint`'s)."""
     try:
         import openvino as ov
     except ImportError:
@@ -111,7 +118,7 @@ def openvino_runner(path: Path, threads: int, hint: str = "f32", precision: str 
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
-        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        compiled = compile_openvino(ov.Core(), path, config, cache, ov.__version__)
     except RuntimeError as error:
         reason = (str(error).strip().splitlines() or ["it cannot be compiled"])[0][:300]
         raise UserError(f"OpenVINO cannot load {path}: {reason}; set runtime.backend: onnxruntime") from None
@@ -137,3 +144,11 @@ def openvino_runner(path: Path, threads: int, hint: str = "f32", precision: str 
     actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16: what it compiled for
     served = precision or ("fp32" if hint == "f32" else hint)
     return Runner(logits, f"OpenVINO {ov.__version__.split('-')[0]} CPU {actual}", served)
+
+
+def compile_openvino(core: Any, path: Path, config: dict[str, Any], cache: Path | None, version: str) -> Any:
+    """`core.compile_model` on the CPU, through the export's directory in `cache` when there is one."""
+    if cache is None:
+        return core.compile_model(str(path), "CPU", config)
+    with compile_cache(path, cache, version) as directory:
+        return core.compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(directory)})

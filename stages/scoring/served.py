@@ -66,7 +66,9 @@ class ServedModel:
         metadata = read_sidecar(onnx_dir)
         tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
-            runner=load_runner(onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, tf32=tf32),
+            runner=load_runner(
+                onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, tf32=tf32, cached=True
+            ),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),

@@ -49,6 +49,7 @@ def test_openvino_passes_the_gate_and_scores_onnxruntimes_labels(make_workspace)
     assert rows["labels"].map(list).tolist() == ort_rows["labels"].map(list).tolist()
     assert spans(rows) == spans(ort_rows)  # their scores differ in the last bits
     assert details["label_counts"] == ort_details["label_counts"]
+    assert len(list(Path(workspace.params["runtime"]["openvino_cache"]).glob("*/*/.ready"))) == 1  # infer loaded it
     print(f"openvino: parity max abs diff {report['max_abs_diff']:.2e} (onnxruntime {ort_report['max_abs_diff']:.2e})")
 
 
