@@ -122,12 +122,9 @@ def openvino_runner(
     except RuntimeError as error:
         reason = (str(error).strip().splitlines() or ["it cannot be compiled"])[0][:300]
         raise UserError(f"OpenVINO cannot load {path}: {reason}; set runtime.backend: onnxruntime") from None
-    import onnx  # here, not at the top: scoring with onnxruntime never needs it
-
     request = compiled.create_infer_request()
-    graph_inputs = onnx.load(path, load_external_data=False).graph.input
-    dtypes = {
-        value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in graph_inputs
+    dtypes = {  # the graph inputs: a Parameter keeps its ONNX name (a port may also carry its first consumer's output)
+        port.get_node().get_friendly_name(): port.get_element_type().to_dtype() for port in compiled.inputs
     }
     output = compiled.output(0)
 
