@@ -1,12 +1,16 @@
-"""Where `infer`'s model time goes: onnxruntime's profiler over the batches `infer` would run, per op type and
-per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peaks measured in the same run.
+"""Where `infer`'s model time goes: onnxruntime's profiler (or OpenVINO's per-node counters) over the batches `infer`
+would run, per op type and per batch shape, with the GEMMs' achieved GFLOP/s against the matmul peaks measured in
+the same run.
 
     python -m tools.bench.profile --size base --rows 300            # mdeberta-v3-base shape, int8 and fp32
     python -m tools.bench.profile --size demo --precisions fp32     # the pipeline's own model
+    python -m tools.bench.profile --size base --precisions fp32 --runtime openvino   # bf16 where the CPU has it
 
 The rows are read, tokenised, windowed and batched exactly as `infer` does with params.yaml's `infer`
-settings (block, budgets, long-text policy); each batch runs once in a profiled session with the `runtime`
-settings. A GEMM's FLOPs come from the shapes the profiler records (2 x output elements x the contracted
+settings (blocks and batches cut where the content says for a model whose scores depend on their batch, budgets,
+long-text policy), for the runtime that serves; each batch runs once in a profiled session with the `runtime`
+settings. OpenVINO serves at the precision `runtime.openvino_precision` gives it, and its counters carry no
+shapes: its op types and batch shapes come without GEMM FLOPs. A GEMM's FLOPs come from the shapes the profiler records (2 x output elements x the contracted
 dimension); the int8 weight GEMMs are set against the int8 matmul peak, the float ones (fp32 weights, and the
 attention's activation x activation products, which stay fp32 in an int8 model) against the fp32 peak.
 """
@@ -30,11 +34,12 @@ from stages.core.params import Params, load_params
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
+from stages.graph.runners import openvino_serving
 from stages.graph.session import build_feed, create_session
-from stages.scoring.batching import pad_batch, plan_batches
-from stages.scoring.datasets.blocks import iter_blocks
+from stages.scoring.batching import pad_batch
+from stages.scoring.reuse.plan import scoring_blocks
+from stages.scoring.score import prepare_block
 from stages.scoring.served import ServedModel
-from stages.scoring.windows import make_windows
 from tools.bench.end_to_end import first_rows_file
 from tools.bench.settings import Subject
 from tools.bench.subjects import normalised_model
@@ -46,13 +51,16 @@ PEAK_OF_GEMM = {"int8": "onnxruntime_int8", "float": "onnxruntime_fp32"}
 
 
 def infer_batches(params: Params, served: ServedModel, dataset: Path) -> list[dict[str, np.ndarray]]:
-    """The padded batches `infer` runs on `dataset`, block by block, in its order."""
-    infer, batches = params.infer, []
-    for block in iter_blocks(str(dataset), "text", "id", infer.block_rows):
-        windows = make_windows(served.tokenizer.encode(block.texts), served.framing, infer.long_text, infer.stride)
-        lengths = [len(window) for window in windows]
-        for indices in plan_batches(lengths, infer.batch_size, infer.max_batch_tokens, infer.max_batch_attention):
-            batches.append(pad_batch([windows[index].input_ids for index in indices], served.pad_id))
+    """The padded batches `infer` runs on `dataset` (no score store), block by block, in its order."""
+    infer = dataclasses.replace(params.infer, input=str(dataset), text_column="text", id_column="id")
+    params = dataclasses.replace(params, infer=infer)
+    batches = []
+    for block in scoring_blocks(params):
+        prepared = prepare_block(served, block, params.infer, None)
+        windows = prepared.windows
+        batches += [
+            pad_batch([windows[index].input_ids for index in batch], served.pad_id) for batch in prepared.batches
+        ]
     return batches
 
 
@@ -88,6 +96,31 @@ def profiled_run(onnx_path: Path, params: Params, batches: list[dict[str, np.nda
         if kind is not None:
             result["gemm_flops"][kind] += gemm_flops(event["args"])
             result["gemm_seconds"][kind] += event["dur"] / 1e6
+    return results
+
+
+def openvino_profiled_run(
+    onnx_path: Path, params: Params, batches: list[dict[str, np.ndarray]], hint: str
+) -> list[dict]:
+    """Each batch run once by OpenVINO's CPU plugin at `hint` with its per-node counters: its shape, per node type
+    seconds, and their sum as its seconds (the counters can add up to more than the wall time, so shares are of the
+    time they count)."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    if params.runtime.intra_op_num_threads:
+        config["INFERENCE_NUM_THREADS"] = params.runtime.intra_op_num_threads
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+    request = compiled.create_infer_request()
+    ports = [(port.get_node().get_friendly_name(), port.get_element_type().to_dtype()) for port in compiled.inputs]
+    results = []
+    for arrays in batches:
+        request.infer([np.ascontiguousarray(arrays[name], dtype=dtype) for name, dtype in ports])
+        ops: dict[str, float] = defaultdict(float)
+        for node in request.profiling_info:
+            ops[node.node_type] += node.real_time.total_seconds()
+        results.append({"shape": arrays["input_ids"].shape, "seconds": sum(ops.values()), "ops": ops,
+                        "gemm_flops": {}, "gemm_seconds": {}})  # fmt: skip
     return results
 
 
@@ -151,6 +184,7 @@ class Profile(Subject):
 
     rows: int = option(300, "the dataset's first rows")
     precisions: tuple[Literal["int8", "fp32", "fp16"], ...] = option(("int8", "fp32"), "served precisions to profile")
+    runtime: Literal["onnxruntime", "openvino"] = option("onnxruntime", "what serves the exports, profiled")
     top: int = option(12, "op types and batch shapes shown")
     metrics: Path | None = option(None, "also write the profile as JSON here")
 
@@ -158,7 +192,7 @@ class Profile(Subject):
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(Profile, argv, __doc__)
     params = load_params()
-    runtime = params.runtime.on_cpu(args.threads)
+    runtime = dataclasses.replace(params.runtime.on_cpu(args.threads), backend=args.runtime, openvino_cache=None)
     params = dataclasses.replace(params, runtime=runtime)
     peaks = summarise_peaks([matmul_peak_samples(runtime)])
     report = {"cpu": describe_cpu(), "threads": runtime.intra_op_num_threads, "rows": args.rows, "size": args.size}
@@ -172,12 +206,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_onnx_dir(
                 model_dir, dataclasses.replace(params.export, precision=precision, output=str(onnx_dir)), onnx_dir
             )
-            served = ServedModel.load(onnx_dir, runtime)
-            results = profiled_run(onnx_dir / ONNX_FILE, params, infer_batches(params, served, dataset), work)
-            report[precision] = summarise(
-                results, {kind: peaks[key]["gflop_per_s"] for kind, key in PEAK_OF_GEMM.items()}
-            )
-            print(format_profile(precision, report[precision], args.top))
+            served = ServedModel.load(onnx_dir, runtime)  # plans the batches as `infer` with this runtime does
+            batches = infer_batches(params, served, dataset)
+            if args.runtime == "openvino":
+                hint = openvino_serving(precision, runtime).openvino_hint
+                name, results = (
+                    f"{precision} on OpenVINO {hint}",
+                    openvino_profiled_run(onnx_dir / ONNX_FILE, params, batches, hint),
+                )
+            else:
+                name, results = precision, profiled_run(onnx_dir / ONNX_FILE, params, batches, work)
+            report[name] = summarise(results, {kind: peaks[key]["gflop_per_s"] for kind, key in PEAK_OF_GEMM.items()})
+            print(format_profile(name, report[name], args.top))
     print(f"{args.rows} rows, {report['threads'] or 'all'} threads on {report['cpu']}")
     if args.metrics:
         args.metrics.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
