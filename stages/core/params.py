@@ -98,11 +98,9 @@ class RuntimeParams:
     """OpenVINO's inference precision on an fp32 export: `auto` (bf16 where its CPU plugin reports BF16, e.g. AVX-512
     BF16 or AMX, else f32), `f32` or `bf16`; bf16 is gated by `parity.bf16`. An int8 export runs as it is."""
     openvino_cache: str | None
-    """Where OpenVINO keeps what it compiled, so that `infer` loads what `parity` compiled instead of compiling again
-    (base: 0.4 s instead of 2.7 s; about the fp32 weights' size per export): a local directory, `null`: none."""
+    """Where OpenVINO keeps what `parity` compiled for `infer` to load (docs/serving.md): a local directory; `null`: none."""
     providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
-    """onnxruntime providers in order of preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone
-    fails loudly when it cannot load."""
+    """onnxruntime providers by preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone fails loudly."""
     intra_op_num_threads: int = field(metadata=_range(0))
     """onnxruntime's intra-op threads; 0 = all cores."""
     graph_optimization_level: Literal["disable", "basic", "extended", "all"]
@@ -130,8 +128,7 @@ class Tolerance:
     rtol: float = field(metadata=_range(0.0))
     """Relative tolerance, times `|torch|`."""
     min_label_agreement: float = field(metadata=_range(0.0, 1.0))
-    """The share of tokens whose label must be torch's: the rows' tokens pooled; on the grid, those whose margin the
-    tolerance cannot close (docs/int8.md)."""
+    """The share of tokens whose label must be torch's: the rows' pooled; on the grid, those with margins over tolerance."""
     max_f1_drop: float = field(metadata=_range(0.0, 1.0))
     """How far the rows' span F1 may fall: the ONNX spans' against torch's, and with gold, below torch's entity F1."""
 
