@@ -1,5 +1,5 @@
-"""OpenVINO's compiled models kept between processes, so that `parity`, `benchmark` and `infer` load what the first
-of them compiled (base: 0.4 s instead of 2.7) instead of compiling the same export again.
+"""OpenVINO's compiled models kept between processes, so that `infer` loads what `parity` compiled (base: 0.4 s
+instead of 2.7) instead of compiling the same export again.
 
 OpenVINO keys a model compiled from a file by the file's path and the compile options, not by its content (its
 `ModelCache::compute_hash`), so an export written again to the same path would load the old compiled model. Here each

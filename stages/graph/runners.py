@@ -123,9 +123,7 @@ def openvino_runner(
         reason = (str(error).strip().splitlines() or ["it cannot be compiled"])[0][:300]
         raise UserError(f"OpenVINO cannot load {path}: {reason}; set runtime.backend: onnxruntime") from None
     request = compiled.create_infer_request()
-    dtypes = {  # the graph inputs: a Parameter keeps its ONNX name (a port may also carry its first consumer's output)
-        port.get_node().get_friendly_name(): port.get_element_type().to_dtype() for port in compiled.inputs
-    }
+    dtypes = input_types(compiled)
     output = compiled.output(0)
 
     def logits(arrays: Arrays) -> np.ndarray:
@@ -141,6 +139,12 @@ def openvino_runner(
     actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16: what it compiled for
     served = precision or ("fp32" if hint == "f32" else hint)
     return Runner(logits, f"OpenVINO {ov.__version__.split('-')[0]} CPU {actual}", served)
+
+
+def input_types(compiled: Any) -> dict[str, np.dtype]:
+    """An OpenVINO model's graph inputs and their types (a Parameter keeps its ONNX name; a port's other names may be
+    its first consumer's output)."""
+    return {port.get_node().get_friendly_name(): port.get_element_type().to_dtype() for port in compiled.inputs}
 
 
 def compile_openvino(core: Any, path: Path, config: dict[str, Any], cache: Path | None, version: str) -> Any:

@@ -9,10 +9,11 @@ the same run.
 The rows are read, tokenised, windowed and batched exactly as `infer` does with params.yaml's `infer`
 settings (blocks and batches cut where the content says for a model whose scores depend on their batch, budgets,
 long-text policy), for the runtime that serves; each batch runs once in a profiled session with the `runtime`
-settings. OpenVINO serves at the precision `runtime.openvino_precision` gives it, and its counters carry no
-shapes: its op types and batch shapes come without GEMM FLOPs. A GEMM's FLOPs come from the shapes the profiler records (2 x output elements x the contracted
-dimension); the int8 weight GEMMs are set against the int8 matmul peak, the float ones (fp32 weights, and the
-attention's activation x activation products, which stay fp32 in an int8 model) against the fp32 peak.
+settings. A GEMM's FLOPs come from the shapes onnxruntime's profiler records (2 x output elements x the
+contracted dimension); the int8 weight GEMMs are set against the int8 matmul peak, the float ones (fp32 weights,
+and the attention's activation x activation products, which stay fp32 in an int8 model) against the fp32 peak.
+OpenVINO serves at the precision `runtime.openvino_precision` gives it; its counters carry no shapes, so its op
+types and batch shapes come without GEMM FLOPs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from stages.core.params import Params, load_params
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.onnx_dir import write_onnx_dir
-from stages.graph.runners import openvino_serving
+from stages.graph.runners import input_types, openvino_serving
 from stages.graph.session import build_feed, create_session
 from stages.scoring.batching import pad_batch
 from stages.scoring.reuse.plan import scoring_blocks
@@ -112,10 +113,9 @@ def openvino_profiled_run(
         config["INFERENCE_NUM_THREADS"] = params.runtime.intra_op_num_threads
     compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
     request = compiled.create_infer_request()
-    ports = [(port.get_node().get_friendly_name(), port.get_element_type().to_dtype()) for port in compiled.inputs]
-    results = []
+    dtypes, results = input_types(compiled), []
     for arrays in batches:
-        request.infer([np.ascontiguousarray(arrays[name], dtype=dtype) for name, dtype in ports])
+        request.infer([np.ascontiguousarray(arrays[name], dtype=dtype) for name, dtype in dtypes.items()])
         ops: dict[str, float] = defaultdict(float)
         for node in request.profiling_info:
             ops[node.node_type] += node.real_time.total_seconds()
