@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from stages.core.cpu import has_vnni
 from stages.core.params import ExportParams, load_params
 from stages.graph.exporter import export_graph
 from stages.graph.matmuls import weight_matmuls, word_embedding_gather
@@ -55,6 +56,11 @@ def test_simulated_int8_is_what_onnxruntime_computes(tmp_path, target):
     values = activations(64)
     simulated = fake_quantized_activation(values) @ fake_quantized_weight(weight, target)
     served = run(tmp_path / "int8.onnx", values)
+    if target == "vnni" and not has_vnni():
+        # Without VNNI, onnxruntime's u8s8 kernels add pairs of uint8 x int8 products in int16 and saturate: 8-bit
+        # weights lose outputs here, which is why `no_vnni` quantizes weights to 7 bits (reduce_range).
+        assert not np.allclose(served, simulated, rtol=1e-4, atol=1e-3)
+        return
     np.testing.assert_allclose(served, simulated, rtol=1e-4, atol=1e-3)
     assert np.abs(simulated - values @ weight).max() > 0.1  # the outliers really cost resolution
     model = onnx.load(str(fp32))
