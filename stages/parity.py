@@ -21,7 +21,8 @@ from stages.graph.metadata import SIDECAR_FILE
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
-from stages.verify.compare import build_report, case_details, explain_failure, format_table
+from stages.verify.compare import build_report, case_details
+from stages.verify.explain import explain_failure, format_table
 
 log = logging.getLogger(__name__)
 

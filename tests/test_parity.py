@@ -164,6 +164,10 @@ def test_a_failing_int8_model_names_the_int8_tolerance(make_workspace):
     workspace.write_params(export={"precision": "int8"})
     load_checkpoint.main()
     export.main()  # exported for the default tolerance, checked against a stricter one
-    workspace.write_params(parity={"int8": {"atol": 0.0, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0}})
+    workspace.write_params(
+        parity={
+            "int8": {"atol": 0.0, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0, "outlier_share": 0.0}
+        }
+    )
     with pytest.raises(CheckFailed, match=r"parity\.int8\.atol would need >= "):
         parity.main()

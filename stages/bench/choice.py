@@ -28,7 +28,7 @@ from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
 from stages.scoring.tokens import TextTokenizer
 from stages.verify.cases import GateInputs, SampledRows, gate_inputs
-from stages.verify.compare import explain_failure
+from stages.verify.explain import explain_failure
 
 log = logging.getLogger(__name__)
 

@@ -71,9 +71,8 @@ class ExportParams:
     precision: Literal["fp32", "int8", "fp16"]
     """The exported precision: `fp32`; `int8` (dynamic, per-channel weights, CPU; docs/int8.md); `fp16` (GPU)."""
     int8_target: Literal["auto", "vnni", "no_vnni"]
-    """The CPU that serves int8: `auto` (the one exporting, read from its flags), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX,
-    or ARM: 8-bit weights) or `no_vnni` (AVX2, AVX-512 without VNNI: 7-bit weights, `reduce_range`, because
-    onnxruntime's u8s8 kernels can saturate there). Recorded in `model.json`."""
+    """The CPU that serves int8: `auto` (this one), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX, ARM: 8-bit weights) or `no_vnni`
+    (AVX2, AVX-512 without VNNI: 7-bit weights, as onnxruntime's u8s8 kernels saturate there). In `model.json`."""
     int8_max_float_share: float = field(metadata=_range(0.0, 1.0))
     """int8: the share of the weight MatMuls' work that may stay float for a mix to pass the gate (docs/int8.md)."""
     dummy_batch: int = field(metadata=_range(2))
@@ -81,8 +80,7 @@ class ExportParams:
     dummy_length: int = field(metadata=_range(2))
     """The export dummy's sequence length (>= 2; keep it away from `parity.grid_lengths`)."""
     onnx_file: str | None
-    """An `.onnx` file exported earlier (e.g. by the seed notes' code), adopted instead of exporting; `null` to export.
-    `exporter`, `opset`, `input_dtype` and `dummy_*` are then what the file has."""
+    """An `.onnx` file exported earlier (the seed notes'), adopted instead of exporting (its own opset, dtypes); `null`."""
     output: str
     """The ONNX directory: `model.onnx`, tokenizer, `config.json`, `model.json`."""
 
@@ -131,6 +129,8 @@ class Tolerance:
     """The share of tokens whose label must be torch's: the rows' pooled; on the grid, those with margins over tolerance."""
     max_f1_drop: float = field(metadata=_range(0.0, 1.0))
     """How far the rows' span F1 may fall: the ONNX spans' against torch's, and with gold, below torch's entity F1."""
+    outlier_share: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    """The share of a case's tokens whose logits may lie beyond `atol + rtol x |torch|` (fp32: none; docs/int8.md)."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from stages.quantize.sensitivity import simulated_int8_errors
 from stages.quantize.smoothing import candidate_scales, channel_ranges, smooth, worth_smoothing
 from stages.verify.cases import GateInputs
 from stages.verify.compare import ROWS_CASE, CaseReport
+from stages.verify.explain import labels_pass, shortfall
 
 log = logging.getLogger(__name__)
 
@@ -197,15 +198,19 @@ class MixSearch:
         }
 
     def no_mix_message(self) -> str:
-        """One line: nothing within the bound passed, and how close the best trial came."""
+        """One line: nothing within the bound passed, what failed for the best trial and by how much, and whether
+        its labels alone would have passed."""
         best = max(self.trials, key=lambda trial: (trial.label_agreement, -trial.max_abs_diff))
         matmuls = sum(node != self.embedding for node in best.floats)
-        failing = sorted({criterion for case in best.cases for criterion in case.failed})
+        failing = "; ".join(
+            shortfall(case, criterion, self.tolerance) for case in best.cases for criterion in case.failed
+        )
+        labels = "would have passed" if labels_pass(best.cases) else "fail too"
         return (
             f"export.precision = int8: no mix of int8 and float weight MatMuls with at most export.int8_max_float_share "
             f"= {self.bound:g} of their work float passes the parity gate (parity.int8, on the parity rows and grid); "
-            f"the best ({matmuls} of {len(self.matmuls)} MatMuls float, {self.share(best.floats):.0%} of the work) "
-            f"reached label agreement {best.label_agreement:.4f} (rows {best.rows_label_agreement:.4f}, max |diff| "
-            f"{best.max_abs_diff:.3g}), failing {', '.join(failing)}, against min_label_agreement "
-            f"{self.tolerance.min_label_agreement:g}; use export.precision: fp32, or raise export.int8_max_float_share"
+            f"the best ({matmuls} of {len(self.matmuls)} MatMuls float, {self.share(best.floats):.0%} of the work, "
+            f"label agreement {best.label_agreement:.4f}, rows {best.rows_label_agreement:.4f}) fails {failing}; its "
+            f"labels alone {labels}; use export.precision: fp32, raise export.int8_max_float_share, or loosen "
+            f"parity.int8"
         )

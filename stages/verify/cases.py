@@ -22,7 +22,7 @@ from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows, merge_windows
-from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case
+from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case, pooled_grid_values
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
@@ -113,13 +113,11 @@ class GateInputs:
             ROWS_CASE, self.pairs(0, reference, candidate), tolerance,
             self.rows.quality(reference[0], candidate[0]), pooled=True,
         )  # fmt: skip
-        return [
-            rows,
-            *(
-                compare_case(name, self.pairs(index, reference, candidate), tolerance)
-                for index, (name, _) in enumerate(self.grid, start=1)
-            ),
+        grid = [
+            compare_case(name, self.pairs(index, reference, candidate), tolerance)
+            for index, (name, _) in enumerate(self.grid, start=1)
         ]
+        return [rows, *pooled_grid_values(grid, tolerance)]
 
     def pairs(self, case: int, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> Pairs:
         masks = (

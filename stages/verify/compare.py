@@ -1,7 +1,10 @@
 """Comparing torch and ONNX logits: statistics over non-pad tokens, the verdict per case, and the report.
 
-Every case gates on finiteness and on every logit's value at the precision's tolerance. Label agreement is
-judged where it can be measured: over the dataset rows' tokens pooled, and on a grid case (random token ids,
+Every case gates on finiteness and on its logits' values at the precision's tolerance: every token's within
+`atol + rtol x |torch|` for fp32; for a reduced precision (int8, bf16, fp16) all but `outlier_share` of a case's
+tokens (the grid's cases pooled), since such a model moves a few logits of a fine-tuned model (10 and more) by
+several units without changing a label, and one outlier among ~50,000 tokens would otherwise decide, while a broken
+graph is beyond tolerance on many tokens. Label agreement is judged where it can be measured: over the dataset rows' tokens pooled, and on a grid case (random token ids,
 where a fine-tuned model is unsure) only over the tokens whose reference margin (top-1 minus top-2 logit)
 exceeds what the tolerance lets both logits move, so that a flip there is a real error and not a near-tie.
 On the rows, the candidate's spans must match the reference's (span F1) and, with gold annotations, its
@@ -10,6 +13,7 @@ entity F1 may fall at most `max_f1_drop` below the reference's.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -40,8 +44,9 @@ class CaseReport:
     mean_abs_diff: float
     p99_abs_diff: float
     max_rel_diff: float
-    min_passing_atol: float  # the smallest atol that would pass at the configured rtol
+    min_passing_atol: float  # the smallest atol that would pass at the configured rtol (and outlier share)
     tokens_over_tolerance: int  # tokens with any logit where |onnx - torch| > atol + rtol * |torch|
+    tokens_over_allowed: int  # how many of them the criterion allows: outlier_share of the tokens, rounded down
     label_agreement: float  # over `agreement_tokens`: every token of the rows, a grid case's decisive tokens
     agreement_tokens: int
     nan_torch: int
@@ -69,6 +74,23 @@ def decisive(reference: np.ndarray, tolerance: Tolerance) -> np.ndarray:
     return top[:, 1] - top[:, 0] > movement
 
 
+def passing_atol(excess: np.ndarray, allowed: int) -> float:
+    """The smallest atol that leaves at most `allowed` tokens beyond it, given each token's excess over rtol."""
+    if allowed >= len(excess):
+        return 0.0
+    return float(max(np.partition(excess, len(excess) - 1 - allowed)[len(excess) - 1 - allowed], 0.0))
+
+
+def span_failures(spans: SpanQuality | None, tolerance: Tolerance) -> dict[str, bool]:
+    """The rows' span criteria: span F1 against the reference's spans and, with gold, the entity F1 drop."""
+    if spans is None:
+        return {}
+    entity_drop = spans.entity_f1_candidate is not None and (
+        spans.entity_f1_candidate < spans.entity_f1_reference - tolerance.max_f1_drop
+    )
+    return {"span_f1": spans.span_f1 < 1 - tolerance.max_f1_drop, "entity_f1": entity_drop}
+
+
 def compare_case(
     name: str, pairs: Pairs, tolerance: Tolerance, spans: SpanQuality | None = None, pooled: bool = False
 ) -> CaseReport:
@@ -83,8 +105,9 @@ def compare_case(
     finite = np.isfinite(torch_real) & np.isfinite(onnx_real)
     diff = np.where(finite, np.abs(onnx_real - torch_real), 0.0)
     magnitude = np.where(finite, np.abs(torch_real), 0.0)
-    excess = diff - tolerance.rtol * magnitude
-    over = int(np.count_nonzero((excess > tolerance.atol).any(axis=-1)))
+    excess = (diff - tolerance.rtol * magnitude).max(axis=-1, initial=0.0)  # per token: its worst logit
+    over = int(np.count_nonzero(excess > tolerance.atol))
+    allowed = int(tolerance.outlier_share * len(excess))
     counted = np.ones(len(torch_real), dtype=bool) if pooled else decisive(np.where(finite, torch_real, 0.0), tolerance)
     same = np.argmax(torch_real, axis=-1) == np.argmax(onnx_real, axis=-1)
     agreement = float(np.mean(same[counted])) if counted.any() else 1.0
@@ -94,21 +117,12 @@ def compare_case(
         "nan_onnx": int(np.isnan(onnx_real).sum()),
         "inf_onnx": int(np.isinf(onnx_real).sum()),
     }
-    failed = []
-    if over:
-        failed.append("values")
-    if agreement < tolerance.min_label_agreement:
-        failed.append("label_agreement")
-    if any(counts.values()):
-        failed.append("finite")
-    if spans is not None and spans.span_f1 < 1 - tolerance.max_f1_drop:
-        failed.append("span_f1")
-    if (
-        spans is not None
-        and spans.entity_f1_candidate is not None
-        and (spans.entity_f1_candidate < spans.entity_f1_reference - tolerance.max_f1_drop)
-    ):
-        failed.append("entity_f1")
+    failed = {
+        "values": over > allowed,
+        "label_agreement": agreement < tolerance.min_label_agreement,
+        "finite": any(counts.values()),
+        **span_failures(spans, tolerance),
+    }
     return CaseReport(
         name=name,
         batches=len(pairs),
@@ -117,17 +131,39 @@ def compare_case(
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
         p99_abs_diff=float(np.percentile(diff, 99)) if diff.size else 0.0,
         max_rel_diff=float((diff / np.maximum(magnitude, np.finfo(np.float32).tiny)).max(initial=0.0)),
-        min_passing_atol=float(max(excess.max(initial=0.0), 0.0)),
+        min_passing_atol=passing_atol(excess, allowed),
         tokens_over_tolerance=over,
+        tokens_over_allowed=allowed,
         label_agreement=agreement,
         agreement_tokens=int(counted.sum()),
         pad_max_abs_diff=pad_max,
         span_f1=None if spans is None else spans.span_f1,
         entity_f1_reference=None if spans is None else spans.entity_f1_reference,
         entity_f1_candidate=None if spans is None else spans.entity_f1_candidate,
-        failed=tuple(failed),
+        failed=tuple(criterion for criterion, fails in failed.items() if fails),
         **counts,
     )
+
+
+def pooled_grid_values(grid: list[CaseReport], tolerance: Tolerance) -> list[CaseReport]:
+    """The grid's cases judged on values together where a share of outliers is allowed: a case of a few random-id
+    tokens cannot measure a share of 0.1%, so at most `outlier_share` of the grid's tokens pooled may be beyond
+    tolerance, and when more are, every grid case holding one fails."""
+    if not tolerance.outlier_share:
+        return grid
+    over = sum(case.tokens_over_tolerance for case in grid)
+    allowed = int(tolerance.outlier_share * sum(case.tokens for case in grid))
+    return [
+        dataclasses.replace(
+            case,
+            tokens_over_allowed=allowed,
+            failed=(
+                *(("values",) if over > allowed and case.tokens_over_tolerance else ()),
+                *(criterion for criterion in case.failed if criterion != "values"),
+            ),
+        )
+        for case in grid
+    ]
 
 
 def build_report(cases: list[CaseReport], tolerance: Tolerance, precision: str, provider: str) -> dict:
@@ -160,7 +196,11 @@ def case_details(cases: list[CaseReport]) -> dict:
 
 
 CRITERIA = {  # what each criterion counts, and why (parity_cases.json carries it, docs/int8.md explains it)
-    "values": "every logit of every non-pad token within atol + rtol x |torch|, in every case",
+    "values": "in every case, the non-pad tokens with a logit beyond atol + rtol x |torch| (tokens_over_tolerance) "
+    "at most outlier_share of the case's tokens (tokens_over_allowed; the grid's cases pooled, as a case of a few "
+    "random-id tokens cannot measure a share): none for fp32; for int8, bf16 and fp16 a few, because a reduced "
+    "precision moves a few logits of a fine-tuned model by several units without changing its label, while a broken "
+    "graph is beyond tolerance on many tokens; max_abs_diff is reported, never gates",
     "finite": "no NaN or Inf on either side, in every case",
     "label_agreement": "rows: the share of all the rows' tokens (pooled) whose label is torch's; grid: the same share "
     "over the decisive tokens alone (agreement_tokens), those whose torch margin (top-1 minus top-2 logit) exceeds "
@@ -169,73 +209,3 @@ CRITERIA = {  # what each criterion counts, and why (parity_cases.json carries i
     "span_f1": "rows: F1 of the ONNX model's spans (exact boundaries and label) against torch's, at least 1 - max_f1_drop",
     "entity_f1": "rows with gold annotations: the ONNX model's entity F1 at most max_f1_drop below torch's",
 }
-
-
-def format_table(cases: list[CaseReport]) -> str:
-    """One line per case: pass/fail, the criteria, and the numbers behind them."""
-    lines = [
-        f"{'case':<16} {'result':<6} {'tokens':>7} {'max_abs':>10} {'p99_abs':>10} {'min_atol':>10} {'agree':>8} "
-        f"{'counted':>8} {'span_f1':>8} {'nan/inf':>8}  failed"
-    ]
-    for case in cases:
-        bad_values = case.nan_onnx + case.inf_onnx + case.nan_torch + case.inf_torch
-        span_f1 = "-" if case.span_f1 is None else f"{case.span_f1:.4f}"
-        lines.append(
-            f"{case.name:<16} {'PASS' if case.passed else 'FAIL':<6} {case.tokens:>7} {case.max_abs_diff:>10.2e} "
-            f"{case.p99_abs_diff:>10.2e} {case.min_passing_atol:>10.2e} {case.label_agreement:>8.4f} "
-            f"{case.agreement_tokens:>8} {span_f1:>8} {bad_values:>8}  " + (", ".join(case.failed) or "-")
-        )
-        if case.entity_f1_candidate is not None:
-            lines.append(
-                f"{'':<16} entity F1 against gold: torch {case.entity_f1_reference:.4f}, onnx {case.entity_f1_candidate:.4f}"
-            )
-    return "\n".join(lines)
-
-
-def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: str) -> str:
-    """Which criterion failed, by how much, at which case, and what to change."""
-    key = "parity" if precision == "fp32" else f"parity.{precision}"
-    lines = []
-    for case in cases:
-        if "values" in case.failed:
-            lines.append(
-                f"{case.name}: {case.tokens_over_tolerance} of {case.tokens} tokens have logits beyond "
-                f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g} x |torch| (max abs diff {case.max_abs_diff:.3g}; "
-                f"{key}.atol would need >= {case.min_passing_atol:.3g})"
-            )
-        if "label_agreement" in case.failed:
-            counted = "tokens" if case.name == ROWS_CASE else "decisive tokens"
-            lines.append(
-                f"{case.name}: label agreement {case.label_agreement:.4f} over {case.agreement_tokens} {counted} < "
-                f"{key}.min_label_agreement {tolerance.min_label_agreement:g}"
-                + (
-                    f" (one token is {1 / case.agreement_tokens:.2g} of them: raise parity.samples for a finer measure)"
-                    if case.name == ROWS_CASE and case.agreement_tokens * (1 - tolerance.min_label_agreement) < 10
-                    else ""
-                )
-            )
-        if "span_f1" in case.failed:
-            lines.append(
-                f"{case.name}: span F1 against torch's spans {case.span_f1:.4f} < 1 - {key}.max_f1_drop "
-                f"{tolerance.max_f1_drop:g}"
-            )
-        if "entity_f1" in case.failed:
-            lines.append(
-                f"{case.name}: entity F1 against gold {case.entity_f1_candidate:.4f}, torch's {case.entity_f1_reference:.4f}: "
-                f"it falls more than {key}.max_f1_drop {tolerance.max_f1_drop:g}"
-            )
-        if "finite" in case.failed:
-            lines.append(
-                f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
-                f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
-            )
-    fix = (
-        "Serve it at f32 (runtime.openvino_precision: f32, or runtime.backend: onnxruntime)"
-        if precision == "bf16"
-        else "Fix the export (try export.exporter, export.opset or export.precision)"
-    )
-    lines.append(
-        f"The {precision} model was checked. {fix}, or, if the differences are acceptable for how you serve, "
-        f"loosen {key}.atol / {key}.rtol / {key}.min_label_agreement / {key}.max_f1_drop."
-    )
-    return "\n".join(lines)

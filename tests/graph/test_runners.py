@@ -108,7 +108,7 @@ def test_auto_leaves_out_a_runtime_that_fails_the_gate_however_fast(make_workspa
     equality with torch, so onnxruntime serves and model.json says why OpenVINO does not."""
     needs_openvino()
     workspace = make_workspace(family)
-    exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0}
+    exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0, "outlier_share": 0.0}
     workspace.write_params(runtime={"backend": "auto"}, parity={**exact, "bf16": exact})
     load_checkpoint.main()
     monkeypatch.setattr(

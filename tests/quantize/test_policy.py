@@ -73,7 +73,9 @@ def test_the_float_fallback_keeps_exactly_the_matmuls_that_read_outliers_within_
     read_outliers = {reader for _, reader in norm_readers(workspace.model)}  # the Linears given outlier inputs
     # Tight values (no rtol) so that every MatMul reading outliers must stay float, none by a narrow margin.
     workspace.write_params(
-        parity={"int8": {"atol": 0.2, "rtol": 0.0, "min_label_agreement": 0.99, "max_f1_drop": 0.005}}
+        parity={
+            "int8": {"atol": 0.2, "rtol": 0.0, "min_label_agreement": 0.99, "max_f1_drop": 0.005, "outlier_share": 0.0}
+        }
     )
     search = mix_search()
     chosen, reasons = fall_back(search, PLAIN)  # without smoothing
@@ -90,12 +92,20 @@ def test_the_float_fallback_keeps_exactly_the_matmuls_that_read_outliers_within_
 def test_no_mix_within_the_bound_fails_the_export_in_one_line(make_workspace):
     workspace = outlier_workspace(make_workspace, int8_max_float_share=0.0)  # nothing may stay float...
     workspace.write_params(
-        parity={"int8": {"atol": 0.001, "rtol": 0.0, "min_label_agreement": 0.99, "max_f1_drop": 0.005}}
+        parity={
+            "int8": {
+                "atol": 0.001,
+                "rtol": 0.0,
+                "min_label_agreement": 0.99,
+                "max_f1_drop": 0.005,
+                "outlier_share": 0.0,
+            }
+        }
     )  # ...too strict
     with pytest.raises(CheckFailed) as failure:
         export.main()
     message = str(failure.value)
     assert "\n" not in message and "export.int8_max_float_share = 0 " in message, message
-    assert "the best (0 of 13 MatMuls float, 0% of the work) reached label agreement 1.0000" in message, message
-    assert "failing values" in message, message
+    assert "the best (0 of 13 MatMuls float, 0% of the work, label agreement 1.0000, rows 1.0000)" in message, message
+    assert "fails values (rows: " in message and "its labels alone would have passed" in message, message
     assert not Path(load_params().export.output).exists()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from stages.core.params import load_params
-from stages.verify.compare import compare_case, explain_failure
+from stages.verify.compare import compare_case, pooled_grid_values
+from stages.verify.explain import explain_failure
 from tests.conftest import REPO
 
 
@@ -66,3 +67,63 @@ def test_a_grid_near_tie_that_flips_is_noise_and_a_rows_flip_or_a_decisive_flip_
     candidate[0, 1, :2] = [4.0, 4.5]  # the clear win flips: beyond the tolerance, and counted
     grid = compare_case("grid 1x2", [(reference, candidate, mask)], int8)
     assert grid.failed == ("values", "label_agreement") and grid.label_agreement == 0.0
+
+
+def fine_tuned_logits(rng: np.random.Generator, tokens: int) -> np.ndarray:
+    """[1, tokens, 4] logits of a fine-tuned model: one label ~12 above the others on every token."""
+    logits = rng.normal(scale=1.5, size=(1, tokens, 4)).astype(np.float32)
+    logits[0, np.arange(tokens), rng.integers(0, 4, tokens)] += 12.0
+    return logits
+
+
+def test_a_reduced_precision_may_move_a_few_logits_beyond_tolerance_and_fp32_none():
+    rng = np.random.default_rng(3)
+    params = load_params(REPO / "params.yaml").parity
+    int8 = params.int8  # outlier_share 0.001: 2 of 2,000 tokens
+    reference = fine_tuned_logits(rng, 2000)
+    candidate = reference + rng.normal(scale=0.1, size=reference.shape).astype(np.float32)
+    candidate[0, [5, 900], 1] += 6.0  # two tokens moved by several units, their labels kept
+    mask = np.ones((1, 2000), dtype=np.int64)
+    rows = compare_case("rows", [(reference, candidate, mask)], int8, pooled=True)
+    assert rows.passed and (rows.tokens_over_tolerance, rows.tokens_over_allowed) == (2, 2)
+    assert rows.max_abs_diff > 5.5  # the largest difference is still reported
+    excess = (np.abs(candidate - reference) - int8.rtol * np.abs(reference)).max(axis=-1)[0]
+    assert rows.min_passing_atol == pytest.approx(np.sort(excess)[-3])  # two allowed: the third largest decides
+    candidate[0, 77, 2] += 6.0  # a third: beyond the share
+    rows = compare_case("rows", [(reference, candidate, mask)], int8, pooled=True)
+    assert rows.failed == ("values",) and rows.tokens_over_tolerance == 3
+    assert (
+        "3 of 2000 tokens have logits beyond atol 1 + rtol 0.2 x |torch|, 2 allowed by parity.int8.outlier_share"
+        in (explain_failure([rows], int8, "int8"))
+    )
+    strict = compare_case("rows", [(reference, reference + 2e-4, mask)], params.tolerance("fp32"), pooled=True)
+    assert strict.tokens_over_allowed == 0 and strict.failed == ("values",)  # fp32: every token, as before
+
+
+def test_a_broken_graph_that_keeps_most_labels_is_beyond_tolerance_on_many_tokens():
+    rng = np.random.default_rng(4)
+    int8 = load_params(REPO / "params.yaml").parity.int8
+    reference = fine_tuned_logits(rng, 2000)
+    candidate = 1.5 * reference  # a wrong scale in the graph: every argmax kept
+    rows = compare_case("rows", [(reference, candidate, np.ones((1, 2000), dtype=np.int64))], int8, pooled=True)
+    assert rows.label_agreement == 1.0 and rows.failed == ("values",) and rows.tokens_over_tolerance > 1000
+
+
+def test_the_grid_allows_outliers_over_its_tokens_pooled():
+    rng = np.random.default_rng(5)
+    int8 = load_params(REPO / "params.yaml").parity.int8
+    shapes = {"grid 1x1": 1, "grid 1x512": 512, "grid 3x512": 1536}
+    pairs = {name: fine_tuned_logits(rng, tokens) for name, tokens in shapes.items()}
+    candidates = {name: logits.copy() for name, logits in pairs.items()}
+    candidates["grid 1x1"][0, 0, 0] += 8.0  # one random-id token of 2,049 moved: alone, the 1x1 case is all outlier
+
+    def judged() -> list:
+        grid = [
+            compare_case(name, [(pairs[name], candidates[name], np.ones((1, shapes[name]), dtype=np.int64))], int8)
+            for name in shapes
+        ]
+        return pooled_grid_values(grid, int8)
+
+    assert all(case.passed for case in judged())
+    candidates["grid 3x512"][0, [1, 2], 3] += 8.0  # three of the grid's 2,049 tokens: over 0.1%
+    assert [case.failed for case in judged()] == [("values",), (), ("values",)]

@@ -1,0 +1,110 @@
+"""What a user reads of the gate's verdict: one line per case, a failed criterion in a few words, and a failure
+explained (by how much, at which case, what to change)."""
+
+from __future__ import annotations
+
+from stages.core.params import Tolerance
+from stages.verify.compare import ROWS_CASE, CaseReport
+
+LABEL_CRITERIA = ("label_agreement", "span_f1", "entity_f1")  # what a user reads: labels, spans, entities
+
+
+def shortfall(case: CaseReport, criterion: str, tolerance: Tolerance) -> str:
+    """One failed criterion of a case in a few words: the measured number against what passes."""
+    if criterion == "values":
+        return (
+            f"values ({case.name}: {case.tokens_over_tolerance} tokens beyond tolerance, {case.tokens_over_allowed} "
+            f"allowed{pooling(case)}; max |diff| {case.max_abs_diff:.3g})"
+        )
+    if criterion == "label_agreement":
+        return f"label agreement ({case.name}: {case.label_agreement:.4f} < {tolerance.min_label_agreement:g})"
+    if criterion == "span_f1":
+        return f"span F1 ({case.name}: {case.span_f1:.4f} < {1 - tolerance.max_f1_drop:g})"
+    if criterion == "entity_f1":
+        return f"entity F1 ({case.name}: {case.entity_f1_candidate:.4f}, torch {case.entity_f1_reference:.4f})"
+    return f"finite ({case.name}: {case.nan_onnx + case.nan_torch} NaN, {case.inf_onnx + case.inf_torch} Inf)"
+
+
+def pooling(case: CaseReport) -> str:
+    """How a case's allowance of outliers was counted: its own tokens (the rows), or the grid's pooled."""
+    return "" if case.name == ROWS_CASE else " over the grid's tokens pooled"
+
+
+def labels_pass(cases: list[CaseReport]) -> bool:
+    """Whether the label criteria alone (agreement, spans, entity F1) pass in every case."""
+    return not any(criterion in LABEL_CRITERIA for case in cases for criterion in case.failed)
+
+
+def format_table(cases: list[CaseReport]) -> str:
+    """One line per case: pass/fail, the criteria, and the numbers behind them."""
+    lines = [
+        f"{'case':<16} {'result':<6} {'tokens':>7} {'max_abs':>10} {'p99_abs':>10} {'min_atol':>10} {'agree':>8} "
+        f"{'counted':>8} {'span_f1':>8} {'nan/inf':>8}  failed"
+    ]
+    for case in cases:
+        bad_values = case.nan_onnx + case.inf_onnx + case.nan_torch + case.inf_torch
+        span_f1 = "-" if case.span_f1 is None else f"{case.span_f1:.4f}"
+        lines.append(
+            f"{case.name:<16} {'PASS' if case.passed else 'FAIL':<6} {case.tokens:>7} {case.max_abs_diff:>10.2e} "
+            f"{case.p99_abs_diff:>10.2e} {case.min_passing_atol:>10.2e} {case.label_agreement:>8.4f} "
+            f"{case.agreement_tokens:>8} {span_f1:>8} {bad_values:>8}  " + (", ".join(case.failed) or "-")
+        )
+        if case.entity_f1_candidate is not None:
+            lines.append(
+                f"{'':<16} entity F1 against gold: torch {case.entity_f1_reference:.4f}, onnx {case.entity_f1_candidate:.4f}"
+            )
+    return "\n".join(lines)
+
+
+def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: str) -> str:
+    """Which criterion failed, by how much, at which case, and what to change."""
+    key = "parity" if precision == "fp32" else f"parity.{precision}"
+    lines = []
+    for case in cases:
+        if "values" in case.failed:
+            allowed = (
+                f", {case.tokens_over_allowed} allowed by {key}.outlier_share{pooling(case)}"
+                if tolerance.outlier_share
+                else ""
+            )
+            lines.append(
+                f"{case.name}: {case.tokens_over_tolerance} of {case.tokens} tokens have logits beyond "
+                f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g} x |torch|{allowed} (max abs diff "
+                f"{case.max_abs_diff:.3g}; {key}.atol would need >= {case.min_passing_atol:.3g})"
+            )
+        if "label_agreement" in case.failed:
+            counted = "tokens" if case.name == ROWS_CASE else "decisive tokens"
+            lines.append(
+                f"{case.name}: label agreement {case.label_agreement:.4f} over {case.agreement_tokens} {counted} < "
+                f"{key}.min_label_agreement {tolerance.min_label_agreement:g}"
+                + (
+                    f" (one token is {1 / case.agreement_tokens:.2g} of them: raise parity.samples for a finer measure)"
+                    if case.name == ROWS_CASE and case.agreement_tokens * (1 - tolerance.min_label_agreement) < 10
+                    else ""
+                )
+            )
+        if "span_f1" in case.failed:
+            lines.append(
+                f"{case.name}: span F1 against torch's spans {case.span_f1:.4f} < 1 - {key}.max_f1_drop "
+                f"{tolerance.max_f1_drop:g}"
+            )
+        if "entity_f1" in case.failed:
+            lines.append(
+                f"{case.name}: entity F1 against gold {case.entity_f1_candidate:.4f}, torch's {case.entity_f1_reference:.4f}: "
+                f"it falls more than {key}.max_f1_drop {tolerance.max_f1_drop:g}"
+            )
+        if "finite" in case.failed:
+            lines.append(
+                f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
+                f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
+            )
+    fix = (
+        "Serve it at f32 (runtime.openvino_precision: f32, or runtime.backend: onnxruntime)"
+        if precision == "bf16"
+        else "Fix the export (try export.exporter, export.opset or export.precision)"
+    )
+    lines.append(
+        f"The {precision} model was checked. {fix}, or, if the differences are acceptable for how you serve, "
+        f"loosen {key}.atol / {key}.rtol / {key}.min_label_agreement / {key}.max_f1_drop."
+    )
+    return "\n".join(lines)
