@@ -12,8 +12,11 @@ computes the same function without any of those:
   `L-1-k`, followed by the "skew" of Transformer-XL: flattened, shifted by `L-1` and cut to rows of
   `2L-1`, column `L-1-i+j` of row i lands at `[i, j]` (two slices, no index tensor);
 - position-to-content scores the same way from the keys, transposed once;
-- the mask is an additive bias (0 or the dtype's minimum), as exact as `masked_fill` for every row that
-  has a token, and padded rows are never read.
+- the mask is an additive bias (0 or `MASK_BIAS`), as exact as `masked_fill` for every row that has a token
+  (a masked score's exponential underflows to 0), and finite in fp16 too: the dtype's minimum, which an fp16
+  export would clamp to -65504, overflows to -inf with any score below -16, and a padded query, whose keys
+  are all masked (DeBERTa masks query x key), would turn NaN and reach real tokens through the next layer's
+  attention (0 x NaN).
 
 Relative distances are bucketed by transformers' own `make_log_bucket_position`, so every length and every
 `position_buckets` setting gives the model's own positions. The graph keeps the sequence length symbolic
@@ -30,6 +33,7 @@ import torch
 from transformers.models.deberta_v2 import modeling_deberta_v2 as deberta_v2
 
 LEAN_ATTENTION = "lean_disentangled_attention"  # the rewrite's name in model.json's `rewrites`
+MASK_BIAS = -3.0e4  # added to a masked score: exp(score + bias) is 0 in fp32 and fp16, and the sum stays finite in fp16
 Attention = deberta_v2.DisentangledSelfAttention
 
 
@@ -62,7 +66,7 @@ def lean_forward(
     if self.relative_attention:
         scores = scores + relative_scores(self, query, key, rel_embeddings, scale, length)
     blocked = 1.0 - attention_mask.to(scores.dtype)  # [B, 1, L, L]: 1 where a query may not see a key
-    probabilities = torch.softmax(scores + blocked * torch.finfo(scores.dtype).min, dim=-1)
+    probabilities = torch.softmax(scores + blocked * MASK_BIAS, dim=-1)
     context = torch.matmul(probabilities, value).transpose(1, 2)
     return context.reshape(context.size(0), length, -1), None
 

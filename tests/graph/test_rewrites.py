@@ -15,7 +15,7 @@ import torch
 
 from stages.core.params import ExportParams
 from stages.graph.exporter import export_graph
-from stages.graph.rewrites import lean_attention
+from stages.graph.rewrites import lean_attention, lean_forward
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
 
@@ -102,3 +102,26 @@ def test_the_rewrite_is_exact_in_torch_and_the_graph_has_no_attention_sized_inde
     ops = Counter(node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node)
     assert ops["GatherElements"] == ops["Tile"] == ops["Expand"] == 0, ops
     assert ops["Where"] <= 2 * SMALL["num_hidden_layers"] * 2, ops  # the buckets of 2L distances, not B x H x L x L
+
+
+def test_in_fp16_arithmetic_a_padded_query_whose_keys_are_all_masked_stays_finite():
+    """An fp16 export adds the mask bias in fp16. The attention run in torch half on the CPU, with scores made
+    strongly negative (queries opposite to keys, as a padded position's may be): every output finite."""
+    torch.manual_seed(0)
+    model = tiny_model({}).half()
+    encoder = model.model.encoder
+    attention = encoder.layer[0].attention.self
+    with torch.no_grad():
+        attention.query_proj.weight.copy_(-attention.key_proj.weight)
+        attention.query_proj.bias.copy_(-attention.key_proj.bias)
+    hidden = torch.full((2, 10, SMALL["hidden_size"]), 3.0, dtype=torch.float16)
+    mask = encoder.get_attention_mask(torch.tensor([[1] * 6 + [0] * 4, [1] * 10]))  # [2, 1, 10, 10]: query x key
+    with torch.no_grad():
+        context, _ = lean_forward(
+            attention,
+            hidden,
+            mask,
+            relative_pos=encoder.get_rel_pos(hidden),
+            rel_embeddings=encoder.get_rel_embedding(),
+        )
+    assert context.dtype == torch.float16 and torch.isfinite(context).all(), torch.isfinite(context).all(dim=-1)
