@@ -196,8 +196,9 @@ class InferParams:
     """Everything the run counted: blocks, resumes, text issues, rows per node, recoveries, labels, entity scores."""
     plots: str = "metrics/infer_plots"
     """`dvc plots` data against gold: the token confusion matrix, entity F1 per label (empty without gold)."""
-    long_text: Literal["truncate", "sliding_window"] = "truncate"
-    """`truncate` (one window, cut on `model.truncation_side`) or `sliding_window` (every token scored)."""
+    long_text: Literal["truncate", "sliding_window"] = "sliding_window"
+    """`sliding_window` (every token scored) or `truncate` (one window, cut on `model.truncation_side`, as the seed
+    notes do; gold spans in the cut text count as misses, and the metrics count the rows and spans cut)."""
     stride: int = setting(128, 0)
     """Tokens shared by consecutive sliding windows; a token's prediction is from the window where it is most central."""
     batch_size: int = setting(64, 1)
