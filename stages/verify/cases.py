@@ -23,6 +23,7 @@ from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows, merge_windows
 from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case
+from stages.verify.foreign_rows import check_gold_labels
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
@@ -157,6 +158,7 @@ def gate_rows(
     ignore = frozenset(params.infer.span_ignore_labels)
     gold = None
     if sampled.gold is not None:
+        check_gold_labels(sampled.gold, labels, ignore, params.parity.input)
         gold = [
             gold_for_model(spans, text, labels, ignore, f"{params.parity.input} row {index} of the sample")
             for index, (spans, text) in enumerate(zip(sampled.gold, sampled.texts, strict=True))
