@@ -35,6 +35,37 @@ def score_on_ray(params: Params) -> dict:
     return score(params)
 
 
+def run_summary(metrics: dict) -> str:
+    """What the run did, in one line: rows, tokens, the rate of the rows it scored (or that it scored none), quality."""
+    rows = (
+        f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s"
+    )
+    if metrics["scored_rows"]:
+        summary = f"{rows}: {metrics['texts_per_s']} texts/s, padding {metrics['padding_ratio']:.1%}"
+    else:  # no rate: the model scored nothing in this run
+        sources = [
+            f"{count} from {source}"
+            for count, source in (
+                (metrics["reused_rows"], "the score store"),
+                (metrics["resumed_rows"], "finished parts"),
+            )
+            if count
+        ]
+        summary = f"{rows}: all {metrics['rows']} rows reused ({' and '.join(sources)})" if sources else f"{rows}: none"
+    summary += f", {metrics['provider']}"
+    if "entity_f1" in metrics:
+        summary += (
+            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f}, "
+            f"token accuracy {metrics['token_accuracy']:.4f}"
+        )
+        if metrics["truncated_rows"]:
+            summary += (
+                f" ({metrics['cut_gold_spans']} gold spans in the cut text of {metrics['truncated_rows']} truncated "
+                "rows count as misses)"
+            )
+    return summary
+
+
 def main() -> None:
     params = load_declared(PARAMS)
     metrics = score_on_ray(params) if params.infer.engine == "ray" else score_locally(params)
@@ -43,16 +74,7 @@ def main() -> None:
     for name, rows in quality_plots(metrics).items():
         write_json(Path(params.infer.plots) / name, rows)
     warn_about_data(metrics, log)
-    summary = (
-        f"{metrics['rows']} rows ({metrics['skipped']} skipped), {metrics['tokens']} tokens in {metrics['seconds']} s: "
-        f"{metrics['texts_per_s']} texts/s, padding {metrics['padding_ratio']:.1%}, {metrics['provider']}"
-    )
-    if "entity_f1" in metrics:
-        summary += (
-            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f}, "
-            f"token accuracy {metrics['token_accuracy']:.4f}"
-        )
-    log.info("wrote %s: %s", params.infer.output, summary)
+    log.info("wrote %s: %s", params.infer.output, run_summary(metrics))
     if (store := metrics["store"]) is not None:
         log.info(
             "reused %d rows from the score store %s (model %s: %d blocks, %d rows stored), scored %d, resumed %d",

@@ -9,7 +9,7 @@ import torch
 
 from stages.core.declared import load_declared
 from stages.core.runner import run_stage
-from stages.model.backbone import load_backbone
+from stages.model.backbone import load_backbone, resolve_backbone, snapshot_revision
 from stages.model.checkpoint import check_directory_labels, sha256_of
 from stages.model.directory import HeadSpec, build_model, write_model_dir
 from stages.model.hub import HubLayout
@@ -23,6 +23,9 @@ def main() -> None:
     params = load_declared(PARAMS).model
     checkpoint = Path(params.checkpoint)
     config, tokenizer = load_backbone(params)
+    revision = snapshot_revision(resolve_backbone(params.backbone))
+    if revision is not None:
+        log.info("backbone %s: the Hugging Face cache's snapshot %s", params.backbone, revision)
     if checkpoint.is_dir():
         check_directory_labels(checkpoint, params.num_labels, params.labels)
     torch.manual_seed(params.seed)
@@ -37,6 +40,8 @@ def main() -> None:
         source_checkpoint=str(checkpoint),
         source_sha256=sha256_of(checkpoint),
         init_seed=params.seed,
+        backbone=params.backbone,
+        backbone_revision=revision,
     )
     layout = write_model_dir(model, tokenizer, spec, Path(params.output))
     parameters = sum(tensor.numel() for tensor in model.parameters())

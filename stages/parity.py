@@ -23,6 +23,7 @@ from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
 from stages.verify.compare import build_report, case_details
 from stages.verify.explain import explain_failure, format_table
+from stages.verify.foreign_rows import foreign_rows_note
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ def main() -> None:
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
     print(format_table(cases), file=sys.stderr)
+    if (note := foreign_rows_note(report, params.parity.input)) is not None:
+        log.warning("%s", note)
     if not report["passed"]:
-        raise CheckFailed(
-            "parity failed, so the pipeline stops before infer:\n" + explain_failure(cases, tolerance, precision)
-        )
+        explanation = explain_failure(cases, tolerance, precision) + ("" if note is None else f"\n{note}")
+        raise CheckFailed("parity failed, so the pipeline stops before infer:\n" + explanation)
     log.info(
         "parity passed for the %s model on %d cases, %d tokens, max abs diff %.2e",
         precision,

@@ -90,8 +90,8 @@ def build_workspace(
         grid_batch_sizes=[1, 3],
         grid_lengths=[1, 2, 7, 64, 128],
     )
-    params["infer"].update(
-        input=str(root / "data.parquet"), output="out/predictions.parquet", batch_size=8, block_rows=16
+    params["infer"].update(  # windows of 126 content tokens overlap by 32 (128 would not advance)
+        input=str(root / "data.parquet"), output="out/predictions.parquet", batch_size=8, block_rows=16, stride=32
     )
     workspace = Workspace(root=root, model=model, params=params)
     workspace.write_params()

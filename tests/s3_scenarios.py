@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import boto3
+import psutil
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -223,3 +225,40 @@ def test_a_store_that_goes_away_mid_run_is_exit_2_saying_so_and_the_rerun_resume
     assert f"taking over the lease on {output}" in rerun.stderr, "the lost run could not delete its lease"
     assert read_bytes(output) == Path("out/local.parquet").read_bytes()
     assert json.loads(Path(exported.params["infer"]["details"]).read_text())["resumed_blocks"] >= 3
+
+
+def test_a_run_killed_into_a_zombie_leaves_its_lease_to_a_rerun_at_once_which_resumes_from_its_parts(exported):
+    """SIGKILLed where nothing reaps it (as under `timeout -s KILL` in a container whose PID 1 reaps nothing), a run
+    stays a zombie with its pid and start time: it runs no more, so the rerun takes its lease over before it expires."""
+    assert infer(exported, input=str(exported.root / "data.parquet"), output="out/local.parquet").returncode == 0
+    output = f"s3://{BUCKET}/out/zombie.parquet"
+    exported.write_params(infer={"input": INPUT, "output": output})
+    command = [sys.executable, "-m", "stages.infer"]
+    run = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.DEVNULL)
+    try:
+        parts = locate(f"{output}.parts")
+        deadline = time.monotonic() + 300
+        while (
+            len(parts.files("part-")) < 6 and run.poll() is None and time.monotonic() < deadline
+        ):  # 3 parts, 3 tallies
+            time.sleep(0.02)
+        assert run.returncode is None, "the run must be killed mid-way"
+        run.send_signal(signal.SIGKILL)  # not reaped: this process is its parent and does not wait for it yet
+        killed = psutil.Process(run.pid)
+        while killed.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        lease = Owner.from_json(read_bytes(f"{output}.lease"))
+        assert lease is not None and lease.pid == run.pid and lease.expires > time.time() + 10, lease
+        rerun = infer(exported, input=INPUT, output=output)
+        assert killed.status() == psutil.STATUS_ZOMBIE, "still a zombie while the rerun ran"
+    finally:
+        run.wait()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (
+        f"taking over the lease on {output} from run {lease.run_id} on host {lease.host}, pid {run.pid}, started "
+        in rerun.stderr
+    ), rerun.stderr[-3000:]
+    assert f"(pid {run.pid} has ended: it is a zombie that no parent has reaped)" in rerun.stderr
+    assert read_bytes(output) == Path("out/local.parquet").read_bytes()
+    assert json.loads(Path(exported.params["infer"]["details"]).read_text())["resumed_blocks"] >= 3
+    print(f"zombie owner: lease taken over at once, {rerun.stderr.count('taking over')} takeover line, resumed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -78,8 +79,11 @@ def test_bert_token_type_ids_change_the_output_and_the_graph_follows(make_worksp
     np.testing.assert_allclose(onnx_logits(session, arrays), torch_logits(model, arrays), atol=1e-4, rtol=1e-3)
 
 
-def test_onnx_directory_describes_itself(make_workspace):
-    export_workspace(make_workspace, "deberta-v2", "dynamo", "int32")
+def test_onnx_directory_describes_itself_and_the_log_only_what_happened(make_workspace, caplog):
+    with caplog.at_level(logging.INFO):
+        export_workspace(make_workspace, "deberta-v2", "dynamo", "int32")
+    assert "torchvision" not in caplog.text, "no line per torchvision op the dynamo exporter skips"
+    assert "wrote models/onnx/model.onnx: dynamo exporter, opset 18" in caplog.text
     sidecar = json.loads(Path("models/onnx/model.json").read_text(encoding="utf-8"))
     props = {entry.key: entry.value for entry in onnx.load("models/onnx/model.onnx").metadata_props}
     assert sidecar["exporter"] == props["exporter"] == "dynamo"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -67,14 +68,32 @@ def test_predictions_are_aligned_with_the_input_rows(make_workspace, kind, expor
     )  # each token's label is its own piece's: rows stayed aligned
 
 
-def test_long_texts_are_truncated_from_the_left_and_flagged(make_workspace):
-    workspace, predictions = scored(make_workspace)
+def test_truncated_texts_keep_their_end_and_their_cut_gold_spans_count_as_misses(make_workspace, caplog):
+    workspace = make_workspace()
+    workspace.write_params(infer={"long_text": "truncate"})  # as the seed notes do; the default scores every token
+    load_checkpoint.main()
+    export.main()
+    with caplog.at_level(logging.INFO):
+        infer.main()
+    predictions = pd.read_parquet(workspace.params["infer"]["output"])
     long_rows = predictions[predictions["truncated"]]
     assert len(long_rows) > 0 and (long_rows["n_tokens"] == 128 - 2).all()
-    texts = pd.read_parquet(workspace.params["infer"]["input"]).set_index("id")["text"]
+    source = pd.read_parquet(workspace.params["infer"]["input"]).set_index("id")
     for row in long_rows.itertuples():
-        assert row.ends[-1] >= len(texts[row.id].rstrip()) - 1  # the end of the text is kept
+        assert row.ends[-1] >= len(source["text"][row.id].rstrip()) - 1  # the end of the text is kept
         assert row.starts[0] > 0
+    cut = sum(
+        1
+        for row in long_rows.itertuples()
+        for span in source["entities"][row.id]
+        if span["start"] < row.starts[0] or span["end"] > row.ends[-1]
+    )
+    metrics = json.loads(Path(workspace.params["infer"]["details"]).read_text())
+    assert metrics["truncated_rows"] == len(long_rows) and metrics["cut_gold_spans"] == cut > 0, metrics
+    entities = metrics["entities"]["micro"]
+    assert entities["support"] == sum(len(spans) for spans in source["entities"]), "every gold span counts"
+    assert round(entities["recall"] * entities["support"]) <= entities["support"] - cut, "a cut span is never found"
+    assert f"({cut} gold spans in the cut text of {len(long_rows)} truncated rows count as misses)" in caplog.text
 
 
 def test_csv_and_jsonl_inputs_give_the_same_predictions_and_scores(make_workspace):

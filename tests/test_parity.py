@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import helper, numpy_helper
 
 from stages import export, load_checkpoint, parity
 from stages.core.errors import CheckFailed, UserError
 from stages.core.params import load_params
+from tests.conftest import REPO
 
 
 def exported(make_workspace, kind: str = "deberta-v2", exporter: str = "torchscript"):
@@ -24,10 +27,12 @@ def exported(make_workspace, kind: str = "deberta-v2", exporter: str = "torchscr
 
 
 def test_correct_export_passes_and_reports_every_case(
-    make_workspace,
+    make_workspace, caplog
 ):  # every family: tests/tools/test_support_matrix.py
     exported(make_workspace)
-    parity.main()
+    with caplog.at_level(logging.WARNING):
+        parity.main()
+    assert "made for another model" not in caplog.text, "the rows are the model's own task's"
     report = json.loads(Path("metrics/parity.json").read_text())
     assert report["passed"] and report["label_agreement"] == 1.0 and report["max_abs_diff"] < 1e-4
     cases = json.loads(Path("metrics/parity_cases.json").read_text())
@@ -171,3 +176,37 @@ def test_a_failing_int8_model_names_the_int8_tolerance(make_workspace):
     )
     with pytest.raises(CheckFailed, match=r"parity\.int8\.atol would need >= "):
         parity.main()
+
+
+def test_the_demos_rows_gating_another_model_are_reported_in_one_line(make_workspace, caplog):
+    """A model fine-tuned for another task with the same label names (the trained model's NUMBER, CAPITALIZED and CJK
+    rows of its head rotated: as confident, on another rule) gated on the demo's validation rows, params.yaml's."""
+    workspace = make_workspace()
+    state = torch.load(workspace.root / "model.ckpt")
+    rotation = [0, 2, 3, 1]
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][rotation], state["fc.bias"][rotation]
+    torch.save(state, workspace.root / "model.ckpt")
+    demo_rows = str(REPO / "data/validation.parquet")
+    workspace.write_params(parity={"input": demo_rows})
+    load_checkpoint.main()
+    export.main()
+    with caplog.at_level(logging.WARNING):
+        parity.main()  # torch and onnxruntime agree: the gate passes, on rows that say little about this model
+    report = json.loads(Path("metrics/parity.json").read_text())
+    assert report["passed"] and report["entity_f1_torch"] < 0.1, report
+    notes = [record.getMessage() for record in caplog.records if "made for another model" in record.getMessage()]
+    assert notes == [
+        f"the torch model itself reaches entity F1 {report['entity_f1_torch']:.3f} against the gold of parity.input = "
+        f"{demo_rows}: these rows look made for another model (params.yaml ships the demo's, data/validation.parquet); "
+        "set parity.input to your own validation rows (labelled with the model's labels, or not labelled)"
+    ]
+
+    workspace.write_params(model={"labels": ["O", "PER", "LOC", "MISC"]})  # a model of other entities
+    load_checkpoint.main()
+    with pytest.raises(UserError) as raised:
+        parity.main()
+    assert str(raised.value) == (
+        f"parity.input = {demo_rows} was labelled for another model: its gold labels (CAPITALIZED, CJK, NUMBER) are "
+        "none of this model's entities (LOC, MISC, PER); set parity.input to your own validation rows (labelled with "
+        "the model's labels, or not labelled)"
+    )

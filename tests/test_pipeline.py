@@ -165,6 +165,20 @@ def test_an_edit_reruns_exactly_the_stages_that_import_the_file(demo, edited, re
     assert {stage.split(":")[-1] for stage in changed} == reruns, changed
 
 
+@pytest.mark.parametrize("edited", ["tokenizer_config.json", "spm.model"])
+def test_a_backbone_edit_shows_in_dvc_status(demo, edited):
+    root, _ = demo
+    path = root / "models/demo/backbone" / edited
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n")
+    try:
+        changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout)
+    finally:
+        path.write_bytes(original)
+    assert changed == {"load_checkpoint": [{"changed deps": {"models/demo/backbone": "modified"}}]}, changed
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], root).stdout) == {}
+
+
 def test_perturbed_onnx_model_stops_dvc_at_parity(demo):
     root, _ = demo
     path = root / "models/onnx/model.onnx"

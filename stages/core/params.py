@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from stages.core.errors import UserError
-from stages.core.parsing import parse_section
+from stages.core.parsing import parse_file, setting
 from stages.core.parsing import value_range as _range
 
 PARAMS_FILE = Path("params.yaml")
+Provider = Literal["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -30,19 +29,19 @@ class ModelParams:
     sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)`."""
     num_labels: int = field(metadata=_range(1))
     """The head's label count; a checkpoint with another is an error that names the count it has."""
-    labels: tuple[str, ...] | None
+    labels: tuple[str, ...] | None = None
     """One name per label id, or `null` for `LABEL_<i>`; a Trainer directory's `id2label` must agree."""
-    classifier_dropout: float = field(metadata=_range(0.0, 1.0))
+    classifier_dropout: float = setting(0.2, 0.0, 1.0)
     """The head's dropout (inactive in eval; kept in the head spec)."""
-    max_length: int = field(metadata=_range(2))
+    max_length: int = setting(512, 2)
     """Tokens per window, special tokens included; at most what the backbone's positions embed."""
-    truncation_side: Literal["left", "right"]
+    truncation_side: Literal["left", "right"] = "left"
     """Which end of a long text `truncate` keeps: `left` keeps the end, as the seed notes do."""
-    trust_remote_code: bool
+    trust_remote_code: bool = False
     """Run code shipped with the backbone (off; a warning when on)."""
-    seed: int
+    seed: int = 0
     """Initialises the weights the checkpoint does not hold (an unused pooler); recorded in `head.json`."""
-    output: str
+    output: str = "models/model"
     """The normalised model directory (a Hugging Face token-classification directory; the class is the seed's model)."""
 
     def __post_init__(self) -> None:
@@ -62,26 +61,26 @@ class ModelParams:
 class ExportParams:
     """How to export the ONNX model (stage `export`)."""
 
-    exporter: Literal["dynamo", "torchscript"]
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
     """`dynamo` (torch.export) or `torchscript`."""
-    opset: int = field(metadata=_range(13, 23))
+    opset: int = setting(18, 13, 23)
     """The ONNX opset; the dynamo exporter writes >= 17 (asking for less is an error, not a silent 18)."""
-    input_dtype: Literal["int64", "int32"]
+    input_dtype: Literal["int64", "int32"] = "int64"
     """`int64`, or `int32` as in the seed notes; the graph casts internally."""
-    precision: Literal["fp32", "int8", "fp16"]
+    precision: Literal["fp32", "int8", "fp16"] = "fp32"
     """The exported precision: `fp32`; `int8` (dynamic, per-channel weights, CPU; docs/int8.md); `fp16` (GPU)."""
-    int8_target: Literal["auto", "vnni", "no_vnni"]
+    int8_target: Literal["auto", "vnni", "no_vnni"] = "auto"
     """The CPU that serves int8: `auto` (this one), `vnni` (AVX-512 VNNI, AVX-VNNI, AMX, ARM: 8-bit weights) or `no_vnni`
     (AVX2, AVX-512 without VNNI: 7-bit weights, as onnxruntime's u8s8 kernels saturate there). In `model.json`."""
-    int8_max_float_share: float = field(metadata=_range(0.0, 1.0))
+    int8_max_float_share: float = setting(0.5, 0.0, 1.0)
     """int8: the share of the weight MatMuls' work that may stay float for a mix to pass the gate (docs/int8.md)."""
-    dummy_batch: int = field(metadata=_range(2))
+    dummy_batch: int = setting(2, 2)
     """The export dummy's batch size (>= 2, so the axis stays dynamic)."""
-    dummy_length: int = field(metadata=_range(2))
+    dummy_length: int = setting(6, 2)
     """The export dummy's sequence length (>= 2; keep it away from `parity.grid_lengths`)."""
-    onnx_file: str | None
+    onnx_file: str | None = None
     """An `.onnx` file exported earlier (the seed notes'), adopted instead of exporting (its own opset, dtypes); `null`."""
-    output: str
+    output: str = "models/onnx"
     """The ONNX directory: `model.onnx`, tokenizer, `config.json`, `model.json`."""
 
 
@@ -89,23 +88,23 @@ class ExportParams:
 class RuntimeParams:
     """How the exported model is served: shared by `parity` and `infer` so parity checks what serves."""
 
-    backend: Literal["onnxruntime", "openvino", "auto"]
+    backend: Literal["onnxruntime", "openvino", "auto"] = "onnxruntime"
     """What serves the model in `parity` and `infer`: onnxruntime (`providers`), OpenVINO on the CPU, or `auto`: the
     one the export stage measured faster here on the parity rows (`model.json`'s `serving`, with the evidence)."""
-    openvino_precision: Literal["auto", "f32", "bf16"]
+    openvino_precision: Literal["auto", "f32", "bf16"] = "auto"
     """OpenVINO's inference precision on an fp32 export: `auto` (bf16 where its CPU plugin reports BF16, e.g. AVX-512
     BF16 or AMX, else f32), `f32` or `bf16`; bf16 is gated by `parity.bf16`. An int8 export runs as it is."""
-    openvino_cache: str | None
+    openvino_cache: str | None = "models/.openvino-cache"
     """Where OpenVINO keeps what `parity` compiled for `infer` to load (docs/serving.md): a local directory; `null`: none."""
-    providers: tuple[Literal["CUDAExecutionProvider", "CPUExecutionProvider"], ...]
+    providers: tuple[Provider, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     """onnxruntime providers by preference, e.g. `[CUDAExecutionProvider, CPUExecutionProvider]`; CUDA alone fails loudly."""
-    intra_op_num_threads: int = field(metadata=_range(0))
+    intra_op_num_threads: int = setting(0, 0)
     """onnxruntime's intra-op threads; 0 = all cores."""
-    graph_optimization_level: Literal["disable", "basic", "extended", "all"]
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     """onnxruntime's graph optimisations."""
-    cpu_memory_arena: bool
+    cpu_memory_arena: bool = False
     """onnxruntime's CPU memory arena (on: it keeps the largest batch's buffers, +1.4 GB RSS at base, no speed-up)."""
-    intra_op_spinning: bool
+    intra_op_spinning: bool = True
     """Idle onnxruntime threads spin (on: lowest latency) or sleep (off: they yield the cores)."""
 
     def __post_init__(self) -> None:
@@ -140,36 +139,36 @@ class ParityParams:
     input: str
     """The gate's (and the int8 search's) rows: a labelled validation file, read as `infer.input` is, with `annotations`;
     naming `infer.input` makes new data rerun the export and the gate."""
-    samples: int = field(metadata=_range(1))
+    samples: int = setting(256, 1)
     """Rows of `input` compared, drawn with `seed` from its first 10 x `samples` rows and tokenised as `infer` does;
     label agreement is pooled over their tokens (a few thousand measure 0.999)."""
-    batch_size: int = field(metadata=_range(1))
+    batch_size: int = setting(16, 1)
     """How the dataset rows are batched (length-sorted, padded)."""
-    grid_batch_sizes: tuple[int, ...] = field(metadata=_range(1))
+    grid_batch_sizes: tuple[int, ...] = setting((1, 3, 8), 1)
     """The shape grid's batch sizes (rows padded to different lengths)."""
-    grid_lengths: tuple[int, ...] = field(metadata=_range(1))
+    grid_lengths: tuple[int, ...] = setting((1, 2, 7, 64, 512), 1)
     """The shape grid's sequence lengths, capped at `model.max_length`; keep one away from `export.dummy_length`."""
-    atol: float = field(metadata=_range(0.0))
+    atol: float = setting(1e-4, 0.0)
     """fp32: `|onnx - torch| <= atol + rtol * |torch|` on every non-pad logit."""
-    rtol: float = field(metadata=_range(0.0))
+    rtol: float = setting(1e-3, 0.0)
     """fp32: the relative part of the criterion."""
-    min_label_agreement: float = field(metadata=_range(0.0, 1.0))
+    min_label_agreement: float = setting(0.999, 0.0, 1.0)
     """fp32: the share of tokens whose label must agree (rows pooled; grid tokens the tolerance protects)."""
-    max_f1_drop: float = field(metadata=_range(0.0, 1.0))
+    max_f1_drop: float = setting(0.001, 0.0, 1.0)
     """fp32: how far the rows' span F1 may fall (ONNX spans against torch's; entity F1 against gold)."""
-    int8: Tolerance
+    int8: Tolerance = Tolerance(atol=1.0, rtol=0.2, min_label_agreement=0.999, max_f1_drop=0.005, outlier_share=0.001)
     """The criterion for an int8 model (loose values, gated on label agreement)."""
-    fp16: Tolerance
+    fp16: Tolerance = Tolerance(atol=0.05, rtol=0.02, min_label_agreement=0.999, max_f1_drop=0.002, outlier_share=0.001)
     """The criterion for an fp16 model."""
-    bf16: Tolerance
+    bf16: Tolerance = Tolerance(atol=1.0, rtol=0.2, min_label_agreement=0.999, max_f1_drop=0.005, outlier_share=0.001)
     """The criterion for an fp32 model that OpenVINO serves at bf16 (`runtime.openvino_precision`)."""
-    seed: int
+    seed: int = 0
     """Which rows are sampled, and the grid's random tokens."""
-    report: str
+    report: str = "metrics/parity.json"
     """The summary metrics file (`dvc exp show` lists it): verdict, agreement, largest difference, failures."""
-    details: str
+    details: str = "metrics/parity_cases.json"
     """Every case's statistics (the rows, each grid shape): open it to see why a case failed."""
-    plots: str
+    plots: str = "metrics/parity_plots"
     """The directory of `dvc plots` data: max difference per sequence length, a difference histogram."""
 
     def tolerance(self, precision: str) -> Tolerance:
@@ -185,48 +184,49 @@ class InferParams:
 
     input: str
     """The dataset: a `.parquet`, `.csv`, `.jsonl` or `.conll` file, or a directory of such files (docs/reuse.md)."""
-    text_column: str
+    text_column: str = "text"
     """The dataset's text column."""
-    id_column: str
+    id_column: str = "id"
     """The dataset's id column (every row needs one)."""
-    output: str
+    output: str = "data/predictions.parquet"
     """The predictions: a `.parquet` file, or a directory (no suffix) for a Parquet dataset of parts; a path or URL."""
-    metrics: str
+    metrics: str = "metrics/infer.json"
     """The run's headline numbers (`dvc exp show` lists them): rows, seconds, texts/s, padding, peak memory, accuracy."""
-    details: str
+    details: str = "metrics/infer_details.json"
     """Everything the run counted: blocks, resumes, text issues, rows per node, recoveries, labels, entity scores."""
-    plots: str
+    plots: str = "metrics/infer_plots"
     """`dvc plots` data against gold: the token confusion matrix, entity F1 per label (empty without gold)."""
-    long_text: Literal["truncate", "sliding_window"]
-    """`truncate` (one window, cut on `model.truncation_side`) or `sliding_window` (every token scored)."""
-    stride: int = field(metadata=_range(0))
+    long_text: Literal["truncate", "sliding_window"] = "sliding_window"
+    """`sliding_window` (every token scored) or `truncate` (one window, cut on `model.truncation_side`, as the seed
+    notes do; gold spans in the cut text count as misses, and the metrics count the rows and spans cut)."""
+    stride: int = setting(128, 0)
     """Tokens shared by consecutive sliding windows; a token's prediction is from the window where it is most central."""
-    batch_size: int = field(metadata=_range(1))
+    batch_size: int = setting(64, 1)
     """At most this many windows per batch."""
-    max_batch_tokens: int = field(metadata=_range(1))
+    max_batch_tokens: int = setting(4096, 1)
     """At most this many padded token slots per batch (memory grows with it)."""
-    max_batch_attention: int = field(metadata=_range(1))
+    max_batch_attention: int = setting(262144, 1)
     """At most rows x length^2 per batch: attention memory grows with the length squared (262,144: one 512 row)."""
-    block_rows: int = field(metadata=_range(2))
+    block_rows: int = setting(4096, 2)
     """Rows sorted by length and batched together, on average (a block ends after a row its text picks, so an edit
     changes only its block; half to twice this many): one block, one resumable part file."""
-    bad_rows: Literal["score", "skip"]
+    bad_rows: Literal["score", "skip"] = "score"
     """`score` (null and non-string values scored as empty text) or `skip` (row kept, not scored, reason recorded)."""
-    probabilities: bool
+    probabilities: bool = False
     """Also write each token's label probabilities."""
-    span_ignore_labels: tuple[str, ...]
+    span_ignore_labels: tuple[str, ...] = ("O",)
     """Labels that never form spans (e.g. `[O]`)."""
-    reuse: bool
+    reuse: bool = True
     """Take the rows scored before (same text, model and output-shaping params) from `store` (docs/reuse.md)."""
-    store: str | None
+    store: str | None = None
     """The score store, a path or URL outside every DVC output; `null`: `.score-store` in `output`'s directory."""
-    engine: Literal["local", "ray"]
+    engine: Literal["local", "ray"] = "local"
     """`local` (this process) or `ray` (a Ray Data actor pool; see docs/ray.md). Both resume from finished parts."""
-    ray_actors: int = field(metadata=_range(1))
+    ray_actors: int = setting(1, 1)
     """ray: scoring actors, spread over the nodes; each holds one onnxruntime session."""
-    ray_cpus_per_actor: float = field(metadata=_range(0.0))
+    ray_cpus_per_actor: float = setting(1.0, 0.0)
     """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads: that, rounded down, at least 1."""
-    ray_gpus_per_actor: float = field(metadata=_range(0.0))
+    ray_gpus_per_actor: float = setting(0.0, 0.0)
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
 
 
@@ -234,19 +234,19 @@ class InferParams:
 class AnnotationParams:
     """Gold labels in a dataset (`parity.input`, `infer.input`), for entity precision, recall and F1 (docs/quality.md)."""
 
-    format: Literal["auto", "spans", "tags", "none"]
+    format: Literal["auto", "spans", "tags", "none"] = "auto"
     """`spans` (a list of `{start, end, label}` per row in `spans_column`), `tags` (words and a tag per word in
     `words_column` and `tags_column`; `.conll` files always), `none`, or `auto`: spans where the dataset has
     `spans_column`, else tags where it has both tag columns, else none."""
-    spans_column: str
+    spans_column: str = "entities"
     """Character spans per row: `{start, end, label}` (Label Studio's `labels: [one]` too) or `[start, end, label]`."""
-    words_column: str
+    words_column: str = "tokens"
     """Each row's words (`tokens`), found in the text in order, or joined by spaces where there is no text column."""
-    tags_column: str
+    tags_column: str = "ner_tags"
     """The column of each word's tag (Hugging Face datasets: `ner_tags`): names, or ids named by `tag_names`."""
-    scheme: Literal["iob2", "iob1", "io"]
+    scheme: Literal["iob2", "iob1", "io"] = "iob2"
     """`iob2` (BIO: an entity starts with `B-`), `iob1` (`B-` only between two of one type), `io` (plain labels)."""
-    tag_names: tuple[str, ...] | None
+    tag_names: tuple[str, ...] | None = None
     """The name of each tag id for integer tags (a Hugging Face `ClassLabel`'s `names`)."""
 
 
@@ -254,25 +254,25 @@ class AnnotationParams:
 class BenchmarkParams:
     """What the serving benchmark measures (stage `benchmark`): engines side by side on the same rows."""
 
-    size: Literal["demo", "base"]
+    size: Literal["demo", "base"] = "demo"
     """`demo`: the pipeline's model (`model.output`); `base`: mdeberta-v3-base's shape with random weights."""
-    rows: int = field(metadata=_range(1))
+    rows: int = setting(64, 1)
     """Non-empty rows of `parity.input` (not `infer.input`: new data to score reruns only `infer`), in order."""
-    batch: int = field(metadata=_range(1))
+    batch: int = setting(8, 1)
     """Rows per batch, padded to their longest."""
-    length: int = field(metadata=_range(2))
+    length: int = setting(128, 2)
     """Tokens per row at most, special tokens included."""
-    rounds: int = field(metadata=_range(1))
+    rounds: int = setting(3, 1)
     """Timed rounds per serving variant, alternating between variants."""
-    warmup: int = field(metadata=_range(0))
+    warmup: int = setting(1, 0)
     """Untimed rounds per variant first."""
-    seed: int
+    seed: int = 0
     """The random weights of size `base`."""
-    metrics: str
+    metrics: str = "metrics/benchmark.json"
     """texts/s per serving variant (`dvc metrics`)."""
-    report: str
+    report: str = "metrics/benchmark_report.json"
     """The full report: every variant's numbers, the machine, the settings."""
-    plots: str
+    plots: str = "metrics/benchmark_plots.json"
     """`dvc plots` data: texts/s per serving variant."""
 
 
@@ -290,11 +290,7 @@ class Params:
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate a params file; any problem is a `UserError` naming the key."""
+    """Read and validate a params file; any problem is a `UserError` naming the key; a key it lacks, its default."""
     if not path.is_file():
         raise UserError(f"params file not found: {path} (run from the repository root)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML: {error}") from None
-    return parse_section(Params, raw, prefix="")
+    return parse_file(Params, path)

@@ -1,7 +1,9 @@
 """Parsing a params mapping into typed, frozen dataclasses: keys checked, values typed, ranges enforced.
 
 Unknown keys fail with a did-you-mean suggestion; enum values list their choices; numbers are range-checked
-against each field's `metadata` (`value_range`). Errors name the key by its full dotted path.
+against each field's `metadata` (`value_range`). Errors name the key by its full dotted path. A key the mapping
+lacks takes its field's declared default (`setting`), and its name joins the list the caller logs; a key without
+a default is required.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import difflib
 import logging
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from stages.core.errors import UserError
 
@@ -30,8 +35,37 @@ def value_range(low: float | None = None, high: float | None = None) -> dict[str
     return {"min": low, "max": high}
 
 
-def parse_section(cls: type, raw: Any, prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+def setting(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A field with its default and allowed range (inclusive)."""
+    return dataclasses.field(default=default, metadata=value_range(low, high))
+
+
+def parse_file(cls: type, path: Path) -> Any:
+    """The params file `path` as dataclass `cls`; one log line names the keys it lacks, which take their defaults."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {error}") from None
+    defaulted: list[str] = []
+    parsed = parse_section(cls, {} if raw is None else raw, "", defaulted)
+    if defaulted:
+        values = []
+        for key in defaulted:
+            value = parsed
+            for name in key.split("."):
+                value = getattr(value, name)
+            values.append(f"{key} = {value!r}")
+        log.info(
+            "%s lacks %d keys, which take their defaults (docs/params.md): %s", path, len(values), ", ".join(values)
+        )
+    return parsed
+
+
+def parse_section(cls: type, raw: Any, prefix: str, defaulted: list[str] | None = None, defaults: Any = None) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges. A key the mapping lacks takes its
+    field's default (or `defaults`' value, for a section whose default is an instance) and is added to
+    `defaulted`; a key without one is a `UserError`."""
+    defaulted = [] if defaulted is None else defaulted
     where = prefix.rstrip(".") or "params.yaml"
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}")
@@ -46,10 +80,17 @@ def parse_section(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for name, spec in fields.items():
         key = prefix + name
-        if name not in raw:
-            raise UserError(f"missing key {key} in params.yaml")
-        values[name] = _parse_value(hints[name], raw[name], key)
-        _check_range(spec, values[name], key)
+        default = getattr(defaults, name) if defaults is not None else spec.default
+        if name in raw:
+            values[name] = _parse_value(hints[name], raw[name], key, defaulted, default)
+            _check_range(spec, values[name], key)
+        elif default is not dataclasses.MISSING:
+            values[name] = default
+            defaulted.append(key)
+        elif dataclasses.is_dataclass(hints[name]):  # a section the file lacks: its keys' defaults, if all have one
+            values[name] = parse_section(hints[name], {}, key + ".", defaulted)
+        else:
+            raise UserError(f"missing key {key} in params.yaml; it has no default: set it (docs/params.md)")
     return cls(**values)
 
 
@@ -71,16 +112,16 @@ def _renamed(raw: dict, prefix: str) -> dict:
     return renamed
 
 
-def _parse_value(kind: Any, value: Any, key: str) -> Any:
+def _parse_value(kind: Any, value: Any, key: str, defaulted: list[str], default: Any = None) -> Any:
     origin = typing.get_origin(kind)
     arguments = typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        return parse_section(kind, value, prefix=key + ".")
+        return parse_section(kind, value, key + ".", defaulted, None if default is dataclasses.MISSING else default)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in arguments:
             return None
         (inner,) = [argument for argument in arguments if argument is not type(None)]
-        return _parse_value(inner, value, key)
+        return _parse_value(inner, value, key, defaulted)
     if origin is Literal:
         if value not in arguments:
             choices = ", ".join(str(argument) for argument in arguments)
@@ -89,7 +130,7 @@ def _parse_value(kind: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list):
             raise UserError(f"{key} must be a list, got {value!r}")
-        return tuple(_parse_value(arguments[0], item, f"{key}[{index}]") for index, item in enumerate(value))
+        return tuple(_parse_value(arguments[0], item, f"{key}[{index}]", defaulted) for index, item in enumerate(value))
     if kind is bool:
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true or false, got {value!r}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +19,8 @@ from stages.model.token_model import CustomModel, GraphInputs
 OUTPUT_NAME = "logits"
 SINGLE_FILE_LIMIT = 1_800_000_000  # bytes; protobuf cannot hold more than 2 GB
 TORCH_DTYPES = {"int64": torch.int64, "int32": torch.int32}
+OP_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"  # the dynamo exporter's table of ONNX functions
+TORCHVISION_ABSENT = "torchvision is not installed"
 
 
 def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor, ...]:
@@ -50,13 +55,35 @@ def export_graph(model: CustomModel, params: ExportParams, path: Path) -> list[s
     return spell_for_fusion(path)
 
 
+@contextmanager
+def without_torchvision_warnings() -> Iterator[None]:
+    """The dynamo exporter's function table warns, on every export, that it skips torchvision's ops (nms, roi_align,
+    ...) because torchvision is not installed: no token classifier calls them, so those lines say nothing."""
+    registry = logging.getLogger(OP_REGISTRY_LOGGER)
+
+    def relevant(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TORCHVISION_ABSENT)
+
+    registry.addFilter(relevant)
+    try:
+        yield
+    finally:
+        registry.removeFilter(relevant)
+
+
 def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:
     """The chosen exporter, with dynamic batch and sequence axes; the graph's inputs are `model.input_names`."""
     wrapper = GraphInputs(model).eval()
     inputs = dummy_inputs(model, params)
     names = list(model.input_names)
     large = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values()) > SINGLE_FILE_LIMIT
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), lean_attention():
+    with (
+        torch.inference_mode(False),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        lean_attention(),
+        without_torchvision_warnings(),
+    ):
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
         if params.exporter == "dynamo":
             batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)

@@ -37,6 +37,13 @@ def resolve_backbone(source: str) -> Path:
         ) from None
 
 
+def snapshot_revision(directory: Path) -> str | None:
+    """The revision of a Hugging Face cache snapshot (`.../snapshots/<revision>`, what a hub id resolves to), or None
+    for another directory."""
+    resolved = directory.resolve()
+    return resolved.name if resolved.parent.name == "snapshots" else None
+
+
 def load_backbone(params: ModelParams) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     """The backbone's config and tokenizer, from a local directory or the local Hugging Face cache."""
     source = params.backbone

@@ -46,6 +46,8 @@ class HeadSpec:
     init_seed: int  # initialised what the checkpoint did not hold (model.seed)
     format: str = HEAD_FORMAT
     hub_prefix: str | None = None  # the encoder's name in the weights file: a Hugging Face layout; None: the seed's
+    backbone: str | None = None  # model.backbone: a directory, or a Hugging Face id
+    backbone_revision: str | None = None  # the Hugging Face cache snapshot it was read from; None: another directory
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"

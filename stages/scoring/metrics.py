@@ -28,6 +28,7 @@ class Tally:
     token_slots: int = 0
     windows: int = 0
     truncated_rows: int = 0
+    cut_gold_spans: int = 0  # gold spans in the cut text of truncated rows: counted as misses
     model_seconds: float = 0.0
     text_issues: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ def build_metrics(
         "tokens": tally.tokens,
         "windows": tally.windows,
         "truncated_rows": tally.truncated_rows,
+        "cut_gold_spans": tally.cut_gold_spans,
         "padding_ratio": round(1 - tally.model_tokens / tally.token_slots, 4) if tally.token_slots else 0.0,
         "seconds": round(seconds, 3),
         "model_seconds": round(tally.model_seconds, 3),
@@ -179,6 +181,8 @@ SUMMARY_KEYS = (
     "peak_rss_mb",
     "entity_f1",
     "token_accuracy",
+    "truncated_rows",
+    "cut_gold_spans",
 )
 
 

@@ -110,13 +110,15 @@ def token_types(labels: Iterable[str], ignore: frozenset[str]) -> list[str]:
     return types
 
 
-def scored_gold(gold: Sequence[Span], offsets: np.ndarray) -> list[Span]:
-    """The gold spans that reach the scored tokens (their character `offsets`): a truncated text's other spans were
-    never scored, so they count as neither found nor missed, as evaluations on truncated inputs count them."""
+def cut_gold(gold: Sequence[Span], offsets: np.ndarray) -> int:
+    """How many gold spans reach beyond the scored tokens (their character `offsets`): in a truncated row, the spans
+    in the cut text. They stay in the gold, so they count as misses: text left unscored is not left out."""
+    if not len(gold):
+        return 0
     if not len(offsets):
-        return []
+        return len(gold)
     first, last = int(offsets[0, 0]), int(offsets[-1, 1])
-    return [span for span in gold if span[1] > first and span[0] < last]
+    return sum(1 for start, end, _ in gold if start < first or end > last)
 
 
 def gold_token_types(text: str, offsets: Sequence[Sequence[int]], gold: Sequence[Span]) -> list[str]:

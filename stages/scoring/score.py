@@ -26,7 +26,7 @@ from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
-from stages.scoring.quality import gold_token_types, predicted_spans, scored_gold, token_types
+from stages.scoring.quality import cut_gold, gold_token_types, predicted_spans, token_types
 from stages.scoring.reuse.keys import ROW_CONTEXT, block_keys, row_keys
 from stages.scoring.reuse.plan import batch_plan, row_plan
 from stages.scoring.reuse.rows import EMPTY, StoredRows, gather, key_words
@@ -201,7 +201,8 @@ def block_outputs(prepared: PreparedBlock, scored: pa.Table, store: ScoreStore |
 def count_quality(
     served: ServedModel, prepared: PreparedBlock, outputs: pa.Table, params: InferParams, tally: Tally
 ) -> None:
-    """Tokens, truncations, labels, and entity and token counts against gold, from the rows' outputs."""
+    """Tokens, truncations, labels, and entity and token counts against gold (a truncated row's cut gold spans
+    counted as misses, and counted), from the rows' outputs."""
     tokens = outputs.column("n_tokens").to_numpy()
     tally.tokens += int(tokens.sum())
     tally.reused_tokens += int(tokens[prepared.reused].sum())
@@ -214,14 +215,16 @@ def count_quality(
     if block.gold is None:
         return
     ignore = frozenset(params.span_ignore_labels)
-    columns = {name: outputs.column(name).to_pylist() for name in ("labels", "starts", "ends", "spans")}
+    columns = {name: outputs.column(name).to_pylist() for name in ("labels", "starts", "ends", "spans", "truncated")}
     for index, text in enumerate(prepared.texts):
         if prepared.skipped[index]:
             continue
         labels = columns["labels"][index]
         offsets = np.stack([columns["starts"][index], columns["ends"][index]], axis=-1).reshape(-1, 2)
         where = f"block row {index} (id {block.ids[index].as_py()!r})"
-        expected = scored_gold(gold_for_model(block.gold[index], text, served.labels, ignore, where), offsets)
+        expected = gold_for_model(block.gold[index], text, served.labels, ignore, where)
+        if columns["truncated"][index]:  # the spans in the cut text stay in the gold: they count as misses
+            tally.cut_gold_spans += cut_gold(expected, offsets)
         tally.entities.count_row(expected, predicted_spans(text, columns["spans"][index]))
         tally.entities.count_tokens(gold_token_types(text, offsets, expected), token_types(labels, ignore))
 

@@ -28,6 +28,7 @@ class Window:
 
 def make_windows(texts: Sequence[EncodedText], framing: Framing, long_text: str, stride: int) -> list[Window]:
     """Windows of every text: one per text when truncating, overlapping ones for `sliding_window`."""
+    check_stride(long_text, stride, framing)
     windows = []
     for row, text in enumerate(texts):
         for start, length in window_spans(len(text), framing, long_text, stride):
@@ -65,7 +66,9 @@ def check_stride(long_text: str, stride: int, framing: Framing) -> None:
     """Sliding windows must advance: the stride must be shorter than a window's content."""
     if long_text == "sliding_window" and stride >= framing.capacity:
         raise UserError(
-            f"infer.stride = {stride} must be smaller than the {framing.capacity} content tokens of a window"
+            f"infer.stride = {stride} must be smaller than the {framing.capacity} content tokens of a window "
+            f"(model.max_length {framing.max_length} less its special tokens); set infer.stride to at most "
+            f"{framing.capacity - 1}, e.g. {framing.capacity // 4}"
         )
 
 

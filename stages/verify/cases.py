@@ -18,11 +18,12 @@ from stages.model.token_model import CustomModel, torch_logits
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
-from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, scored_gold, span_agreement
+from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, span_agreement
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows, merge_windows
 from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case, pooled_grid_values
+from stages.verify.foreign_rows import check_gold_labels
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
 SAMPLE_POOL_FACTOR = 10  # rows sampled from the first SAMPLE_POOL_FACTOR x parity.samples of the dataset
@@ -51,35 +52,33 @@ class GateRows:
     ignore: frozenset[str]
     prefix: int  # special tokens before a window's content
 
-    def spans(self, logits: list[np.ndarray]) -> tuple[list[list[Span]], list[list[Span]] | None]:
-        """Each row's spans from one model's logits on the batches, merged across windows as `infer` merges them,
-        and the gold spans that reach the scored tokens."""
+    def spans(self, logits: list[np.ndarray]) -> list[list[Span]]:
+        """Each row's spans from one model's logits on the batches, merged across windows as `infer` merges them."""
         per_window: list[np.ndarray] = [np.empty((0, len(self.labels)), np.float32)] * len(self.windows)
         for indices, batch in zip(self.batches, logits, strict=True):
             for position, index in enumerate(indices):
                 per_window[index] = batch[position, self.prefix : self.prefix + self.windows[index].length]
         names = np.asarray(self.labels, dtype=object)
-        spans, gold = [], []
+        spans = []
         rows = zip(
             self.texts,
             self.encoded,
             merge_windows(dict(enumerate(map(len, self.encoded))), self.windows, per_window),
             strict=True,
         )
-        for index, (text, tokens, row) in enumerate(rows):
+        for text, tokens, row in rows:
             offsets = tokens.offsets[row.positions]
-            if self.gold is not None:
-                gold.append(scored_gold(self.gold[index], offsets))
             found = aggregate_spans(
                 text, names[row.label_ids].tolist(), offsets[:, 0].tolist(), offsets[:, 1].tolist(),
                 np.zeros(len(row.positions), np.float32), self.ignore,
             )  # fmt: skip
             spans.append(predicted_spans(text, found))
-        return spans, None if self.gold is None else gold
+        return spans
 
     def quality(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> SpanQuality:
-        """The candidate's spans against the reference's and, with gold, each one's entity F1."""
-        (expected, gold), (found, _) = self.spans(reference), self.spans(candidate)
+        """The candidate's spans against the reference's and, with gold, each one's entity F1 (a truncated row's
+        gold spans in its cut text count as misses, as in `infer`)."""
+        expected, found, gold = self.spans(reference), self.spans(candidate), self.gold
         return SpanQuality(
             span_f1=span_agreement(expected, found),
             entity_f1_reference=None if gold is None else entity_f1(gold, expected),
@@ -157,6 +156,7 @@ def gate_rows(
     ignore = frozenset(params.infer.span_ignore_labels)
     gold = None
     if sampled.gold is not None:
+        check_gold_labels(sampled.gold, labels, ignore, params.parity.input)
         gold = [
             gold_for_model(spans, text, labels, ignore, f"{params.parity.input} row {index} of the sample")
             for index, (spans, text) in enumerate(zip(sampled.gold, sampled.texts, strict=True))

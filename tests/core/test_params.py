@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
+from stages import export, infer, load_checkpoint
 from stages.core.errors import UserError
 from stages.core.params import load_params
 from tests.conftest import REPO
@@ -94,3 +97,52 @@ def test_renamed_keys_still_load_for_one_release_with_a_warning(tmp_path, caplog
 def test_old_and_new_name_together_is_an_error(tmp_path):
     with pytest.raises(UserError, match=r"sets both infer\.window_rows and infer\.block_rows"):
         load_params(write(tmp_path, lambda p: p["infer"].update(window_rows=8)))
+
+
+# Keys added in December 2026 (the OpenVINO runtime, the score store): a params file written before lacks them.
+NEWER_KEYS = {
+    "runtime": ("backend", "openvino_precision", "openvino_cache"),
+    "parity": ("bf16",),
+    "infer": ("reuse", "store"),
+}
+
+
+def without_newer_keys(params: dict) -> None:
+    for section, keys in NEWER_KEYS.items():
+        for key in keys:
+            params[section].pop(key)
+
+
+def test_a_params_file_of_an_earlier_version_takes_the_defaults_named_in_one_log_line(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        params = load_params(write(tmp_path, without_newer_keys))
+    current = load_params(REPO / "params.yaml")  # which states every default
+    for section, keys in NEWER_KEYS.items():
+        for key in keys:
+            assert getattr(getattr(params, section), key) == getattr(getattr(current, section), key), (section, key)
+    lines = [record.getMessage() for record in caplog.records if "take their defaults" in record.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{tmp_path / 'params.yaml'} lacks 6 keys, which take their defaults (docs/params.md): ")
+    assert "runtime.openvino_cache = 'models/.openvino-cache'" in lines[0] and "infer.reuse = True" in lines[0]
+    assert "parity.bf16 = Tolerance(atol=1.0, rtol=0.2" in lines[0]
+
+
+def test_a_section_a_file_lacks_takes_its_defaults_and_a_required_key_says_so(tmp_path):
+    params = load_params(write(tmp_path, lambda p: p.pop("annotations")))
+    assert params.annotations == load_params(REPO / "params.yaml").annotations
+    with pytest.raises(UserError, match=r"^missing key parity\.input in params\.yaml; it has no default: set it"):
+        load_params(write(tmp_path, lambda p: p.pop("parity")))
+
+
+def test_the_stages_run_on_a_params_file_of_an_earlier_version(make_workspace, caplog):
+    workspace = make_workspace()
+    without_newer_keys(workspace.params)
+    workspace.write_params()
+    with caplog.at_level(logging.INFO):
+        load_checkpoint.main()
+        export.main()
+        infer.main()
+    metrics = json.loads(Path(workspace.params["infer"]["details"]).read_text(encoding="utf-8"))
+    assert metrics["rows"] == 44 and metrics["provider"] == "CPUExecutionProvider"
+    assert metrics["store"] is not None, "infer.reuse takes its default, true: the rows went to the score store"
+    assert sum("lacks 6 keys, which take their defaults" in record.getMessage() for record in caplog.records) == 3

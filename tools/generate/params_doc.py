@@ -30,11 +30,15 @@ PAGE = REPO / "docs" / "params.md"
 PARAMS_YAML = REPO / "params.yaml"
 INTRO = """# Params
 
-Every key of `params.yaml`, one section per stage (`runtime` is shared by `parity` and `infer`). Every key is
-required and validated on load: unknown keys fail with a did-you-mean, choices are listed, numbers are
-range-checked, and an error names the key (`infer.batch_size = 0 is out of range; it must be >= 1`). A stage
-reads only the keys it declares, which are its `params` in `dvc.yaml`. This page is generated from
-`stages/core/params.py` by `python -m tools.generate.params_doc`.
+Every key of `params.yaml`, one section per stage (`runtime` is shared by `parity` and `infer`), validated on
+load: unknown keys fail with a did-you-mean, choices are listed, numbers are range-checked, and an error names
+the key (`infer.batch_size = 0 is out of range; it must be >= 1`). A key with a default may be left out: a
+params file written for an earlier version runs, and each stage logs one line naming the keys it lacks and the
+defaults they take; the keys without a default (*required*) must be set. `dvc repro` itself also needs the keys
+that `dvc.yaml` interpolates (`${...}`) or names one by one in a stage's `params` (e.g. `parity.int8`): DVC stops
+with `Parameters '...' are missing from 'params.yaml'` until they are written. A stage reads only the keys it
+declares, which are its `params` in `dvc.yaml`. This page is generated from `stages/core/params.py` by
+`python -m tools.generate.params_doc`.
 """
 HEADER = (
     "Every stage reads its settings from here, and dvc.yaml declares which keys each stage depends on. The comments"
@@ -77,16 +81,25 @@ def describe(kind: Any, spec: dataclasses.Field) -> str:
     return names.get(kind, kind.__name__) + bounds
 
 
+def default_of(spec: dataclasses.Field) -> str:
+    """A field's default as params.yaml writes it, or *required*."""
+    if spec.default is dataclasses.MISSING:
+        return "*required*"
+    value = dataclasses.asdict(spec.default) if dataclasses.is_dataclass(spec.default) else spec.default
+    return f"`{yaml_value(list(value) if isinstance(value, tuple) else value)}`"
+
+
 def section_table(prefix: str, cls: type, docs: dict[str, dict[str, str]]) -> list[str]:
-    rows = ["| key | values | meaning |", "|---|---|---|"]
+    rows = ["| key | values | default | meaning |", "|---|---|---|---|"]
     hints = typing.get_type_hints(cls)
     for spec in dataclasses.fields(cls):
         key, kind = f"{prefix}.{spec.name}", hints[spec.name]
-        if dataclasses.is_dataclass(kind):
-            keys = ", ".join(f"`{inner.name}`" for inner in dataclasses.fields(kind))
-            rows.append(f"| `{key}` | {keys} | {docs[cls.__name__][spec.name]} |")
-            continue
-        rows.append(f"| `{key}` | {describe(kind, spec)} | {docs[cls.__name__][spec.name]} |")
+        values = (
+            ", ".join(f"`{inner.name}`" for inner in dataclasses.fields(kind))
+            if dataclasses.is_dataclass(kind)
+            else describe(kind, spec)
+        )
+        rows.append(f"| `{key}` | {values} | {default_of(spec)} | {docs[cls.__name__][spec.name]} |")
     return rows
 
 

@@ -23,6 +23,7 @@ from stages.scoring.datasets.blocks import Block
 KEY_BYTES = 16
 BATCH_CUT = 12  # a batch ends before a window whose key number is a multiple of this: ~12 windows per batch
 STORE_LAYOUT = 3  # entries are Arrow IPC files, LZ4 (1: Parquet, 2: zstd); another layout's store is not read
+GOLD_COUNTING = 2  # a stored block's tally counts a truncated row's cut gold spans as misses (1: left them out)
 ROW_CONTEXT = bytes(KEY_BYTES)  # the context of a row scored by a batch-invariant model: its own text alone
 # Params that do not change what is written: where it goes, and how the ray engine spreads the work.
 NEUTRAL_INFER_PARAMS = (
@@ -107,12 +108,18 @@ def scoring_params(params: Params) -> dict:
 
 def model_key(params: Params) -> str:
     """The digest of the exported model directory's files, of the params that shape the outputs, of how batches are
-    cut (rows' batches shape scores too) and of the store's layout."""
+    cut (rows' batches shape scores too), of the store's layout and of how its tallies count gold."""
     onnx_dir = Path(params.export.output)
     files = {
         path.relative_to(onnx_dir).as_posix(): file_digest(path)
         for path in sorted(onnx_dir.rglob("*"))
         if path.is_file()
     }
-    identity = {"files": files, **scoring_params(params), "batch_cut": BATCH_CUT, "layout": STORE_LAYOUT}
+    identity = {
+        "files": files,
+        **scoring_params(params),
+        "batch_cut": BATCH_CUT,
+        "layout": STORE_LAYOUT,
+        "gold_counting": GOLD_COUNTING,
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

@@ -70,19 +70,25 @@ class Owner:
         """Why this owner's lease is stale (expired, or its process on this host is gone), or None if it may live."""
         if self.expires is not None and self.expires < now:
             return f"its lease expired {now - self.expires:.0f} s ago"
-        if self.host == socket.gethostname() and not process_alive(self.pid, self.started):
-            return f"pid {self.pid} is no longer running"
+        if self.host == socket.gethostname():
+            return process_gone(self.pid, self.started)
         return None
 
 
-def process_alive(pid: int, started: float) -> bool:
-    """Whether process `pid` of this host runs and is the one that started at `started` (not a reused pid)."""
+def process_gone(pid: int, started: float) -> str | None:
+    """Why process `pid` of this host, started at `started`, no longer runs (gone, its pid reused, or a zombie: ended
+    and not yet reaped, as where a container's PID 1 reaps nothing); None if it runs."""
     try:
-        return abs(psutil.Process(pid).create_time() - started) < PID_START_SLACK_S
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) >= PID_START_SLACK_S:
+            return f"pid {pid} is no longer running"
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return f"pid {pid} has ended: it is a zombie that no parent has reaped"
     except psutil.NoSuchProcess:
-        return False
+        return f"pid {pid} is no longer running"
     except psutil.AccessDenied:
-        return True
+        return None
+    return None
 
 
 def lease_beside(output: Location) -> Location:

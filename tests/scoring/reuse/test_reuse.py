@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 import subprocess
@@ -156,12 +157,16 @@ def test_a_new_file_in_a_directory_dataset_scores_only_its_rows_and_reads_as_one
     assert Path("out/in.parquet").read_bytes() == whole, "the directory's files in path order, as one file"
 
 
-def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported, monkeypatch):
+def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuses_none(exported, monkeypatch, caplog):
     base = pd.read_parquet("data.parquet")
     first, details = score(exported, base)
     assert details["reused_rows"] == 0 and details["scored_rows"] == len(base)
-    again, details = score(exported, base)
+    with caplog.at_level(logging.INFO, logger="stages.infer"):
+        again, details = score(exported, base)
     assert again == first and details["reused_rows"] == len(base) and details["scored_rows"] == 0
+    summary = next(message for message in caplog.messages if message.startswith("wrote "))
+    assert f" s: all {len(base)} rows reused ({len(base)} from the score store), CPU" in summary, summary
+    assert "texts/s" not in summary, "no rate where the model scored nothing"
     for neutral in ({"output": "out/elsewhere.parquet"}, {"engine": "local", "ray_actors": 3}):
         moved, details = score(exported, base, **neutral)
         assert moved == first and details["scored_rows"] == 0, neutral

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from stages.core.errors import UserError
@@ -116,6 +117,31 @@ def test_an_object_lease_that_expired_or_whose_process_is_gone_is_taken_over_and
         assert Owner.from_json(lease_beside(stale).read_bytes()).run_id == lease.owner.run_id
         lease.release()
         assert not lease_beside(stale).exists()
+
+
+def test_an_object_lease_whose_process_is_a_zombie_is_taken_over_at_once(output, no_settling, caplog):
+    """A run SIGKILLed where nothing reaps it (its parent killed too, a container's PID 1 that reaps nothing) keeps
+    its pid and start time as a zombie; it runs no more, so its lease is stale long before it expires."""
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        process = psutil.Process(killed.pid)
+        owner = Owner("feedbeef0003", socket.gethostname(), killed.pid, process.create_time())
+        record(owner.until(time.time() + 60), lease_beside(output))
+        killed.send_signal(signal.SIGKILL)  # and not reaped: this test's process is its parent and does not wait yet
+        deadline = time.monotonic() + 10
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.status() == psutil.STATUS_ZOMBIE
+        lease = ObjectLease(output, PlainStore(lease_beside(output)))
+        with caplog.at_level(logging.WARNING):
+            lease.acquire()
+        lease.release()
+    finally:
+        killed.wait()
+    assert caplog.messages == [
+        f"taking over the lease on {output.name} from {owner.describe()}, which ended without releasing it "
+        f"(pid {killed.pid} has ended: it is a zombie that no parent has reaped)"
+    ]
 
 
 def test_a_live_object_lease_is_renewed_and_one_taken_over_stops_its_run(output, no_settling):
