@@ -19,7 +19,13 @@ from stages.scoring.metrics import quality_plots, summary_of, warn_about_data
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("export.output", "runtime", "infer", "annotations")  # what this stage reads, as its params in dvc.yaml
+PARAMS = (
+    "export.output",
+    "runtime",
+    "parity.verdict",
+    "infer",
+    "annotations",
+)  # what this stage reads, as its params in dvc.yaml
 
 
 def score_on_ray(params: Params) -> dict:

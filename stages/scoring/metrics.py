@@ -172,6 +172,7 @@ def quality_plots(metrics: dict) -> dict[str, list[dict]]:
 
 
 SUMMARY_KEYS = (
+    "verified",
     "rows",
     "scored_rows",
     "reused_rows",

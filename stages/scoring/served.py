@@ -60,15 +60,12 @@ class ServedModel:
         return [np.concatenate([framing.prefix, content, framing.suffix]) for content in unique]
 
     @classmethod
-    def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:
-        """The model in `onnx_dir` served as `runtime` says (`auto`: as `model.json` records); `tf32=False` for an
-        fp32 check on CUDA."""
+    def load(cls, onnx_dir: Path, runtime: RuntimeParams) -> ServedModel:
+        """The model in `onnx_dir` served as `runtime` says (`auto`: as `model.json` records)."""
         metadata = read_sidecar(onnx_dir)
         tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
-            runner=load_runner(
-                onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, tf32=tf32, cached=True
-            ),
+            runner=load_runner(onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, cached=True),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),

@@ -20,6 +20,7 @@ import ray
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, RuntimeParams
+from stages.graph.verdict import Identity, check_run_member, model_digests
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
@@ -79,10 +80,15 @@ class BlockScorer:
         parts: Location,
         run_id: str,
         store: tuple[Location, str] | None,
+        verdict: tuple[str, Identity, bool],
     ) -> None:
         release_freed_memory()
         self.store = None if store is None else ScoreStore.open(*store)
         self.served = ServedModel.load(Path(onnx_dir), runtime)
+        path, expected, allow_unverified = verdict  # checked on this node, before its first row
+        check_run_member(
+            Path(path), model_digests(Path(onnx_dir)), self.served.runner.identity, expected, allow_unverified
+        )
         self.infer = infer
         self.parts = PartFiles(parts)
         self.run_id = run_id

@@ -228,7 +228,8 @@ def publish_parts(parts: PartFiles, output: Location, staged: bool) -> None:
             write_predictions([next(tables)], file)
         files.append({"name": file.base_name, "rows": parts.recorded(index).rows})
     manifest = {"format": "parquet", "rows": sum(file["rows"] for file in files), "files": files}
-    manifest["fingerprint"] = json.loads(parts.directory.child(MANIFEST).read_text())["fingerprint"]
+    recorded = json.loads(parts.directory.child(MANIFEST).read_text())
+    manifest.update(fingerprint=recorded["fingerprint"], verification=recorded["verification"])
     output.child(DATASET_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     output.child(SUCCESS).write_text("")
 

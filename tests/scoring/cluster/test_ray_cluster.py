@@ -323,7 +323,7 @@ def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_works
 
     make_workspace()  # a dataset of 44 rows, blocks of 16
     params = load_params()
-    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
+    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})
     assert write_blocks_file(params, parts) == 3
     blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
     whole = blocks_file.read_bytes()
