@@ -1,4 +1,5 @@
-"""`params.yaml` as typed, frozen, validated objects; each key's meaning is its field's string (docs/params.md)."""
+"""`params.yaml` as typed, frozen, validated objects; each key's meaning is its field's string (docs/params.md). The
+`benchmark` section lives in `stages.core.benchmark_params`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 
 import yaml
 
+from stages.core.benchmark_params import BenchmarkParams
 from stages.core.errors import UserError
 from stages.core.parsing import parse_section
 from stages.core.parsing import value_range as _range
@@ -248,32 +250,6 @@ class AnnotationParams:
     """`iob2` (BIO: an entity starts with `B-`), `iob1` (`B-` only between two of one type), `io` (plain labels)."""
     tag_names: tuple[str, ...] | None
     """The name of each tag id for integer tags (a Hugging Face `ClassLabel`'s `names`)."""
-
-
-@dataclass(frozen=True)
-class BenchmarkParams:
-    """What the serving benchmark measures (stage `benchmark`): engines side by side on the same rows."""
-
-    size: Literal["demo", "base"]
-    """`demo`: the pipeline's model (`model.output`); `base`: mdeberta-v3-base's shape with random weights."""
-    rows: int = field(metadata=_range(1))
-    """Non-empty rows of `parity.input` (not `infer.input`: new data to score reruns only `infer`), in order."""
-    batch: int = field(metadata=_range(1))
-    """Rows per batch, padded to their longest."""
-    length: int = field(metadata=_range(2))
-    """Tokens per row at most, special tokens included."""
-    rounds: int = field(metadata=_range(1))
-    """Timed rounds per serving variant, alternating between variants."""
-    warmup: int = field(metadata=_range(0))
-    """Untimed rounds per variant first."""
-    seed: int
-    """The random weights of size `base`."""
-    metrics: str
-    """texts/s per serving variant (`dvc metrics`)."""
-    report: str
-    """The full report: every variant's numbers, the machine, the settings."""
-    plots: str
-    """`dvc plots` data: texts/s per serving variant."""
 
 
 @dataclass(frozen=True)
