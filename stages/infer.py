@@ -49,7 +49,8 @@ def main() -> None:
     )
     if "entity_f1" in metrics:
         summary += (
-            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f}, "
+            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f} "
+            f"({metrics['entity_level']}-level), "
             f"token accuracy {metrics['token_accuracy']:.4f}"
         )
     log.info("wrote %s: %s", params.infer.output, summary)
