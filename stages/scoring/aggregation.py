@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.scoring.quality import Word
 from stages.scoring.spans import aggregate_spans
 from stages.scoring.tokens import TextTokenizer
 
@@ -127,8 +128,8 @@ class Aggregation:
         """The spans (and words) of one row's scored tokens: `ids` at `offsets`, with their label probabilities."""
         names = np.asarray(self.labels, dtype=object)
         if not self.word_level:
-            scores = probabilities.max(axis=-1) if len(ids) else np.zeros(0, np.float32)
-            labels = names[probabilities.argmax(axis=-1)].tolist() if len(ids) else []
+            labels = names[probabilities.argmax(axis=-1)].tolist()
+            scores = probabilities.max(axis=-1)
             return RowReading(aggregate_spans(text, labels, offsets[:, 0], offsets[:, 1], scores, self.ignore))
         firsts = self.rule.word_firsts(text, ids, offsets)
         if not len(firsts):
@@ -140,6 +141,6 @@ class Aggregation:
         return RowReading(aggregate_spans(text, labels, starts, ends, scores, self.ignore), starts, ends, labels)
 
 
-def word_ranges(starts: Sequence[int], ends: Sequence[int]) -> list[tuple[int, int]]:
+def word_ranges(starts: Sequence[int], ends: Sequence[int]) -> list[Word]:
     """Words' character ranges from the output's `word_starts` and `word_ends`."""
     return list(zip(starts, ends, strict=True))
