@@ -32,6 +32,7 @@ PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search an
     "parity.grid_lengths", "parity.atol", "parity.rtol", "parity.min_label_agreement", "parity.max_f1_drop",
     "parity.int8", "parity.bf16", "annotations",
     "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
+    "infer.aggregation",
 )  # fmt: skip
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 PARAMS = (  # what this stage reads, as its params in dvc.yaml: rows are tokenised and windowed as infer does
     "model.output", "export.output", "runtime", "parity", "annotations",
     "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
+    "infer.aggregation",
 )  # fmt: skip
 
 

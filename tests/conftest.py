@@ -71,14 +71,24 @@ def build_workspace(
         if layout is None
         else write_layout(root / "backbone", layout)
     )
-    torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
     entities = [entity_spans(text or "") for text in texts]  # gold spans, by the demo's rule
     frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts, "entities": entities})
+    return write_workspace(root, model, DEMO_LABELS, frame)
+
+
+def write_workspace(root: Path, model: CustomModel, labels: tuple[str, ...], frame: pd.DataFrame) -> Workspace:
+    """Write the checkpoint of `model` (its backbone files are in `root / "backbone"`), the dataset `frame` and
+    params.yaml under `root`."""
+    torch.save(model.state_dict(), root / "model.ckpt")
     frame.to_parquet(root / "data.parquet")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["model"].update(
-        backbone=str(root / "backbone"), checkpoint=str(root / "model.ckpt"), labels=list(DEMO_LABELS), max_length=128
+        backbone=str(root / "backbone"),
+        checkpoint=str(root / "model.ckpt"),
+        num_labels=len(labels),
+        labels=list(labels),
+        max_length=128,
     )
     # The TorchScript exporter takes a second where dynamo takes ten; tests about the exporters choose their own.
     params["export"].update(exporter="torchscript", opset=17)

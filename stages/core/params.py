@@ -224,6 +224,10 @@ class InferParams:
     """Also write each token's label probabilities."""
     span_ignore_labels: tuple[str, ...] = ("O",)
     """Labels that never form spans (e.g. `[O]`)."""
+    aggregation: Literal["simple", "first", "average", "max"] = "simple"
+    """How spans are built, as Hugging Face's pipeline `aggregation_strategy`: `simple` (adjacent tokens of one label),
+    or, for models trained on first sub-word labels, each word one label: its first token's (`first`), its tokens' mean
+    (`average`) or its most confident token's (`max`); these add word columns and count entity F1 on words."""
     reuse: bool = True
     """Take the rows scored before (same text, model and output-shaping params) from `store` (docs/reuse.md)."""
     store: str | None = None

@@ -152,4 +152,5 @@ def score_locally(params: Params) -> dict:
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
         recovery=Recovery(rescored_blocks=len(parts.rescored)),
         store=store.summary() if store is not None else None,
+        aggregation=params.infer.aggregation,
     )

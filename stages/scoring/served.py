@@ -11,6 +11,7 @@ import numpy as np
 from stages.core.params import RuntimeParams
 from stages.graph.metadata import ONNX_FILE, read_sidecar
 from stages.graph.runners import Runner, load_runner, resolve_serving
+from stages.scoring.aggregation import Aggregation, WordRule
 from stages.scoring.batching import pad_batch
 from stages.scoring.tokens import Framing, TextTokenizer
 
@@ -25,11 +26,16 @@ class ServedModel:
     tokenizer: TextTokenizer
     labels: tuple[str, ...]
     framing: Framing
+    word_rule: WordRule
     invariance: list[bool] = field(default_factory=list)  # `batch_invariant`'s measurement, once made
 
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_id
+
+    def aggregation(self, strategy: str, ignore: frozenset[str]) -> Aggregation:
+        """How this model's rows become spans under `strategy` (`infer.aggregation`), `ignore` forming none."""
+        return Aggregation(strategy, self.labels, ignore, self.word_rule)
 
     def batch_invariant(self, texts: Sequence[str]) -> bool:
         """Whether a window's logits are the same bits in any batch (alone, and beside others padded to the longest),
@@ -69,6 +75,7 @@ class ServedModel:
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),
+            word_rule=WordRule.of(tokenizer),
         )
 
 

@@ -31,6 +31,7 @@ from stages.scoring.storage.parts import PartFiles
 
 BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
 GOLD_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())]))  # a row's spans
+WORDS_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))  # a row's gold words
 SCORED_MARK = "scored-"
 
 
@@ -53,7 +54,7 @@ def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> B
             f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
             "again and the finished parts are kept"
         ) from None
-    gold = rows.column("gold").to_pylist()
+    gold, words = rows.column("gold").to_pylist(), rows.column("words").to_pylist()
     return Block(
         rows.column("id").combine_chunks(),
         rows.column("text").to_pylist(),
@@ -61,6 +62,7 @@ def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> B
         None
         if gold[0] is None
         else [[(span["start"], span["end"], span["label"]) for span in spans] for spans in gold],
+        words=None if words[0] is None else [[(word["start"], word["end"]) for word in row] for row in words],
     )
 
 

@@ -44,7 +44,7 @@ from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.verdict import Identity, check_verdict, model_digests, verdict_message, verified_identity
-from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, BlockScorer
+from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, WORDS_TYPE, BlockScorer
 from stages.scoring.cluster.health import NodeWatch, recovery_of
 from stages.scoring.cluster.resources import actor_runtime
 from stages.scoring.datasets.blocks import empty_dataset
@@ -62,8 +62,8 @@ log = logging.getLogger(__name__)
 
 
 def write_blocks_file(params: Params, parts: PartFiles) -> int:
-    """The dataset's blocks as one Parquet row group each, with their gold spans, beside the parts (kept for a rerun);
-    their count."""
+    """The dataset's blocks as one Parquet row group each, with their gold spans and words, beside the parts (kept for a
+    rerun); their count."""
     infer = params.infer
     blocks_file = parts.directory.child(BLOCKS_FILE)
     if (blocks := blocks_written(blocks_file)) is not None:
@@ -79,6 +79,7 @@ def write_blocks_file(params: Params, parts: PartFiles) -> int:
                         "text": block.texts,
                         "issue": pa.array(block.issues, pa.string()),
                         "gold": pa.array(block.gold or [None] * len(block.texts), GOLD_TYPE),
+                        "words": pa.array(block.words or [None] * len(block.texts), WORDS_TYPE),
                     }
                 )
                 if writer is None:
@@ -217,6 +218,7 @@ def score_with_ray(params: Params) -> dict:
         rows_per_node=dict(rows_per_node),
         recovery=recovery,
         store=store.summary() if store is not None else None,
+        aggregation=params.infer.aggregation,
     )
 
 

@@ -67,8 +67,9 @@ def open_store(params: Params, served: Identity, digests: Mapping[str, str]) -> 
 
 
 def block_key(block: Block) -> str:
-    """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold."""
-    gold = json.dumps(block.gold, default=str).encode()
+    """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold (and the
+    gold's words, where it names them: word-level entity counts are taken on them)."""
+    gold = json.dumps(block.gold if block.words is None else [block.gold, block.words], default=str).encode()
     return combined_key([*block_keys(block), array_bytes(block.ids), gold]).hex()
 
 
