@@ -16,7 +16,7 @@ def shortfalls(cases: list[CaseReport], tolerance: Tolerance) -> str:
     for criterion in ("values", *LABEL_CRITERIA, "finite"):
         failed = [case for case in cases if criterion in case.failed]
         if criterion == "values":
-            parts += [values_shortfall(group) for group in grouped_values(failed)]
+            parts += [values_shortfall(group) for group in grouped_values(failed, cases)]
         elif failed:
             parts.append(
                 f"{CRITERION_WORDS[criterion]} ({', '.join(measured(case, criterion, tolerance) for case in failed)})"
@@ -24,11 +24,11 @@ def shortfalls(cases: list[CaseReport], tolerance: Tolerance) -> str:
     return "; ".join(parts)
 
 
-def grouped_values(failed: list[CaseReport]) -> list[list[CaseReport]]:
-    """The rows case on its own, the grid's cases as one group (their outliers are counted pooled)."""
+def grouped_values(failed: list[CaseReport], cases: list[CaseReport]) -> list[list[CaseReport]]:
+    """The rows case on its own; the grid's cases as one group, all of them, when its pooled count failed."""
     rows = [[case] for case in failed if case.name == ROWS_CASE]
-    grid = [case for case in failed if case.name != ROWS_CASE]
-    return rows + ([grid] if grid else [])
+    grid = [case for case in cases if case.name != ROWS_CASE]
+    return rows + ([grid] if any(case.name != ROWS_CASE for case in failed) else [])
 
 
 def values_shortfall(group: list[CaseReport]) -> str:
