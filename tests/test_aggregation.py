@@ -97,7 +97,10 @@ def test_spans_are_the_pipelines_and_word_f1_is_seqevals(tmp_path, monkeypatch, 
     read = pipeline_readings(pipeline("token-classification", model="models/model", device="cpu"), frame["text"])
     for strategy in STRATEGIES:
         settings = {
-            "aggregation": strategy, "output": f"out/{strategy}.parquet", "reuse": False, "block_rows": 1000,
+            "aggregation": strategy,
+            "output": f"out/{strategy}.parquet",
+            "reuse": False,
+            "block_rows": 1000,
             "long_text": "truncate",  # as the pipeline reads a long text: its first window alone
         }
         workspace.write_params(infer={**settings, "batch_size": 64})

@@ -29,9 +29,7 @@ class Window:
 DEFAULT_STRIDE = 128
 
 
-def make_windows(
-    texts: Sequence[EncodedText], framing: Framing, long_text: str, stride: int | None
-) -> list[Window]:
+def make_windows(texts: Sequence[EncodedText], framing: Framing, long_text: str, stride: int | None) -> list[Window]:
     """Windows of every text: one per text when truncating, overlapping ones for `sliding_window`."""
     check_stride(long_text, stride, framing)
     windows = []

@@ -7,6 +7,7 @@ config files); nothing here reads them from params.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -169,9 +170,9 @@ def storage_error(location: Location, error: BaseException, writing: bool = Fals
     """A filesystem failure as one line naming the location, with the likely fix."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     lowered = reason.lower()
-    if any(word in lowered for word in ("credential", "access denied", "access_denied", "accessdenied", "403")):
+    if re.search(r"credential|access[ _]?denied|\b403\b", lowered):  # not a "403" inside a key's hash
         hint = "check the credentials (environment, config files) for this location"
-    elif any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist", "404")):
+    elif re.search(r"no_?such_?bucket|bucket does not exist|\b404\b", lowered):
         hint = "check the bucket name"
     elif any(word in lowered for word in UNREACHABLE):
         hint = "check that the store is reachable (network, endpoint), then run again: finished parts are kept"
