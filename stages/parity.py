@@ -4,7 +4,8 @@ Compared on the rows of `parity.input` tokenised and windowed exactly as `infer`
 over their tokens, their spans against torch's and, with gold annotations, each model's entity F1) and on a
 grid of batch sizes x sequence lengths (values, finiteness, and labels where the tolerance protects them), over
 non-pad tokens, with the session options and provider `infer` uses (TF32 off on CUDA). The report and plots
-are written first; then a failure exits 1 and says what to change.
+are written first; then a failure exits 1 and says what to change, and where: the failed case rerun with each layer's
+output exposed names the first that parts from torch's module output (`stages.verify.layers`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stages.verify.cases import check_compatible, check_parity, gate_inputs, plo
 from stages.verify.compare import build_report, case_details
 from stages.verify.explain import explain_failure, format_table
 from stages.verify.foreign_rows import foreign_rows_note
+from stages.verify.layers import LAYER_PLOT, describe_divergence, layer_picture
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,16 @@ def main() -> None:
     write_json(Path(params.parity.details), case_details(cases))
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
+    picture = layer_picture(model, onnx_dir, params, inputs, cases, tolerance)  # where the runtimes part, per layer
+    if picture is not None:
+        write_json(Path(params.parity.details), {**case_details(cases), "layers": picture.details()})
+    write_json(Path(params.parity.plots) / LAYER_PLOT, [] if picture is None else picture.plot_rows())
     print(format_table(cases), file=sys.stderr)
     if (note := foreign_rows_note(report, params.parity.input)) is not None:
         log.warning("%s", note)
     if not report["passed"]:
         explanation = explain_failure(cases, tolerance, precision) + ("" if note is None else f"\n{note}")
+        explanation += "" if picture is None else f"\n{describe_divergence(picture)}"
         raise CheckFailed("parity failed, so the pipeline stops before infer:\n" + explanation)
     log.info(
         "parity passed for the %s model on %d cases, %d tokens, max abs diff %.2e",
