@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -16,12 +17,13 @@ from onnx import numpy_helper
 
 from stages import export, load_checkpoint, parity
 from stages.core.errors import CheckFailed
-from stages.core.params import load_params
+from stages.core.params import Tolerance, load_params
+from stages.graph.layer_map import LayerOutput
 from stages.graph.metadata import save_with_weights_apart
 from stages.graph.onnx_dir import write_onnx_dir
 from stages.model.directory import load_model_dir
 from stages.verify.cases import grid_batch
-from stages.verify.layers import compare_layers
+from stages.verify.layers import Tally, compare_layers, judged
 from tests.backbones import KINDS
 from tests.conftest import REPO
 from tools.outliers import add_outliers
@@ -85,6 +87,35 @@ def test_a_bias_planted_in_layer_k_names_layer_k_and_without_it_nothing_is_repor
     plot = json.loads(Path("metrics/parity_plots/layer_error.json").read_text(encoding="utf-8"))
     assert [row["output"] for row in plot] == [output["module"] for output in layers["outputs"]]
     assert [row["position"] for row in plot] == list(range(8)) and max(row["log10_relative_error"] for row in plot) < -5
+
+
+def test_each_output_is_judged_at_the_tolerance_scaled_to_its_size():
+    """The same 0.5 move is within atol 1 on logits of size 10, and beyond it on a hidden state of size 1 (atol 0.1
+    there); a token with NaN is beyond any tolerance."""
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 5), dtype=np.int64)
+    mask[1, 3:] = 0  # padding is never counted
+    sizes = {"fc": 10.0, "model.encoder.layer.0": 1.0, "model.encoder.layer.1": 1.0}
+    tallies = {name: Tally() for name in sizes}
+    for name, size in sizes.items():
+        reference = rng.choice([-size, size], (2, 5, 4)).astype(np.float32)
+        candidate = reference + np.float32(0.5 if name != "model.encoder.layer.1" else 0.0)
+        candidate[1, 4] = 100.0  # a pad position: ignored
+        if name == "model.encoder.layer.1":
+            candidate[0, 2, 1] = np.nan
+        tallies[name].add(reference, candidate, mask, rtol=0.0)
+    entries = [LayerOutput(name, None, name) for name in sizes]
+    tolerance = Tolerance(atol=1.0, rtol=0.0, min_label_agreement=0.999, max_f1_drop=0.005)
+    judged_outputs = {output.module: output for output in judged(entries, tallies, tolerance)}
+    head, hidden, broken = (
+        judged_outputs["fc"],
+        judged_outputs["model.encoder.layer.0"],
+        judged_outputs["model.encoder.layer.1"],
+    )
+    assert (head.atol, head.tokens, head.tokens_over_tolerance, head.diverged) == (1.0, 8, 0, False)
+    assert (round(hidden.atol, 6), hidden.tokens_over_tolerance, hidden.diverged) == (0.1, 8, True)
+    assert (broken.nonfinite_tokens, broken.tokens_over_tolerance, broken.diverged) == (1, 1, True)
+    assert round(hidden.relative_error, 6) == 0.5 and round(head.relative_error, 6) == 0.05
 
 
 @pytest.mark.slow
