@@ -252,8 +252,9 @@ def layer_picture(
         return None
     rows = inputs.rows.arrays
     tokens = sum(int(np.count_nonzero(arrays["attention_mask"])) for arrays in rows)
-    step = max(1, math.ceil(tokens / params.parity.layer_tokens))
-    chosen = rows[step // 2 :: step] or rows[:1]  # length-sorted batches, so a spread keeps long and short rows
+    count = min(len(rows), math.ceil(len(rows) * params.parity.layer_tokens / max(tokens, 1)))
+    spread = sorted({int(index) for index in np.linspace(0, len(rows) - 1, count).round()})  # longest to shortest
+    chosen = [rows[index] for index in spread]
     name = ROWS_CASE if len(chosen) == len(rows) else f"{ROWS_CASE} ({len(chosen)} of {len(rows)} batches)"
     return compare_layers(model, onnx_dir, params.runtime, name, chosen, tolerance)
 
