@@ -25,7 +25,8 @@ from stages.verify.cases import check_compatible, check_parity, gate_inputs, plo
 from stages.verify.compare import build_report, case_details
 from stages.verify.explain import explain_failure, format_table
 from stages.verify.foreign_rows import foreign_rows_note
-from stages.verify.layers import LAYER_PLOT, describe_divergence, layer_picture
+from stages.verify.layers import LAYER_PLOT, layer_picture
+from stages.verify.where import describe_divergence
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@ layer, its attention and feed-forward blocks, the head), for comparing a model l
 
 A node belongs to the module its exporter names it after (the dynamo exporter's name scopes, the TorchScript
 exporter's `/model/<module path>/<op>` names, as `stages.graph.matmuls` reads them); nodes the exporter left
-unnamed (an optimizer's Split) belong to the deepest module that the named nodes around them share. A module's output is the one
-float tensor its nodes hand on that carries the tokens' values (reached from `input_ids` other than through a
-Shape): a shape, a mask or a position table that the exporter computed once and shares with the next layer is
-not one. A module with no such tensor, or several, is listed with the reason, never guessed. The map is made on the
-fp32 graph; a precision conversion may rename some of its tensors (`stages.verify.layers` says which).
+unnamed (an optimizer's Split) belong to the deepest module that the named nodes around them share. A module's
+output is the one float tensor its nodes hand on that carries the tokens' values (reached from `input_ids` other
+than through a Shape): a shape, a mask or a position table that the exporter computed once and shares with the next
+layer is not one. A module with no such tensor, or several, is listed with the reason, never guessed. The map is
+made on the fp32 graph; a precision conversion may rename some of its tensors (`stages.verify.layers` says which).
 """
 
 from __future__ import annotations
