@@ -1,7 +1,7 @@
 """Running one gate case with every mapped layer output exposed: torch's module outputs by forward hooks, and a copy
 of the served graph that also outputs the mapped tensors (the served graph is untouched; the copy lives in a
-directory beside it while the case runs), on the runtime that serves it. OpenVINO compiles the copy as it compiles the served graph; where it cannot, onnxruntime runs the copy, at the
-graph's own precision, and the picture says so."""
+directory beside it while the case runs), on the runtime that serves it. OpenVINO compiles the copy as it compiles
+the served graph; where it cannot, onnxruntime runs the copy at the graph's own precision, and the picture says so."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from stages.model.token_model import CustomModel, torch_inputs
 
 EXPOSED_FILE = "exposed.onnx"
 Outputs = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]  # one padded batch -> tensor name -> values
+ModuleOutput = Callable[[str, "np.ndarray | None"], None]  # a torch module's name and its output on the batch
 
 
 @dataclass(frozen=True)
@@ -113,27 +114,29 @@ def first_tensor(output: object) -> torch.Tensor | None:
 
 
 @contextmanager
-def module_outputs(model: CustomModel, modules: list[str]) -> Iterator[dict[str, torch.Tensor | None]]:
-    """Within the block, each forward pass of `model` leaves `modules`' outputs in the dict yielded."""
-    captured: dict[str, torch.Tensor | None] = {}
+def module_outputs(model: CustomModel, modules: list[str], take: ModuleOutput) -> Iterator[None]:
+    """Within the block, each forward pass of `model` hands each of `modules`' outputs to `take` as it is computed
+    (a float32 array, or None for an output holding no tensor), so no batch keeps every layer's output at once."""
     named = dict(model.named_modules())
-    handles = [
-        named[name].register_forward_hook(
-            lambda _module, _inputs, output, name=name: captured.update({name: first_tensor(output)})
-        )
-        for name in modules
-    ]
+
+    def hook(name: str) -> Callable[..., None]:
+        def handle(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            tensor = first_tensor(output)
+            take(name, None if tensor is None else tensor.float().numpy())
+
+        return handle
+
+    handles = [named[name].register_forward_hook(hook(name)) for name in modules]
     try:
-        yield captured
+        yield
     finally:
         for handle in handles:
             handle.remove()
 
 
 def torch_layer_outputs(
-    model: CustomModel, modules: list[str], arrays: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """`modules`' outputs in torch eager for one padded batch, as float32 arrays (missing: the module did not run)."""
-    with module_outputs(model, modules) as captured, torch.inference_mode():
+    model: CustomModel, modules: list[str], arrays: Mapping[str, np.ndarray], take: ModuleOutput
+) -> None:
+    """Run one padded batch in torch eager, handing `modules`' outputs to `take` (a module that does not run, none)."""
+    with module_outputs(model, modules, take), torch.inference_mode():
         model(**torch_inputs(model, dict(arrays)))
-    return {name: value.float().numpy() for name, value in captured.items() if value is not None}

@@ -28,7 +28,7 @@ from stages.graph.runners import resolve_serving
 from stages.model.token_model import CustomModel
 from stages.verify.cases import GateInputs
 from stages.verify.compare import ROWS_CASE, CaseReport
-from stages.verify.layer_runs import exposed_copy, exposed_run, torch_layer_outputs
+from stages.verify.layer_runs import ModuleOutput, exposed_copy, exposed_run, torch_layer_outputs
 
 LAYER_PLOT = "layer_error.json"  # in parity.plots
 LOG_FLOOR = 1e-10  # a relative error below lands here on the plot's log10 axis
@@ -108,7 +108,7 @@ def judged(entries: list[LayerOutput], tallies: dict[str, Tally], tolerance: Tol
     for entry in entries:
         tally = tallies.get(entry.module)
         if tally is None or tally.problem or not tally.tokens:
-            reason = entry.unmatched or (tally.problem if tally else "") or "the case has no tokens"
+            reason = entry.unmatched or (tally.problem if tally else "") or "its torch module did not run"
             errors.append(unmatched_error(entry, reason))
             continue
         atol = tolerance.atol * (tally.rms_torch / head_rms if head_rms else 1.0)
@@ -201,6 +201,13 @@ def served_entries(metadata: dict[str, Any], served: onnx.ModelProto) -> tuple[l
     return entries, ""
 
 
+def comparing(
+    tallies: dict[str, Tally], tensors: dict[str, str], candidate: dict[str, np.ndarray], mask: np.ndarray, rtol: float
+) -> ModuleOutput:
+    """What takes a torch module's output on one batch: its tally counts it against the graph's tensor."""
+    return lambda module, reference: tallies[module].add(reference, candidate[tensors[module]], mask, rtol)
+
+
 def compare_layers(
     model: CustomModel,
     onnx_dir: Path,
@@ -220,13 +227,10 @@ def compare_layers(
     with tempfile.TemporaryDirectory(prefix=".parity-layers-", dir=onnx_dir.parent) as scratch:
         copy = exposed_copy(onnx_dir / ONNX_FILE, [entry.tensor for entry in mapped], Path(scratch))
         run = exposed_run(copy, runtime, serving, [entry.tensor for entry in mapped])
+        tensors = {entry.module: entry.tensor for entry in mapped}
         for arrays in batches:
-            reference = torch_layer_outputs(model, [entry.module for entry in mapped], arrays)
-            candidate = run.outputs(arrays)
-            for entry in mapped:
-                tallies[entry.module].add(
-                    reference.get(entry.module), candidate[entry.tensor], arrays["attention_mask"], tolerance.rtol
-                )
+            compare = comparing(tallies, tensors, run.outputs(arrays), arrays["attention_mask"], tolerance.rtol)
+            torch_layer_outputs(model, list(tensors), arrays, compare)  # each torch output compared as it is computed
     return LayerPicture(
         case, serving.precision, run.runtime, run.note, tolerance.rtol, judged(entries, tallies, tolerance)
     )
@@ -257,39 +261,3 @@ def layer_picture(
     chosen = [rows[index] for index in spread]
     name = ROWS_CASE if len(chosen) == len(rows) else f"{ROWS_CASE} ({len(chosen)} of {len(rows)} batches)"
     return compare_layers(model, onnx_dir, params.runtime, name, chosen, tolerance)
-
-
-def describe_divergence(picture: LayerPicture) -> str:
-    """Where the case's layer outputs part from torch's, for a failed gate's message: the first beyond its tolerance,
-    where the relative error grows most, and what could not be compared."""
-    lines = [
-        f"where: {picture.case} rerun with each layer's output exposed ({picture.runtime or 'not run'}) and compared "
-        "with its torch module's output over the non-pad tokens, atol scaled to the output's size"
-    ]
-    divergent = picture.first_divergent
-    if divergent is None:
-        lines.append("no layer output is beyond its tolerance")
-    else:
-        before = [output.relative_error for output in picture.compared[: picture.compared.index(divergent)]]
-        broken = f", {divergent.nonfinite_tokens} with NaN/Inf" if divergent.nonfinite_tokens else ""
-        lines.append(
-            f"first divergent layer output: {divergent.module}{layer_words(divergent)}: {divergent.tokens_over_tolerance}"
-            f" of {divergent.tokens} tokens beyond atol {divergent.atol:.2g} + rtol {picture.rtol:g} x |torch|{broken}, "
-            f"max |diff| {divergent.max_abs_diff:.3g}, relative error {divergent.relative_error:.3g}"
-            + (f"; the outputs before it agree to relative error {max(before):.2g} or less" if before else "")
-        )
-    if growth := picture.growth():
-        steps = (f"{output.module} (x{factor:.3g}, to {output.relative_error:.2g})" for output, factor in growth)
-        lines.append("the relative error grows most at " + ", ".join(steps))
-    if unmatched := [output for output in picture.outputs if output.unmatched]:
-        lines.append(
-            f"not compared ({len(unmatched)} of {len(picture.outputs)}): "
-            + "; ".join(f"{output.module}: {output.unmatched}" for output in unmatched)
-        )
-    return "\n".join([*lines, *([picture.note] if picture.note else [])])
-
-
-def layer_words(output: LayerError) -> str:
-    if output.layer is not None:
-        return f" (encoder layer {output.layer})"
-    return " (the head)" if output.module == HEAD_MODULE else ""
