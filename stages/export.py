@@ -15,10 +15,11 @@ import logging
 from pathlib import Path
 
 from stages.bench.choice import serving_chooser
+from stages.core.atomic import write_json
 from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.graph.metadata import ONNX_FILE
-from stages.graph.onnx_dir import write_onnx_dir
+from stages.graph.onnx_dir import measured, write_onnx_dir
 from stages.quantize.policy import accuracy_aware_int8
 from stages.verify.cases import sample_rows
 
@@ -31,6 +32,7 @@ PARAMS = (  # what this stage reads, as its params in dvc.yaml (int8's search an
     "parity.grid_lengths", "parity.atol", "parity.rtol", "parity.min_label_agreement", "parity.max_f1_drop",
     "parity.int8", "parity.bf16", "annotations",
     "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
+    "infer.aggregation",
 )  # fmt: skip
 
 
@@ -39,6 +41,7 @@ def main() -> None:
     model_dir, target = Path(params.model.output), Path(params.export.output)
     chooser = serving_chooser(params, model_dir, sample_rows(params)) if params.runtime.backend == "auto" else None
     metadata = write_onnx_dir(model_dir, params.export, target, accuracy_aware_int8(params, model_dir), chooser)
+    write_json(Path(params.export.report), measured(metadata))
     inputs = ", ".join(f"{entry['name']}:{entry['dtype']}" for entry in metadata["inputs"])
     origin = (
         f"{params.export.onnx_file} adopted"

@@ -19,7 +19,13 @@ from stages.scoring.metrics import quality_plots, summary_of, warn_about_data
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("export.output", "runtime", "infer", "annotations")  # what this stage reads, as its params in dvc.yaml
+PARAMS = (
+    "export.output",
+    "runtime",
+    "parity.verdict",
+    "infer",
+    "annotations",
+)  # what this stage reads, as its params in dvc.yaml
 
 
 def score_on_ray(params: Params) -> dict:
@@ -55,8 +61,8 @@ def run_summary(metrics: dict) -> str:
     summary += f", {metrics['provider']}"
     if "entity_f1" in metrics:
         summary += (
-            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f}, "
-            f"token accuracy {metrics['token_accuracy']:.4f}"
+            f", against the gold of {metrics['gold_rows']} rows: entity F1 {metrics['entity_f1']:.4f} "
+            f"({metrics['entity_level']}-level), token accuracy {metrics['token_accuracy']:.4f}"
         )
         if metrics["truncated_rows"]:
             summary += (

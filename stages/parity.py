@@ -3,9 +3,11 @@
 Compared on the rows of `parity.input` tokenised and windowed exactly as `infer` does (label agreement pooled
 over their tokens, their spans against torch's and, with gold annotations, each model's entity F1) and on a
 grid of batch sizes x sequence lengths (values, finiteness, and labels where the tolerance protects them), over
-non-pad tokens, with the session options and provider `infer` uses (TF32 off on CUDA). The report and plots
-are written first; then a failure exits 1 and says what to change, and where: the failed case rerun with each layer's
-output exposed names the first that parts from torch's module output (`stages.verify.layers`).
+non-pad tokens, with the session options and provider `infer` uses (`runtime.tf32` alike). The report, the plots
+and the verdict (`parity.verdict`: the result bound to the served files' digests and the served identity, which
+`infer` checks before it scores) are written first; then a failure exits 1 and says what to change, and where: the
+failed case rerun with each layer's output exposed names the first that parts from torch's module output
+(`stages.verify.layers`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stages.core.declared import load_declared
 from stages.core.errors import CheckFailed, UserError
 from stages.core.runner import run_stage
 from stages.graph.metadata import SIDECAR_FILE
+from stages.graph.verdict import model_digests, write_verdict
 from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 PARAMS = (  # what this stage reads, as its params in dvc.yaml: rows are tokenised and windowed as infer does
     "model.output", "export.output", "runtime", "parity", "annotations",
     "infer.text_column", "infer.id_column", "infer.long_text", "infer.stride", "infer.span_ignore_labels",
+    "infer.aggregation",
 )  # fmt: skip
 
 
@@ -43,7 +47,7 @@ def main() -> None:
         if not (directory / file).is_file():
             raise UserError(f"{directory / file} not found; run `dvc repro` so the earlier stages write it")
     model, spec = load_model_dir(model_dir)
-    served = ServedModel.load(onnx_dir, params.runtime, tf32=False)
+    served = ServedModel.load(onnx_dir, params.runtime)
     check_compatible(spec, onnx_dir)
     precision = served.runner.precision  # the export's, or bf16 where OpenVINO serves an fp32 export at bf16
     tolerance = params.parity.tolerance(precision)
@@ -52,6 +56,7 @@ def main() -> None:
     report = build_report(cases, tolerance, precision, served.runner.provider)
     write_json(Path(params.parity.report), report)
     write_json(Path(params.parity.details), case_details(cases))
+    write_verdict(Path(params.parity.verdict), model_digests(onnx_dir), served.runner.identity, report)
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
     picture = layer_picture(model, onnx_dir, params, inputs, cases, tolerance)  # where the runtimes part, per layer

@@ -20,8 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".pytest_cache" / "built"
 SOURCES = (
-    "tests/backbones.py", "tests/layouts.py", "tests/built.py", "tests/data/real_text.parquet",
+    "tests/backbones.py", "tests/layouts.py", "tests/first_subword.py", "tests/built.py", "tests/data/real_text.parquet",
     "stages/model/token_model.py", "stages/model/tokenizer_layout.py", "stages/model/backbone.py", "tools/demo/rules.py",
+    "tools/demo/corpus.py", "tools/demo/lexicon.py",
 )  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers", "sentencepiece")
 COMPLETE = ".complete"

@@ -71,14 +71,24 @@ def build_workspace(
         if layout is None
         else write_layout(root / "backbone", layout)
     )
-    torch.save(model.state_dict(), root / "model.ckpt")
     texts = sample_texts(rows)
     entities = [entity_spans(text or "") for text in texts]  # gold spans, by the demo's rule
     frame = pd.DataFrame({"id": [f"row-{index}" for index in range(len(texts))], "text": texts, "entities": entities})
+    return write_workspace(root, model, DEMO_LABELS, frame)
+
+
+def write_workspace(root: Path, model: CustomModel, labels: tuple[str, ...], frame: pd.DataFrame) -> Workspace:
+    """Write the checkpoint of `model` (its backbone files are in `root / "backbone"`), the dataset `frame` and
+    params.yaml under `root`."""
+    torch.save(model.state_dict(), root / "model.ckpt")
     frame.to_parquet(root / "data.parquet")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["model"].update(
-        backbone=str(root / "backbone"), checkpoint=str(root / "model.ckpt"), labels=list(DEMO_LABELS), max_length=128
+        backbone=str(root / "backbone"),
+        checkpoint=str(root / "model.ckpt"),
+        num_labels=len(labels),
+        labels=list(labels),
+        max_length=128,
     )
     # The TorchScript exporter takes a second where dynamo takes ten; tests about the exporters choose their own.
     params["export"].update(exporter="torchscript", opset=17)
@@ -91,9 +101,12 @@ def build_workspace(
         grid_lengths=[1, 2, 7, 64, 128],
         layer_tokens=0,
     )
-    params["infer"].update(  # windows of 126 content tokens overlap by 32 (128 would not advance)
-        input=str(root / "data.parquet"), output="out/predictions.parquet", batch_size=8, block_rows=16, stride=32
-    )
+    # Windows of 126 content tokens overlap by 32 (128 would not advance). The scoring tests run infer without the
+    # gate before it (allow_unverified: warned, recorded); the verdict's own tests turn it off.
+    params["infer"].update(
+        input=str(root / "data.parquet"), output="out/predictions.parquet", batch_size=8, block_rows=16, stride=32,
+        allow_unverified=True,
+    )  # fmt: skip
     workspace = Workspace(root=root, model=model, params=params)
     workspace.write_params()
     return workspace

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stages import export, infer, load_checkpoint
+from stages import export, infer, load_checkpoint, parity
 from stages.core.errors import UserError
 from tests.backbones import piece_rule_accuracy
 from tests.conftest import REPO
@@ -110,6 +110,26 @@ def test_csv_and_jsonl_inputs_give_the_same_predictions_and_scores(make_workspac
         other = pd.read_parquet(f"out/{path}.parquet")
         assert other["label_ids"].map(list).tolist() == predictions["label_ids"].map(list).tolist(), path
         assert json.loads(Path("metrics/infer.json").read_text())["entity_f1"] == first["entity_f1"], path
+
+
+def test_word_level_aggregation_adds_words_and_the_gate_reads_spans_as_infer_does(make_workspace):
+    workspace = make_workspace()
+    workspace.write_params(infer={"aggregation": "first"}, parity={"samples": 100})  # the gate takes every row
+    load_checkpoint.main()
+    export.main()
+    parity.main()
+    infer.main()
+    predictions = pd.read_parquet(workspace.params["infer"]["output"])
+    assert predictions["word_starts"].map(len).sum() > 0
+    for row in predictions.itertuples():
+        assert len(row.word_starts) == len(row.word_ends) == len(row.word_labels) <= row.n_tokens
+        assert set(row.word_starts) <= set(row.starts) and set(row.word_ends) <= set(row.ends)
+        assert all(span["start"] in row.word_starts and span["end"] in row.word_ends for span in row.spans), row.id
+    details = json.loads(Path("metrics/infer_details.json").read_text())
+    assert details["entity_level"] == "word" and details["aggregation"] == "first"
+    assert json.loads(Path("metrics/infer.json").read_text())["entity_level"] == "word"
+    gate = json.loads(Path("metrics/parity.json").read_text())
+    assert gate["entity_f1_onnx"] == pytest.approx(details["entity_f1"], abs=1e-5)  # same rows, read alike
 
 
 def test_invalid_utf8_in_csv_is_scored_and_counted(make_workspace):

@@ -85,7 +85,12 @@ def test_dvc_repro_runs_all_four_stages_on_the_demo(demo):
     assert metrics["rows"] == len(source) >= 5000
     assert metrics["entity_f1"] >= 0.95 and metrics["token_accuracy"] >= 0.99  # against the demo's gold spans
     assert parity["entity_f1_onnx"] == parity["entity_f1_torch"] >= 0.95
-    assert metrics["provider"] == "CPUExecutionProvider"
+    verdict = json.loads((root / "models/verdict.json").read_text())  # what parity verified is what infer served,
+    assert metrics["verified"] and verdict["passed"]  # on whichever provider this host started (CUDA on a GPU)
+    assert (
+        metrics["verification"]["served"] == verdict["served"] and verdict["served"]["provider"] == parity["provider"]
+    )
+    assert metrics["provider"] == parity["provider"] in ("CUDAExecutionProvider", "CPUExecutionProvider")
     predictions = pd.read_parquet(root / "data/predictions.parquet")
     assert predictions["id"].tolist() == source["id"].tolist()
     assert (root / "models/onnx/model.onnx").is_file()

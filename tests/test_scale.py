@@ -25,6 +25,8 @@ from stages.scoring.storage.parts import PART_SUFFIX, PartFiles, fingerprint
 from tests.conftest import REPO
 from tests.test_parity import edit_graph, perturb_one_weight
 
+CPU_SERVED = {"runtime": "onnxruntime 1", "provider": "CPUExecutionProvider", "precision": "fp32", "cpu_kernels": "any"}
+
 
 def prepared(make_workspace, rows: int = 40, context_heavy: bool = False, **infer_params):
     """A workspace exported and ready to score; `context_heavy`: weights that make each token's output depend
@@ -162,7 +164,7 @@ def test_sigkill_then_rerun_reuses_finished_parts_and_gives_identical_prediction
 
 def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):
     workspace = prepared(make_workspace)
-    original = fingerprint(load_params())
+    original = fingerprint(load_params(), CPU_SERVED)
     neutral = {
         "output": "elsewhere/predictions.parquet",
         "metrics": "elsewhere/infer.json",
@@ -174,7 +176,7 @@ def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):
     before = {key: workspace.params["infer"][key] for key in neutral}
     for key, value in neutral.items():
         workspace.write_params(infer={key: value})
-        assert fingerprint(load_params()) == original, f"{key} does not change the outputs"
+        assert fingerprint(load_params(), CPU_SERVED) == original, f"{key} does not change the outputs"
     workspace.write_params(infer=before)
     changes = {
         "infer.long_text": lambda: workspace.write_params(infer={"long_text": "truncate"}),
@@ -187,10 +189,12 @@ def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):
         "the ONNX model": lambda: edit_graph(perturb_one_weight),  # same size, other weights
         "the input file": lambda: pd.read_parquet("data.parquet").iloc[:-1].to_parquet("data.parquet"),
     }
+    served = {**CPU_SERVED, "provider": "CUDAExecutionProvider"}  # what actually serves, not what is configured
+    assert fingerprint(load_params(), served) != fingerprint(load_params(), CPU_SERVED)
     seen = {original}
     for name, change in changes.items():
         change()
-        key = fingerprint(load_params())
+        key = fingerprint(load_params(), CPU_SERVED)
         assert key not in seen, f"changing {name} must change the fingerprint"
         seen.add(key)
 

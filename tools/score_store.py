@@ -4,7 +4,8 @@
     python -m tools.score_store --prune    # deletes every model's entries but the current one's, then prints
 
 The store is `infer.store` (or `.score-store` beside `infer.output`); the current model is the one
-`export.output` and the output-shaping params of params.yaml name (docs/reuse.md).
+`export.output` and the output-shaping params of params.yaml name, served as `infer` would serve it on this machine
+(the served identity is part of the key: docs/reuse.md).
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from stages.core.params import load_params
+from stages.core.runner import run_stage
+from stages.graph.verdict import model_digests
 from stages.scoring.reuse.keys import model_key
 from stages.scoring.reuse.store import RECORD_SUFFIX, store_location
+from stages.scoring.served import ServedModel
 from tools.cli import option, parse
 
 
@@ -31,7 +36,9 @@ class ScoreStoreSettings:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse(ScoreStoreSettings, argv, __doc__)
     params = load_params()
-    root, current = store_location(params), model_key(params)
+    onnx_dir = Path(params.export.output)
+    served = ServedModel.load(onnx_dir, params.runtime).runner.identity  # what infer would serve it as, here
+    root, current = store_location(params), model_key(params, served, model_digests(onnx_dir))
     models = [info.base_name for info in root.entries() if info.type == pafs.FileType.Directory]
     for model in sorted(models):
         directory = root.child(model)
@@ -51,4 +58,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -63,3 +63,14 @@ def describe_cpu() -> str:
     `AMD EPYC 7B13, family 25 model 1 (avx2 fma)`."""
     present = [flag for flag in SHOWN_FLAGS if flag in cpu_flags()]
     return f"{cpu_model()} ({' '.join(present) or 'no x86 SIMD flags read'})"
+
+
+def kernel_class(precision: str) -> str:
+    """Which of this CPU's kernels serve `precision`, where kernels of different ISAs give different numbers: int8
+    dot products exact (VNNI, AMX, ARM) or through u8s8 pairs that saturate (x86 without VNNI); bf16 on AMX tiles or
+    AVX-512 BF16; `any` for fp32 and fp16, which round alike on every CPU to within fp32's tolerance."""
+    if precision == "int8":
+        return "int8 exact (vnni)" if has_vnni() else "int8 u8s8 (no vnni: saturates)"
+    if precision == "bf16":
+        return "bf16 amx" if "amx_bf16" in cpu_flags() else "bf16 avx512" if has_native_bf16() else "bf16 emulated"
+    return "any"

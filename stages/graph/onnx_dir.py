@@ -24,6 +24,8 @@ from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
 
 ServingChooser = Callable[[Path, dict[str, Any]], dict[str, Any]]  # model file, metadata -> choice
 NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
+SERVING_CHOICE = ("backend", "precision", "cpu")  # what `auto` chose, which parity and infer serve: in model.json
+TIMINGS = ("search_seconds",)  # the precision conversion's: in the export's report (and the returned metadata)
 
 
 def write_onnx_dir(
@@ -58,6 +60,7 @@ def write_onnx_dir(
             if served_as_given
             else apply_precision(staging / ONNX_FILE, params.precision, params.int8_target, int8_mixer)
         )
+        timings = {key: conversion.pop(key) for key in TIMINGS if key in conversion}  # not in the model's bytes
         facts = {
             **origin,
             "model_type": model.config.model_type,
@@ -76,5 +79,22 @@ def write_onnx_dir(
                 shutil.copy2(item, staging / item.name)
         if choose_serving is not None:
             metadata["serving"] = choose_serving(staging / ONNX_FILE, metadata)
-        (staging / SIDECAR_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return metadata
+        sidecar = json.dumps(self_description(metadata), indent=2, ensure_ascii=False)
+        (staging / SIDECAR_FILE).write_text(sidecar + "\n", encoding="utf-8")
+    return {**metadata, "timings": timings}
+
+
+def self_description(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What `model.json` holds: the metadata but what was measured while exporting (`measured`), which differs from
+    run to run, so that the same inputs export the same bytes (and the score store's key, which hashes every file
+    of the directory, stays)."""
+    described = {key: value for key, value in metadata.items() if key != "timings"}
+    if "serving" in described:
+        described["serving"] = {key: described["serving"][key] for key in SERVING_CHOICE}
+    return described
+
+
+def measured(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the export measured (the int8 search's seconds, `runtime.backend: auto`'s timings and reasons): the
+    export stage's report, not the model's files."""
+    return {"serving": metadata.get("serving"), **metadata.get("timings", {})}

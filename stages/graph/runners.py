@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.cpu import describe_cpu
+from stages.core.cpu import describe_cpu, kernel_class
 from stages.core.errors import UserError
 from stages.core.params import RuntimeParams
 from stages.graph.compiled_cache import compile_cache
-from stages.graph.session import create_session, onnx_logits, provider_of
+from stages.graph.session import CUDA, create_session, onnx_logits, provider_of
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,35 @@ class Runner:
     logits: Callable[[Arrays], np.ndarray]  # one padded batch -> float32 logits [batch, sequence, labels]
     provider: str  # what runs it, for reports: an onnxruntime provider, or "OpenVINO <version> CPU bf16"
     precision: str  # the served precision, which the parity gate's tolerance follows
+    identity: dict[str, str]  # what decides its numbers, as it runs (`onnxruntime_identity`, `openvino_identity`)
+
+
+def onnxruntime_identity(provider: str, precision: str, runtime: RuntimeParams) -> dict[str, str]:
+    """What decides the numbers of a model onnxruntime serves: its version, the provider that started, the served
+    precision, graph optimisations, and TF32 on CUDA or the CPU's kernel class on the CPU."""
+    import onnxruntime as ort
+
+    identity = {
+        "runtime": f"onnxruntime {ort.__version__}",
+        "provider": provider,
+        "precision": precision,
+        "graph_optimization_level": runtime.graph_optimization_level,
+    }
+    if provider == CUDA:
+        return {**identity, "tf32": "on" if runtime.tf32 else "off"}
+    return {**identity, "cpu_kernels": kernel_class(precision)}
+
+
+def openvino_identity(version: str, precision: str, inference_precision: str) -> dict[str, str]:
+    """What decides the numbers of a model OpenVINO's CPU plugin serves: its version, the served precision, the
+    precision it compiled for, and the CPU's kernel class."""
+    return {
+        "runtime": f"openvino {version}",
+        "provider": "CPU",
+        "precision": precision,
+        "inference_precision": inference_precision,
+        "cpu_kernels": kernel_class(precision),
+    }
 
 
 def openvino_precisions() -> tuple[str, ...]:
@@ -90,16 +119,16 @@ def resolve_serving(metadata: Mapping[str, Any], runtime: RuntimeParams) -> Serv
     return Serving(chosen["backend"], chosen["precision"])
 
 
-def load_runner(
-    path: Path, serving: Serving, runtime: RuntimeParams, *, tf32: bool = True, cached: bool = False
-) -> Runner:
-    """The model file at `path` served as `serving` says (`tf32=False` for an fp32 check on CUDA); `cached`: OpenVINO
-    keeps what it compiles in `runtime.openvino_cache` (for an export's own directory, not a staging one)."""
+def load_runner(path: Path, serving: Serving, runtime: RuntimeParams, *, cached: bool = False) -> Runner:
+    """The model file at `path` served as `serving` says; `cached`: OpenVINO keeps what it compiles in
+    `runtime.openvino_cache` (for an export's own directory, not a staging one)."""
     if serving.backend == "openvino":
         cache = Path(runtime.openvino_cache) if cached and runtime.openvino_cache else None
         return openvino_runner(path, runtime.intra_op_num_threads, serving.openvino_hint, serving.precision, cache)
-    session = create_session(path, runtime, tf32=tf32)
-    return Runner(lambda arrays: onnx_logits(session, arrays), provider_of(session), serving.precision)
+    session = create_session(path, runtime)
+    provider = provider_of(session)
+    identity = onnxruntime_identity(provider, serving.precision, runtime)
+    return Runner(lambda arrays: onnx_logits(session, arrays), provider, serving.precision, identity)
 
 
 def openvino_runner(
@@ -138,7 +167,8 @@ def openvino_runner(
 
     actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16: what it compiled for
     served = precision or ("fp32" if hint == "f32" else hint)
-    return Runner(logits, f"OpenVINO {ov.__version__.split('-')[0]} CPU {actual}", served)
+    version = ov.__version__.split("-")[0]
+    return Runner(logits, f"OpenVINO {version} CPU {actual}", served, openvino_identity(version, served, actual))
 
 
 def input_types(compiled: Any) -> dict[str, np.dtype]:

@@ -28,12 +28,13 @@ ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(flo
 
 
 def create_session(
-    model: Path | bytes, runtime: RuntimeParams, *, tf32: bool = True, profile_prefix: str | None = None
+    model: Path | bytes, runtime: RuntimeParams, *, profile_prefix: str | None = None
 ) -> ort.InferenceSession:
     """A session for a model file (or serialised model) on the first usable provider of `runtime.providers`.
 
-    CUDA failing to load is an error when the user asked for CUDA only, and a logged fallback
-    otherwise. `tf32=False` disables TensorFloat-32 on CUDA (needed for an fp32 parity check).
+    CUDA failing to load is an error when the user asked for CUDA only, and a loud fallback
+    otherwise; a machine without an NVIDIA driver skips CUDA quietly (the provider that ran is recorded).
+    `runtime.tf32` turns TensorFloat-32 on CUDA on or off, for `parity` and `infer` alike.
     `profile_prefix` turns on onnxruntime's profiler, writing its trace there (`end_profiling()`).
     """
     options = ort.SessionOptions()
@@ -53,9 +54,9 @@ def create_session(
             providers.append(name)
         elif has_nvidia_driver():
             ort.preload_dlls()
-            providers.append((CUDA, {"use_tf32": "1" if tf32 else "0"}))
+            providers.append((CUDA, {"use_tf32": "1" if runtime.tf32 else "0"}))
         else:
-            log.warning("no NVIDIA driver on this machine: %s skipped", CUDA)
+            log.info("no NVIDIA driver on this machine: %s skipped", CUDA)
     if not providers:
         raise UserError(
             f"runtime.providers = {list(runtime.providers)} but this machine has no NVIDIA driver; "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
+from stages.graph.verdict import check_verdict, model_digests
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
@@ -96,11 +97,11 @@ def blocks_to_score(
 
 
 def score_dataset(
-    params: Params, served: ServedModel, output: Location, lease: Lease, store: ScoreStore | None
+    params: Params, served: ServedModel, output: Location, lease: Lease, store: ScoreStore | None, verification: dict
 ) -> tuple[Tally, PartFiles, int]:
     """Score every row of `infer.input` into `output`, resuming from finished parts and reusing stored blocks and
     rows; the tally, the parts, and how many ids repeat an earlier one (counted as blocks pass, not read back)."""
-    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params, served.runner.identity), verification)
     tally = Tally()
     ids = []
     total = row_count(params.infer.input)
@@ -131,12 +132,16 @@ def score_locally(params: Params) -> dict:
     output = output_location(params.infer.output)
     with hold_output(output) as lease:
         served = ServedModel.load(Path(params.export.output), params.runtime)
+        digests = model_digests(Path(params.export.output))
+        verification = check_verdict(
+            Path(params.parity.verdict), digests, served.runner.identity, params.infer.allow_unverified
+        )
         check_stride(params.infer.long_text, params.infer.stride, served.framing)
         started = time.perf_counter()
-        store = open_store(params)
-        tally, parts, duplicate_ids = score_dataset(params, served, output, lease, store)
+        store = open_store(params, served.runner.identity, digests)
+        tally, parts, duplicate_ids = score_dataset(params, served, output, lease, store, verification)
         seconds = time.perf_counter() - started
-    return build_metrics(
+    return {"verified": verification["verified"], "verification": verification} | build_metrics(
         tally,
         seconds,
         engine="local",
@@ -147,4 +152,5 @@ def score_locally(params: Params) -> dict:
         rows_per_node={socket.gethostname(): tally.rows - tally.resumed_rows},
         recovery=Recovery(rescored_blocks=len(parts.rescored)),
         store=store.summary() if store is not None else None,
+        aggregation=params.infer.aggregation,
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.core.cpu import describe_cpu
+from stages.scoring.aggregation import SIMPLE
 from stages.scoring.quality import EntityCounts, entity_scores
 
 
@@ -87,12 +88,14 @@ def build_metrics(
     rows_per_node: dict[str, int],
     recovery: Recovery,
     store: dict | None,
+    aggregation: str,
 ) -> dict:
     """`metrics/infer.json`, the same keys for every engine: volumes, padding, throughput (of the rows scored in
     this run; a rerun skips finished blocks), engine, provider, the CPU that scored (local engine; on Ray each node
     has its own), onnxruntime threads (all sessions together), rows
     scored on each machine, what the run recovered from, peak memory (of the largest process), and, where the rows
-    have gold annotations, entity precision, recall and F1 and token accuracy.
+    have gold annotations, entity precision, recall and F1 (on words under a word-level `aggregation`) and token
+    accuracy.
     """
     scored = tally.rows - tally.resumed_rows - tally.reused_rows
     scored_tokens = tally.tokens - tally.resumed_tokens - tally.reused_tokens
@@ -129,14 +132,17 @@ def build_metrics(
         "label_counts": tally.label_counts,
     }
     if tally.entities.rows:
-        metrics.update(quality_metrics(tally.entities))
+        metrics.update(quality_metrics(tally.entities, aggregation))
     return metrics
 
 
-def quality_metrics(counts: EntityCounts) -> dict:
-    """Entity F1, precision and recall (micro), token accuracy, and the per-label table, against gold annotations."""
+def quality_metrics(counts: EntityCounts, aggregation: str) -> dict:
+    """Entity F1, precision and recall (micro), token accuracy, and the per-label table, against gold annotations;
+    which spans were counted: `entity_level` `word` (spans of words, under a word-level `aggregation`) or `token`."""
     scores = entity_scores(counts)
     return {
+        "entity_level": "token" if aggregation == SIMPLE else "word",
+        "aggregation": aggregation,
         "entity_f1": round(scores["micro"]["f1"], 5),
         "entity_precision": round(scores["micro"]["precision"], 5),
         "entity_recall": round(scores["micro"]["recall"], 5),
@@ -172,6 +178,7 @@ def quality_plots(metrics: dict) -> dict[str, list[dict]]:
 
 
 SUMMARY_KEYS = (
+    "verified",
     "rows",
     "scored_rows",
     "reused_rows",
@@ -179,6 +186,7 @@ SUMMARY_KEYS = (
     "texts_per_s",
     "padding_ratio",
     "peak_rss_mb",
+    "entity_level",
     "entity_f1",
     "token_accuracy",
     "truncated_rows",

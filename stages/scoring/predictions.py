@@ -1,4 +1,5 @@
-"""The predictions' schema: one row per input row, per-token lists aligned with each other, and the spans."""
+"""The predictions' schema: one row per input row, per-token lists aligned with each other, the spans and, under a
+word-level `infer.aggregation`, per-word lists aligned with each other."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ SPAN_TYPE = pa.struct(
 )
 
 
-def output_schema(id_type: pa.DataType, probabilities: bool) -> pa.Schema:
-    """One row per input row; per-token lists aligned with each other."""
+def output_schema(id_type: pa.DataType, probabilities: bool, words: bool) -> pa.Schema:
+    """One row per input row; per-token lists aligned with each other; with `words`, per-word ones."""
     fields = [
         ("id", id_type),
         ("n_tokens", pa.int32()),
@@ -22,6 +23,12 @@ def output_schema(id_type: pa.DataType, probabilities: bool) -> pa.Schema:
         ("ends", pa.list_(pa.int32())),
         ("spans", pa.list_(SPAN_TYPE)),
     ]
+    if words:
+        fields += [
+            ("word_starts", pa.list_(pa.int32())),
+            ("word_ends", pa.list_(pa.int32())),
+            ("word_labels", pa.list_(pa.string())),
+        ]
     if probabilities:
         fields.append(("probabilities", pa.list_(pa.list_(pa.float32()))))
     return pa.schema(fields)

@@ -3,11 +3,14 @@ label on spans (exact boundaries and label, as seqeval's strict mode counts them
 token accuracy and the token confusion matrix.
 
 Spans are `(start, end, label)` character ranges with whitespace trimmed at both ends; two spans match when
-all three are equal. Counts add up across blocks (`EntityCounts.add`), so every engine reports the same numbers.
+all three are equal. Under a word-level `infer.aggregation` they are counted on words instead (`on_words`): a span is
+the run of words it covers, as seqeval counts entities over a CoNLL file's words. Counts add up across blocks
+(`EntityCounts.add`), so every engine reports the same numbers.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ import numpy as np
 from stages.scoring.spans import entity_of, trimmed
 
 Span = tuple[int, int, str]
+Word = tuple[int, int]  # a word's character range, end exclusive
 OUTSIDE = "O"  # the confusion matrix's and token accuracy's name for "no entity"
 
 
@@ -132,3 +136,19 @@ def gold_token_types(text: str, offsets: Sequence[Sequence[int]], gold: Sequence
         first, stop = trimmed(text, int(start), int(end))
         types.append(owner.get(first if first < stop else int(start), OUTSIDE))
     return types
+
+
+def on_words(spans: Iterable[Span], words: Sequence[Word], text: str) -> list[Span]:
+    """Spans (in text order) as the runs of `words` they cover, `(first word, last word + 1, label)`: a word is covered
+    by the first span that holds its first non-space character (a word takes its first sub-word's label, as the
+    pipeline's `first` and the evaluation of first sub-word models read it; a SentencePiece "▁" piece of its own has
+    its word's first character's offsets, so two spans can hold it). A span that covers no word is left out, as
+    seqeval over words never sees it."""
+    heads = [first for first, stop in (trimmed(text, start, end) for start, end in words) if first < stop]
+    covered: list[Span] = []
+    for start, end, label in spans:
+        first = max(bisect_left(heads, start), covered[-1][1] if covered else 0)
+        last = bisect_left(heads, end)
+        if first < last:
+            covered.append((first, last, label))
+    return covered

@@ -21,18 +21,18 @@ import pyarrow.compute as pc
 
 from stages.core.errors import UserError
 from stages.core.params import InferParams
+from stages.scoring.aggregation import SIMPLE, softmax, word_ranges
 from stages.scoring.batching import pad_batch
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
-from stages.scoring.quality import cut_gold, gold_token_types, predicted_spans, token_types
+from stages.scoring.quality import cut_gold, gold_token_types, on_words, predicted_spans, token_types
 from stages.scoring.reuse.keys import ROW_CONTEXT, block_keys, row_keys
 from stages.scoring.reuse.plan import batch_plan, row_plan
 from stages.scoring.reuse.rows import EMPTY, StoredRows, gather, key_words
 from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
 from stages.scoring.served import ServedModel
-from stages.scoring.spans import aggregate_spans
 from stages.scoring.storage.parts import Part, encode_part
 from stages.scoring.tokens import EncodedText
 from stages.scoring.windows import RowPrediction, Window, merge_windows, window_spans
@@ -71,11 +71,6 @@ def naming_block(index: int, block: Block) -> Iterator[None]:
     except Exception as error:
         where = f"block {index} (first row id {block.ids[0].as_py()!r})"
         raise BlockFailed(f"scoring {where} failed: {type(error).__name__}: {error}") from error
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def prepare_block(served: ServedModel, block: Block, params: InferParams, store: ScoreStore | None) -> PreparedBlock:
@@ -163,22 +158,25 @@ def row_outputs(
 ) -> dict[str, list]:
     """The output columns (all but the id) of the scored rows, in `prepared.scored` order."""
     names = np.asarray(served.labels, dtype=object)
-    ignore = frozenset(params.span_ignore_labels)
-    columns: dict[str, list] = {name: [] for name in output_schema(pa.string(), params.probabilities).names[1:]}
+    aggregation = served.aggregation(params.aggregation, frozenset(params.span_ignore_labels))
+    schema = output_schema(pa.string(), params.probabilities, aggregation.word_level)
+    columns: dict[str, list] = {name: [] for name in schema.names[1:]}
     for row in prepared.scored:
         prediction, tokens, text = predictions[row], prepared.encoded[row], prepared.texts[row]
-        labels = names[prediction.label_ids].tolist()
         offsets = tokens.offsets[prediction.positions]
-        starts, ends = offsets[:, 0].tolist(), offsets[:, 1].tolist()
-        columns["n_tokens"].append(len(labels))
+        reading = aggregation.read(text, tokens.input_ids[prediction.positions], offsets, prediction.probabilities)
+        columns["n_tokens"].append(len(prediction.positions))
         columns["truncated"].append(len(prediction.positions) < len(tokens))
         columns["skipped_reason"].append(prepared.block.issues[row] if prepared.skipped[row] else None)
         columns["label_ids"].append(prediction.label_ids.tolist())
-        columns["labels"].append(labels)
-        columns["starts"].append(starts)
-        columns["ends"].append(ends)
-        token_scores = prediction.probabilities.max(axis=-1) if len(labels) else np.empty(0, np.float32)
-        columns["spans"].append(aggregate_spans(text, labels, starts, ends, token_scores, ignore))
+        columns["labels"].append(names[prediction.label_ids].tolist())
+        columns["starts"].append(offsets[:, 0].tolist())
+        columns["ends"].append(offsets[:, 1].tolist())
+        columns["spans"].append(reading.spans)
+        if aggregation.word_level:
+            columns["word_starts"].append(reading.word_starts)
+            columns["word_ends"].append(reading.word_ends)
+            columns["word_labels"].append(reading.word_labels)
         if params.probabilities:
             columns["probabilities"].append(prediction.probabilities.tolist())
     return columns
@@ -214,8 +212,9 @@ def count_quality(
     block = prepared.block
     if block.gold is None:
         return
-    ignore = frozenset(params.span_ignore_labels)
-    columns = {name: outputs.column(name).to_pylist() for name in ("labels", "starts", "ends", "spans", "truncated")}
+    ignore, word_level = frozenset(params.span_ignore_labels), params.aggregation != SIMPLE
+    names = ("labels", "starts", "ends", "spans", "truncated", *(("word_starts", "word_ends") if word_level else ()))
+    columns = {name: outputs.column(name).to_pylist() for name in names}
     for index, text in enumerate(prepared.texts):
         if prepared.skipped[index]:
             continue
@@ -225,8 +224,13 @@ def count_quality(
         expected = gold_for_model(block.gold[index], text, served.labels, ignore, where)
         if columns["truncated"][index]:  # the spans in the cut text stay in the gold: they count as misses
             tally.cut_gold_spans += cut_gold(expected, offsets)
-        tally.entities.count_row(expected, predicted_spans(text, columns["spans"][index]))
+        found = predicted_spans(text, columns["spans"][index])
         tally.entities.count_tokens(gold_token_types(text, offsets, expected), token_types(labels, ignore))
+        if word_level:  # on the gold's words where it names them, else on the model's
+            model_words = word_ranges(columns["word_starts"][index], columns["word_ends"][index])
+            words = model_words if block.words is None else block.words[index]
+            expected, found = on_words(expected, words, text), on_words(found, words, text)
+        tally.entities.count_row(expected, found)
 
 
 def score_block(
@@ -237,7 +241,7 @@ def score_block(
     block = prepared.block
     tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(prepared.skipped), reused_rows=len(prepared.reused))
     tally.text_issues = dict(Counter(issue for issue in block.issues if issue is not None))
-    schema = output_schema(block.ids.type, params.probabilities)
+    schema = output_schema(block.ids.type, params.probabilities, params.aggregation != SIMPLE)
     columns = row_outputs(served, prepared, predict_rows(served, prepared, tally), params)
     scored = pa.Table.from_pydict(columns, schema=pa.schema(list(schema)[1:]))
     outputs = block_outputs(prepared, scored, store)

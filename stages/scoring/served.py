@@ -11,6 +11,7 @@ import numpy as np
 from stages.core.params import RuntimeParams
 from stages.graph.metadata import ONNX_FILE, read_sidecar
 from stages.graph.runners import Runner, load_runner, resolve_serving
+from stages.scoring.aggregation import Aggregation, WordRule
 from stages.scoring.batching import pad_batch
 from stages.scoring.tokens import Framing, TextTokenizer
 
@@ -25,11 +26,16 @@ class ServedModel:
     tokenizer: TextTokenizer
     labels: tuple[str, ...]
     framing: Framing
+    word_rule: WordRule
     invariance: list[bool] = field(default_factory=list)  # `batch_invariant`'s measurement, once made
 
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_id
+
+    def aggregation(self, strategy: str, ignore: frozenset[str]) -> Aggregation:
+        """How this model's rows become spans under `strategy` (`infer.aggregation`), `ignore` forming none."""
+        return Aggregation(strategy, self.labels, ignore, self.word_rule)
 
     def batch_invariant(self, texts: Sequence[str]) -> bool:
         """Whether a window's logits are the same bits in any batch (alone, and beside others padded to the longest),
@@ -60,18 +66,16 @@ class ServedModel:
         return [np.concatenate([framing.prefix, content, framing.suffix]) for content in unique]
 
     @classmethod
-    def load(cls, onnx_dir: Path, runtime: RuntimeParams, *, tf32: bool = True) -> ServedModel:
-        """The model in `onnx_dir` served as `runtime` says (`auto`: as `model.json` records); `tf32=False` for an
-        fp32 check on CUDA."""
+    def load(cls, onnx_dir: Path, runtime: RuntimeParams) -> ServedModel:
+        """The model in `onnx_dir` served as `runtime` says (`auto`: as `model.json` records)."""
         metadata = read_sidecar(onnx_dir)
         tokenizer = TextTokenizer.load(onnx_dir)
         return cls(
-            runner=load_runner(
-                onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, tf32=tf32, cached=True
-            ),
+            runner=load_runner(onnx_dir / ONNX_FILE, resolve_serving(metadata, runtime), runtime, cached=True),
             tokenizer=tokenizer,
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),
+            word_rule=WordRule.of(tokenizer),
         )
 
 

@@ -50,10 +50,11 @@ class Framing:
 
 @dataclass(frozen=True)
 class TextTokenizer:
-    """A fast tokenizer's backend, with the pad token it pads batches with."""
+    """A fast tokenizer's backend, with the pad token it pads batches with and its unknown token (None: none named)."""
 
     backend: Tokenizer
     pad_id: int
+    unk_id: int | None = None
 
     @classmethod
     def load(cls, directory: Path) -> TextTokenizer:
@@ -68,7 +69,8 @@ class TextTokenizer:
         pad_id = backend.token_to_id(pad_token) if pad_token else None
         if pad_id is None:
             raise UserError(f"the tokenizer in {directory} has no pad token in its vocabulary ({pad_token!r})")
-        return cls(backend, pad_id)
+        unk_token = special_token(directory, "unk_token")
+        return cls(backend, pad_id, backend.token_to_id(unk_token) if unk_token else None)
 
     def framing(self, max_length: int, truncation_side: str) -> Framing:
         """Read the framing off the tokenizer's template by encoding a one-letter probe."""

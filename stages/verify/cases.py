@@ -15,11 +15,11 @@ from stages.core.params import Params, ParityParams, Tolerance
 from stages.graph.metadata import ONNX_FILE
 from stages.model.directory import HeadSpec
 from stages.model.token_model import CustomModel, torch_logits
+from stages.scoring.aggregation import Aggregation, WordRule, softmax, word_ranges
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
-from stages.scoring.quality import EntityCounts, Span, entity_scores, predicted_spans, span_agreement
-from stages.scoring.spans import aggregate_spans
+from stages.scoring.quality import Span, Word, on_words, predicted_spans, span_agreement
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
 from stages.scoring.windows import Window, make_windows, merge_windows
 from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case, pooled_grid_values
@@ -32,10 +32,12 @@ Logits = Callable[[dict[str, np.ndarray]], np.ndarray]  # one padded batch -> [b
 
 @dataclass(frozen=True)
 class SampledRows:
-    """The gate's rows of `parity.input`: their texts, and their gold spans where the file has annotations."""
+    """The gate's rows of `parity.input`: their texts, and their gold spans (and words, where the annotations tag
+    words) where the file has annotations."""
 
     texts: list[str]
     gold: list[list[Span]] | None
+    words: list[list[Word]] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,49 +50,54 @@ class GateRows:
     batches: list[np.ndarray]  # window indices of each batch
     arrays: list[dict[str, np.ndarray]]
     gold: list[list[Span]] | None  # as the model can predict them (`gold_for_model`)
-    labels: tuple[str, ...]
-    ignore: frozenset[str]
+    words: list[list[Word]] | None  # the gold's words, where its annotations tag words
+    aggregation: Aggregation  # how `infer` reads spans (`infer.aggregation`)
     prefix: int  # special tokens before a window's content
 
-    def spans(self, logits: list[np.ndarray]) -> list[list[Span]]:
-        """Each row's spans from one model's logits on the batches, merged across windows as `infer` merges them."""
-        per_window: list[np.ndarray] = [np.empty((0, len(self.labels)), np.float32)] * len(self.windows)
+    def spans(self, logits: list[np.ndarray]) -> tuple[list[list[Span]], list[list[Word]]]:
+        """Each row's spans from one model's logits on the batches, merged across windows and read as `infer` reads
+        them, and the words entities are counted on under a word-level aggregation (the gold's where it names them,
+        else the model's; none under `simple`)."""
+        per_window: list[np.ndarray] = [np.empty((0, len(self.aggregation.labels)), np.float32)] * len(self.windows)
         for indices, batch in zip(self.batches, logits, strict=True):
             for position, index in enumerate(indices):
                 per_window[index] = batch[position, self.prefix : self.prefix + self.windows[index].length]
-        names = np.asarray(self.labels, dtype=object)
-        spans = []
+        spans, words = [], []
         rows = zip(
             self.texts,
             self.encoded,
             merge_windows(dict(enumerate(map(len, self.encoded))), self.windows, per_window),
             strict=True,
         )
-        for text, tokens, row in rows:
+        for index, (text, tokens, row) in enumerate(rows):
             offsets = tokens.offsets[row.positions]
-            found = aggregate_spans(
-                text, names[row.label_ids].tolist(), offsets[:, 0].tolist(), offsets[:, 1].tolist(),
-                np.zeros(len(row.positions), np.float32), self.ignore,
-            )  # fmt: skip
-            spans.append(predicted_spans(text, found))
-        return spans
+            reading = self.aggregation.read(text, tokens.input_ids[row.positions], offsets, softmax(row.probabilities))
+            spans.append(predicted_spans(text, reading.spans))
+            if self.aggregation.word_level:
+                words.append(
+                    word_ranges(reading.word_starts, reading.word_ends) if self.words is None else self.words[index]
+                )
+        return spans, words
 
     def quality(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> SpanQuality:
         """The candidate's spans against the reference's and, with gold, each one's entity F1 (a truncated row's
         gold spans in its cut text count as misses, as in `infer`)."""
-        expected, found, gold = self.spans(reference), self.spans(candidate), self.gold
+        (expected, words), (found, _) = self.spans(reference), self.spans(candidate)
+        gold = self.gold
         return SpanQuality(
             span_f1=span_agreement(expected, found),
-            entity_f1_reference=None if gold is None else entity_f1(gold, expected),
-            entity_f1_candidate=None if gold is None else entity_f1(gold, found),
+            entity_f1_reference=None if gold is None else self.entity_f1(gold, expected, words),
+            entity_f1_candidate=None if gold is None else self.entity_f1(gold, found, words),
         )
 
-
-def entity_f1(gold: list[list[Span]], predicted: list[list[Span]]) -> float:
-    counts = EntityCounts()
-    for expected, found in zip(gold, predicted, strict=True):
-        counts.count_row(expected, found)
-    return entity_scores(counts)["micro"]["f1"]
+    def entity_f1(self, gold: list[list[Span]], predicted: list[list[Span]], words: list[list[Word]]) -> float:
+        """Micro entity F1 of one model's spans against gold; on `words` under a word-level aggregation."""
+        if self.aggregation.word_level:
+            gold, predicted = (
+                [on_words(row, words[index], self.texts[index]) for index, row in enumerate(spans)]
+                for spans in (gold, predicted)
+            )
+        return span_agreement(gold, predicted)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,7 @@ def sample_rows(params: Params) -> SampledRows:
     return SampledRows(
         texts=[pool.texts[index] for index in chosen],
         gold=None if pool.gold is None else [pool.gold[index] for index in chosen],
+        words=None if pool.words is None else [pool.words[index] for index in chosen],
     )
 
 
@@ -168,8 +176,8 @@ def gate_rows(
         batches=batches,
         arrays=[pad_batch([windows[index].input_ids for index in indices], tokenizer.pad_id) for indices in batches],
         gold=gold,
-        labels=labels,
-        ignore=ignore,
+        words=sampled.words,
+        aggregation=Aggregation(params.infer.aggregation, labels, ignore, WordRule.of(tokenizer)),
         prefix=len(framing.prefix),
     )
 

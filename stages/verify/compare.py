@@ -182,6 +182,7 @@ def build_report(cases: list[CaseReport], tolerance: Tolerance, precision: str, 
         "rtol": tolerance.rtol,
         "min_label_agreement": tolerance.min_label_agreement,
         "max_f1_drop": tolerance.max_f1_drop,
+        "outlier_share": tolerance.outlier_share,
         "provider": provider,
         "failures": failures,
     }

@@ -54,8 +54,8 @@ def exposed_copy(served: Path, tensors: list[str], directory: Path) -> Path:
 
 
 def onnxruntime_outputs(path: Path, runtime: RuntimeParams, names: list[str]) -> tuple[Outputs, str]:
-    """The copy in an onnxruntime session (TF32 off on CUDA, as the gate runs), and the provider that runs it."""
-    session = create_session(path, runtime, tf32=False)
+    """The copy in an onnxruntime session made as the gate's is (`runtime.tf32` alike), and the provider that runs it."""
+    session = create_session(path, runtime)
 
     def outputs(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = session.run(names, build_feed(session, arrays))

@@ -28,6 +28,7 @@ def scored(workspace, backend: str) -> tuple[dict, dict, pd.DataFrame]:
     infer.main()
     report = json.loads(Path(workspace.params["parity"]["report"]).read_text())
     details = json.loads(Path(f"metrics/{backend}.json").read_text())
+    assert details["verified"], details["verification"]  # the verdict binds what served, OpenVINO included
     return report, details, pd.read_parquet(f"out/{backend}.parquet")
 
 
@@ -81,8 +82,10 @@ def test_auto_serves_what_the_export_measured_faster(make_workspace, monkeypatch
 
     monkeypatch.setattr(choice, "time_runs", faked)
     export.main()
-    serving = json.loads(Path("models/onnx/model.json").read_text())["serving"]
+    serving = json.loads(Path("metrics/export.json").read_text())["serving"]  # the choice with its evidence
     assert serving["backend"] == faster and serving["cpu"] and len(serving["measured_texts_per_s"]) == 2, serving
+    chosen = json.loads(Path("models/onnx/model.json").read_text())["serving"]  # the choice alone
+    assert chosen == {key: serving[key] for key in ("backend", "precision", "cpu")}, chosen
     report, details, _ = scored(workspace, "auto")
     assert report["passed"] and report["provider"] == details["provider"] == serving["provider"], (report, serving)
     assert report["provider"].startswith("OpenVINO ") == (faster == "openvino")
@@ -108,14 +111,14 @@ def test_auto_leaves_out_a_runtime_that_fails_the_gate_however_fast(make_workspa
     equality with torch, so onnxruntime serves and model.json says why OpenVINO does not."""
     needs_openvino()
     workspace = make_workspace(family)
-    exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0, "outlier_share": 0.0}
-    workspace.write_params(runtime={"backend": "auto"}, parity={**exact, "bf16": exact})
+    exact = {"atol": 1e-12, "rtol": 0.0, "min_label_agreement": 1.0, "max_f1_drop": 0.0}  # fp32's keys
+    workspace.write_params(runtime={"backend": "auto"}, parity={**exact, "bf16": {**exact, "outlier_share": 0.0}})
     load_checkpoint.main()
     monkeypatch.setattr(
         choice, "time_runs", lambda runners, batches: {name: 1.0 if "openvino" in name else 9.0 for name in runners}
     )
     export.main()
-    serving = json.loads(Path("models/onnx/model.json").read_text())["serving"]
+    serving = json.loads(Path("metrics/export.json").read_text())["serving"]
     assert serving["backend"] == "onnxruntime" and list(serving["measured_texts_per_s"]) == ["onnxruntime fp32"]
     assert re.match(r"fails the parity gate at (bf16|fp32): .*atol", serving["left_out"]["openvino"]), serving
 

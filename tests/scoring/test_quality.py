@@ -81,7 +81,9 @@ def test_entity_scores_equal_seqevals_on_thousands_of_real_rows():
         found = perturbed(gold, rng)
         gold_tags.append(gold)
         found_tags.append(found)
-        (_, gold_spans), (_, found_spans) = (tag_spans(words, tags, None, IOB2_TAGS, "row") for tags in (gold, found))
+        (_, gold_spans, _), (_, found_spans, _) = (
+            tag_spans(words, tags, None, IOB2_TAGS, "row") for tags in (gold, found)
+        )
         counts.count_row(gold_spans, found_spans)
     assert len(gold_tags) >= 3900 and sum(counts.gold.values()) > 5000
     ours = entity_scores(counts)

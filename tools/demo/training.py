@@ -69,24 +69,37 @@ def train_model(config: DebertaV2Config, rows: Encoded, pad_id: int) -> CustomMo
     """Train `CustomModel` to tag tokens with the rule's spans: AdamW, warmup then linear decay, padded batches."""
     torch.manual_seed(SEED)
     model = CustomModel(config, num_labels=NUM_LABELS, classifier_dropout=CLASSIFIER_DROPOUT)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    return fit(model, rows, pad_id)
+
+
+def fit(
+    model: CustomModel,
+    rows: Encoded,
+    pad_id: int,
+    steps: int = TRAIN_STEPS,
+    learning_rate: float = LEARNING_RATE,
+    temperature: float = 1.0,
+) -> CustomModel:
+    """Fit `model` to the rows' labels: AdamW, warmup then linear decay, padded batches, the loss on the logits
+    divided by `temperature` (above 1, the model learns logits that much larger for the same confidence)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / WARMUP_STEPS, (TRAIN_STEPS - step) / (TRAIN_STEPS - WARMUP_STEPS))
+        optimizer, lambda step: min((step + 1) / WARMUP_STEPS, (steps - step) / (steps - WARMUP_STEPS))
     )
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     sampler = np.random.default_rng(SEED)
     model.train()
-    for step in range(TRAIN_STEPS):
+    for step in range(steps):
         picks = sampler.choice(len(rows.ids), BATCH_SIZE, replace=False)
         ids, mask = padded([rows.ids[pick] for pick in picks], pad_id)
         labels = padded_labels([rows.labels[pick] for pick in picks], ids.shape[1])
-        loss = loss_fn(model(ids, mask).reshape(-1, NUM_LABELS), labels.reshape(-1))
+        loss = loss_fn(model(ids, mask).reshape(-1, NUM_LABELS) / temperature, labels.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % 100 == 0 or step == TRAIN_STEPS - 1:
-            log.info("step %d/%d loss %.4f", step, TRAIN_STEPS, loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log.info("step %d/%d loss %.4f", step, steps, loss.item())
     return model.eval()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import itertools
+import sys
 import textwrap
 import types
 import typing
@@ -48,11 +49,17 @@ HEADER = (
 COMMENT_WIDTH = 118
 
 
+def section_modules() -> list[Path]:
+    """params.py and the modules it takes section classes from."""
+    modules = {sys.modules[kind.__module__].__file__ for kind in typing.get_type_hints(Params).values()}
+    return sorted({Path(params.__file__), *map(Path, modules)})
+
+
 def field_docs() -> dict[str, dict[str, str]]:
-    """Each dataclass's field -> the string literal under it in params.py."""
-    tree = ast.parse(Path(params.__file__).read_text(encoding="utf-8"))
+    """Each dataclass's field -> the string literal under it in params.py (or the module holding its section)."""
+    nodes = [node for module in section_modules() for node in ast.parse(module.read_text(encoding="utf-8")).body]
     found: dict[str, dict[str, str]] = {}
-    for node in tree.body:
+    for node in nodes:
         if isinstance(node, ast.ClassDef):
             body = node.body
             found[node.name] = {

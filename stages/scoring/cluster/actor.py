@@ -20,6 +20,7 @@ import ray
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, RuntimeParams
+from stages.graph.verdict import Identity, check_run_member, model_digests
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
@@ -30,6 +31,7 @@ from stages.scoring.storage.parts import PartFiles
 
 BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
 GOLD_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())]))  # a row's spans
+WORDS_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))  # a row's gold words
 SCORED_MARK = "scored-"
 
 
@@ -52,7 +54,7 @@ def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> B
             f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
             "again and the finished parts are kept"
         ) from None
-    gold = rows.column("gold").to_pylist()
+    gold, words = rows.column("gold").to_pylist(), rows.column("words").to_pylist()
     return Block(
         rows.column("id").combine_chunks(),
         rows.column("text").to_pylist(),
@@ -60,6 +62,7 @@ def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> B
         None
         if gold[0] is None
         else [[(span["start"], span["end"], span["label"]) for span in spans] for spans in gold],
+        words=None if words[0] is None else [[(word["start"], word["end"]) for word in row] for row in words],
     )
 
 
@@ -79,10 +82,15 @@ class BlockScorer:
         parts: Location,
         run_id: str,
         store: tuple[Location, str] | None,
+        verdict: tuple[str, Identity, bool],
     ) -> None:
         release_freed_memory()
         self.store = None if store is None else ScoreStore.open(*store)
         self.served = ServedModel.load(Path(onnx_dir), runtime)
+        path, expected, allow_unverified = verdict  # checked on this node, before its first row
+        check_run_member(
+            Path(path), model_digests(Path(onnx_dir)), self.served.runner.identity, expected, allow_unverified
+        )
         self.infer = infer
         self.parts = PartFiles(parts)
         self.run_id = run_id

@@ -43,7 +43,8 @@ import ray.data
 from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
-from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, BlockScorer
+from stages.graph.verdict import Identity, check_verdict, model_digests, verdict_message, verified_identity
+from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, WORDS_TYPE, BlockScorer
 from stages.scoring.cluster.health import NodeWatch, recovery_of
 from stages.scoring.cluster.resources import actor_runtime
 from stages.scoring.datasets.blocks import empty_dataset
@@ -51,7 +52,7 @@ from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
 from stages.scoring.reuse.store import ScoreStore, open_store
 from stages.scoring.score import BlockFailed
-from stages.scoring.served import load_framing
+from stages.scoring.served import ServedModel, load_framing
 from stages.scoring.storage.locations import Location, atomic_file, storage_error
 from stages.scoring.storage.output import Lease, count_duplicate_ids, finish_output, hold_output, output_location
 from stages.scoring.storage.parts import PartFiles, fingerprint, parts_beside
@@ -61,8 +62,8 @@ log = logging.getLogger(__name__)
 
 
 def write_blocks_file(params: Params, parts: PartFiles) -> int:
-    """The dataset's blocks as one Parquet row group each, with their gold spans, beside the parts (kept for a rerun);
-    their count."""
+    """The dataset's blocks as one Parquet row group each, with their gold spans and words, beside the parts (kept for a
+    rerun); their count."""
     infer = params.infer
     blocks_file = parts.directory.child(BLOCKS_FILE)
     if (blocks := blocks_written(blocks_file)) is not None:
@@ -78,6 +79,7 @@ def write_blocks_file(params: Params, parts: PartFiles) -> int:
                         "text": block.texts,
                         "issue": pa.array(block.issues, pa.string()),
                         "gold": pa.array(block.gold or [None] * len(block.texts), GOLD_TYPE),
+                        "words": pa.array(block.words or [None] * len(block.texts), WORDS_TYPE),
                     }
                 )
                 if writer is None:
@@ -108,7 +110,7 @@ def blocks_written(blocks_file: Location) -> int | None:
 
 
 def score_blocks(
-    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None
+    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None, served: Identity
 ) -> tuple[list[dict], NodeWatch]:
     """Score `blocks` on an actor pool spread over the cluster: each block's report as the actors finish them, and
     the watch that saw which nodes were lost meanwhile."""
@@ -127,6 +129,7 @@ def score_blocks(
             "parts": parts.directory,
             "run_id": lease.owner.run_id,
             "store": None if store is None else (store.root, store.model),
+            "verdict": (str(Path(params.parity.verdict).resolve()), served, infer.allow_unverified),
         },
         batch_size=1,
         batch_format="pyarrow",
@@ -168,13 +171,13 @@ def our_error_in(error: BaseException) -> UserError | BlockFailed | None:
 
 
 def score_on_cluster(
-    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None
+    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None, served: Identity
 ) -> tuple[list[dict], Recovery]:
     """`score_blocks` on the cluster, a task's `UserError` re-raised as itself and a failed block named; the
     reports, and what the run recovered from."""
     started_ray = connect()
     try:
-        reports, watch = score_blocks(params, parts, blocks, lease, store)
+        reports, watch = score_blocks(params, parts, blocks, lease, store, served)
         return reports, recovery_of(watch, parts.directory, lease.owner.run_id, len(parts.rescored))
     except Exception as error:
         cause = our_error_in(error)
@@ -195,14 +198,16 @@ def score_with_ray(params: Params) -> dict:
     with hold_output(output) as lease:
         check_stride(params.infer.long_text, params.infer.stride, load_framing(Path(params.export.output)))
         started = time.perf_counter()
-        store = open_store(params)
-        tally, reports, recovery = score_and_finish(params, output, lease, store)
+        digests = model_digests(Path(params.export.output))
+        verification = run_verification(params, digests)
+        store = open_store(params, verification["served"], digests)
+        tally, reports, recovery = score_and_finish(params, output, lease, store, verification)
         seconds = time.perf_counter() - started
         duplicate_ids = count_duplicate_ids(output)
     rows_per_node = Counter()
     for report in reports:
         rows_per_node[report["node"]] += report["tally"]["rows"]
-    return build_metrics(
+    return {"verified": verification["verified"], "verification": verification} | build_metrics(
         tally,
         seconds,
         engine="ray",
@@ -213,21 +218,34 @@ def score_with_ray(params: Params) -> dict:
         rows_per_node=dict(rows_per_node),
         recovery=recovery,
         store=store.summary() if store is not None else None,
+        aggregation=params.infer.aggregation,
     )
 
 
+def run_verification(params: Params, digests: dict[str, str]) -> dict:
+    """What the run's rows are keyed for and every actor must serve: what the parity verdict verified for these model
+    files; without one (`infer.allow_unverified`), what a session here serves with the actors' settings."""
+    verdict = Path(params.parity.verdict)
+    if (verified := verified_identity(verdict, digests)) is not None:
+        return {"verified": True, "verdict": str(verdict), "served": dict(verified)}
+    check_verdict(verdict, digests, {}, params.infer.allow_unverified)  # names what is missing, unless allowed
+    served = ServedModel.load(Path(params.export.output), actor_runtime(params)).runner.identity
+    return {"verified": False, "reason": verdict_message(verdict, digests, served), "served": served}
+
+
 def score_and_finish(
-    params: Params, output: Location, lease: Lease, store: ScoreStore | None
+    params: Params, output: Location, lease: Lease, store: ScoreStore | None, verification: dict
 ) -> tuple[Tally, list[dict], Recovery]:
     """Stage the blocks, score the unfinished ones on the cluster, finish the output: the tally, the actors'
     reports, and what the run recovered from."""
     infer = params.infer
-    parts = PartFiles.for_run(parts_beside(output), fingerprint(params))
+    served = verification["served"]
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params, served), verification)
     blocks = write_blocks_file(params, parts)
     resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
     todo = [index for index in range(blocks) if index not in resumed]
     log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
-    reports, recovery = score_on_cluster(params, parts, todo, lease, store) if todo else ([], Recovery())
+    reports, recovery = score_on_cluster(params, parts, todo, lease, store, served) if todo else ([], Recovery())
     tally = Tally()
     for report in reports:
         tally.add(Tally.from_record(report["tally"]))

@@ -23,7 +23,7 @@ from typing import Any
 
 from stages.core.errors import UserError
 from stages.core.params import AnnotationParams
-from stages.scoring.quality import Span
+from stages.scoring.quality import Span, Word
 from stages.scoring.spans import BEGIN, INSIDE, entity_of, trimmed
 
 OUTSIDE_TAG = "O"
@@ -149,8 +149,8 @@ def tag_names_of(tags: Sequence[Any], names: tuple[str, ...] | None, where: str)
 
 def tag_spans(
     words: Sequence[str], tags: Sequence[Any], text: str | None, annotations: AnnotationParams, where: str
-) -> tuple[str, list[Span]]:
-    """The text and gold spans of words tagged in `annotations.scheme`."""
+) -> tuple[str, list[Span], list[Word]]:
+    """The text, the gold spans of words tagged in `annotations.scheme`, and the words' character ranges."""
     words, tags = list(decoded(words) or []), list(decoded(tags) or [])
     if len(words) != len(tags):
         raise AnnotationError(f"{where}: {len(words)} words but {len(tags)} tags; give each word one tag")
@@ -178,7 +178,7 @@ def tag_spans(
         else:
             spans.append([start, end, entity])
         previous = tag
-    return text, [(start, end, label) for start, end, label in spans]
+    return text, [(start, end, label) for start, end, label in spans], offsets
 
 
 def gold_for_model(

@@ -24,7 +24,7 @@ from stages.core.params import AnnotationParams
 from stages.scoring.datasets.annotations import gold_columns, row_spans, tag_spans
 from stages.scoring.datasets.readers import READERS, Columns, column_names
 from stages.scoring.datasets.texts import decoded_texts, is_string, string_texts
-from stages.scoring.quality import Span
+from stages.scoring.quality import Span, Word
 from stages.scoring.storage.locations import Location, locate, storage_error
 
 FORMATS = tuple(READERS)
@@ -45,6 +45,7 @@ class Block:
     gold: list[list[Span]] | None = None  # each row's gold spans, where the dataset has annotations
     keys: list[bytes] | None = None  # each row's key (`stages.scoring.reuse.keys.row_keys`), once computed
     strings: pa.Array | None = None  # the texts as read, where they are Arrow strings: keys hash their UTF-8 bytes
+    words: list[list[Word]] | None = None  # each row's gold words (character ranges), where the annotations tag words
 
 
 def dataset_files(name: str, param: str = "infer.input") -> list[tuple[Location, pafs.FileInfo]]:
@@ -198,8 +199,8 @@ def annotated_block(
         tag_spans(row_words, row_tags, text, annotations, where)
         for row_words, row_tags, text, where in zip(words, tags, texts, places, strict=True)
     ]
-    block = make_block(ids, [text for text, _ in built], name, first_row)
-    return dataclasses.replace(block, gold=[spans for _, spans in built])
+    block = make_block(ids, [text for text, _, _ in built], name, first_row)
+    return dataclasses.replace(block, gold=[spans for _, spans, _ in built], words=[words for _, _, words in built])
 
 
 def unreadable(source: Location, error: BaseException) -> UserError:

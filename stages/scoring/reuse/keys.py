@@ -2,22 +2,23 @@
 
 A row key is the digest of the text as scored and of its text issue (the bad-row policy decides from it), so
 that neither the row's id nor its place in the dataset enters. The model key is the digest of every file of
-the exported model directory (the graph, its external data, the tokenizer, `model.json`) and of each param
-that shapes the outputs; a change of any of them starts a new, empty part of the store.
+the exported model directory (the graph, its external data, the tokenizer, `model.json`), of each param
+that shapes the outputs and of the served identity (what actually ran: runtime, provider, precision, numeric
+options, CPU kernel class); a change of any of them starts a new, empty part of the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from stages.core.params import Params
+from stages.graph.verdict import Identity
 from stages.scoring.datasets.blocks import Block
 
 KEY_BYTES = 16
@@ -38,6 +39,7 @@ NEUTRAL_INFER_PARAMS = (
     "ray_actors",
     "ray_cpus_per_actor",
     "ray_gpus_per_actor",
+    "allow_unverified",  # what served is in the key; whether a verdict covered it does not change the scores
 )
 
 
@@ -85,39 +87,20 @@ def key_number(key: bytes) -> int:
     return int.from_bytes(key[:8], "little")
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def scoring_params(params: Params) -> dict:
-    """The params that shape the outputs (infer's, but where they go and how Ray spreads the work; the runtime's
-    backend, OpenVINO precision, providers and graph optimisations)."""
+def scoring_params(params: Params, served: Identity) -> dict:
+    """What shapes the outputs: infer's params (but where they go and how Ray spreads the work, `NEUTRAL_INFER_PARAMS`)
+    and the served identity as the runner reports it (runtime, the provider that runs, precision, numeric options,
+    CPU kernel class), not the configured provider list: rows scored on CUDA and on the CPU never share a key."""
     infer = {key: value for key, value in asdict(params.infer).items() if key not in NEUTRAL_INFER_PARAMS}
-    runtime = {
-        "backend": params.runtime.backend,
-        "openvino_precision": params.runtime.openvino_precision,
-        "providers": list(params.runtime.providers),
-        "graph_optimization_level": params.runtime.graph_optimization_level,
-    }
-    return {"infer": infer, "runtime": runtime}
+    return {"infer": infer, "served": dict(served)}
 
 
-def model_key(params: Params) -> str:
-    """The digest of the exported model directory's files, of the params that shape the outputs, of how batches are
+def model_key(params: Params, served: Identity, digests: Mapping[str, str]) -> str:
+    """The digest of the exported model directory's files (`digests`), of what shapes the outputs, of how batches are
     cut (rows' batches shape scores too), of the store's layout and of how its tallies count gold."""
-    onnx_dir = Path(params.export.output)
-    files = {
-        path.relative_to(onnx_dir).as_posix(): file_digest(path)
-        for path in sorted(onnx_dir.rglob("*"))
-        if path.is_file()
-    }
     identity = {
-        "files": files,
-        **scoring_params(params),
+        "files": dict(digests),
+        **scoring_params(params, served),
         "batch_cut": BATCH_CUT,
         "layout": STORE_LAYOUT,
         "gold_counting": GOLD_COUNTING,

@@ -78,6 +78,7 @@ def slice_block(block: Block, keys: list[bytes], start: int, stop: int) -> Block
         block.issues[start:stop],
         None if block.gold is None else block.gold[start:stop],
         keys[start:stop],
+        words=None if block.words is None else block.words[start:stop],
     )
 
 
@@ -85,12 +86,14 @@ def join_blocks(blocks: Sequence[Block]) -> Block:
     if len(blocks) == 1:
         return blocks[0]
     gold = None if blocks[0].gold is None else [spans for block in blocks for spans in block.gold]
+    words = None if blocks[0].words is None else [words for block in blocks for words in block.words]
     return Block(
         pa.concat_arrays([block.ids for block in blocks]),
         [text for block in blocks for text in block.texts],
         [issue for block in blocks for issue in block.issues],
         gold,
         [key for block in blocks for key in block_keys(block)],
+        words=words,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import asdict
 
@@ -23,6 +24,7 @@ import pyarrow as pa
 
 from stages.core.errors import UserError
 from stages.core.params import Params
+from stages.graph.verdict import Identity
 from stages.scoring.datasets.blocks import Block
 from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import KEY_BYTES, block_keys, combined_key, model_key
@@ -56,16 +58,18 @@ def store_location(params: Params) -> Location:
     return store
 
 
-def open_store(params: Params) -> ScoreStore | None:
-    """The score store of the current model with its index read, or None when `infer.reuse` is off."""
+def open_store(params: Params, served: Identity, digests: Mapping[str, str]) -> ScoreStore | None:
+    """The score store of the current model (its files' `digests`, served as `served`) with its index read, or None
+    when `infer.reuse` is off."""
     if not params.infer.reuse:
         return None
-    return ScoreStore.open(store_location(params), model_key(params))
+    return ScoreStore.open(store_location(params), model_key(params, served, digests))
 
 
 def block_key(block: Block) -> str:
-    """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold."""
-    gold = json.dumps(block.gold, default=str).encode()
+    """The digest of what a block's part and tally depend on besides the model: its rows' keys, ids and gold (and the
+    gold's words, where it names them: word-level entity counts are taken on them)."""
+    gold = json.dumps(block.gold if block.words is None else [block.gold, block.words], default=str).encode()
     return combined_key([*block_keys(block), array_bytes(block.ids), gold]).hex()
 
 

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from stages.core.params import Params
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE
+from stages.graph.verdict import Identity
 from stages.scoring.datasets.blocks import dataset_files
 from stages.scoring.metrics import Tally
 from stages.scoring.reuse.keys import scoring_params
@@ -34,9 +35,9 @@ PART_PREFIX = "part-"
 PART_SUFFIX = ".arrow"
 
 
-def fingerprint(params: Params) -> str:
+def fingerprint(params: Params, served: Identity) -> str:
     """What the parts depend on: the input's files as their filesystem describes them (path, size, modification
-    time; not read), the exported model, and the params that shape outputs."""
+    time; not read), the exported model, the params that shape outputs and what serves it (`served`)."""
     files = dataset_files(params.infer.input)
     onnx_dir = Path(params.export.output)
     identity = {
@@ -45,7 +46,7 @@ def fingerprint(params: Params) -> str:
         "model_files": [
             [path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(onnx_dir.glob(f"{ONNX_FILE}*"))
         ],
-        **scoring_params(params),
+        **scoring_params(params, served),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -113,15 +114,17 @@ class PartFiles:
         self.rescored: list[int] = []  # blocks whose part was damaged, so they are scored again
 
     @classmethod
-    def for_run(cls, directory: Location, key: str) -> PartFiles:
-        """The parts a previous run with the same fingerprint `key` left, or a fresh, empty directory."""
+    def for_run(cls, directory: Location, key: str, verification: dict) -> PartFiles:
+        """The parts a previous run with the same fingerprint `key` left, or a fresh, empty directory. The manifest
+        keeps the parity verdict's check (`verification`): unverified once any run that scored parts was."""
         manifest = directory.child(MANIFEST)
         if directory.exists() and recorded_fingerprint(manifest) != key:
             log.info("discarding %s: it belongs to another input, model or params", directory.name)
             directory.delete()
-        if not manifest.exists():
+        earlier = json.loads(manifest.read_bytes()).get("verification") if manifest.exists() else None
+        if earlier is None or (earlier["verified"] and not verification["verified"]):
             directory.make_directory()
-            manifest.write_text(json.dumps({"fingerprint": key}))
+            manifest.write_text(json.dumps({"fingerprint": key, "verification": verification}))
         return cls(directory)
 
     def part(self, index: int) -> Location:

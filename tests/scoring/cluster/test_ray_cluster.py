@@ -323,7 +323,7 @@ def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_works
 
     make_workspace()  # a dataset of 44 rows, blocks of 16
     params = load_params()
-    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")
+    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})
     assert write_blocks_file(params, parts) == 3
     blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
     whole = blocks_file.read_bytes()
@@ -342,6 +342,26 @@ def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_works
     assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
     with pytest.raises(UserError, match=r"blocks\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
         read_block(reader, location, 1)
+
+
+def test_the_blocks_file_carries_the_gold_words_the_word_level_f1_is_counted_on(make_workspace):
+    if importlib.util.find_spec("ray") is None:
+        unavailable("Ray is not installed (pip install -e '.[ray]')")
+    from stages.scoring.cluster.actor import blocks_reader, read_block
+    from stages.scoring.cluster.engine import write_blocks_file
+
+    workspace = make_workspace()
+    words = [["Anna", "paid", "1,234", "rubles"], ["東京", "ok"], []]
+    tags = [["B-CAPITALIZED", "O", "B-NUMBER", "O"], ["B-CJK", "O"], []]
+    pd.DataFrame({"id": ["a", "b", "c"], "tokens": words, "ner_tags": tags}).to_parquet("tagged.parquet")
+    workspace.write_params(infer={"input": "tagged.parquet"})
+    params = load_params()
+    assert write_blocks_file(params, PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})) == 1
+    location = locate("out/predictions.parquet.parts/blocks.parquet")
+    block = read_block(blocks_reader(location), location, 0)
+    assert block.texts == ["Anna paid 1,234 rubles", "東京 ok", ""]
+    assert block.words == [[(0, 4), (5, 9), (10, 15), (16, 22)], [(0, 2), (3, 5)], []]
+    assert block.gold == [[(0, 4, "CAPITALIZED"), (10, 15, "NUMBER")], [(0, 2, "CJK")], []]
 
 
 def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace, monkeypatch):

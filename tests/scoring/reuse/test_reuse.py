@@ -173,7 +173,7 @@ def test_a_second_run_reuses_every_row_and_a_change_of_what_shapes_outputs_reuse
     exported.write_params(runtime={"intra_op_num_threads": 2})
     threads, details = score(exported, base)
     assert threads == first and details["scored_rows"] == 0
-    for shaping in ({"max_batch_tokens": 1000}, {"probabilities": True}, {"stride": 64}):
+    for shaping in ({"max_batch_tokens": 1000}, {"probabilities": True}, {"stride": 64}, {"aggregation": "first"}):
         _, details = score(exported, base, **shaping)
         assert details["reused_rows"] == 0, shaping
     with monkeypatch.context() as patched:  # a code change that cuts batches elsewhere
