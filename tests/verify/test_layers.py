@@ -19,7 +19,7 @@ from stages import export, load_checkpoint, parity
 from stages.core.errors import CheckFailed
 from stages.core.params import Tolerance, load_params
 from stages.graph.layer_map import LayerOutput
-from stages.graph.metadata import save_with_weights_apart
+from stages.graph.metadata import SIDECAR_FILE, save_with_weights_apart
 from stages.graph.onnx_dir import write_onnx_dir
 from stages.model.directory import load_model_dir
 from stages.verify.cases import grid_batch
@@ -122,8 +122,8 @@ def test_each_output_is_judged_at_the_tolerance_scaled_to_its_size():
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_familys_map_holds_its_modules_outputs(make_workspace, kind, exporter):
-    """Each mapped tensor is its module's output: a map shifted by one layer output, or one guessed wrong, parts from
-    torch by far more than rounding."""
+    """Each mapped tensor is its module's output, to rounding; the same map shifted by one encoder layer names its
+    first shifted output as where the graph parts from torch."""
     exported(make_workspace, kind, exporter)
     params = load_params()
     model, _ = load_model_dir(Path(params.model.output))
@@ -134,6 +134,26 @@ def test_every_familys_map_holds_its_modules_outputs(make_workspace, kind, expor
     assert not [output.unmatched for output in picture.outputs if output.unmatched]
     assert len(picture.outputs) >= 8 and picture.first_divergent is None
     assert max(output.relative_error for output in picture.outputs) < 1e-5, picture.outputs
+    first_shifted = shift_layer_map(Path(params.export.output))  # each layer's entries take the next layer's tensors
+    shifted = compare_layers(
+        model, Path(params.export.output), params.runtime, "grid 3x64", [batch], params.parity.tolerance("fp32")
+    )
+    assert shifted.first_divergent is not None and shifted.first_divergent.module == first_shifted, shifted.outputs
+
+
+def shift_layer_map(onnx_dir: Path) -> str:
+    """Shift model.json's layer map by one encoder layer: layer k's entries name layer k+1's tensors (the last
+    layer's stay). Returns the first module whose tensor moved."""
+    sidecar = onnx_dir / SIDECAR_FILE
+    metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    entries = metadata["layer_map"]
+    layered = [index for index, entry in enumerate(entries) if entry["layer"] is not None]
+    per_layer = sum(1 for index in layered if entries[index]["layer"] == 0)
+    tensors = [entries[index]["tensor"] for index in layered]
+    for here, there in zip(layered, tensors[per_layer:], strict=False):
+        entries[here]["tensor"] = there
+    sidecar.write_text(json.dumps(metadata), encoding="utf-8")
+    return entries[layered[0]]["module"]
 
 
 def rename_tensor(old: str, new: str) -> None:
