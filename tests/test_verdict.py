@@ -46,8 +46,12 @@ def test_a_failed_gate_stops_infer_started_directly_in_one_line(make_workspace):
     (line,) = [line for line in started.stderr.splitlines() if "parity verdict" in line]
     assert f"the parity verdict {VERDICT} failed (" in line and "`dvc repro parity`" in line, line
     assert "infer.allow_unverified" in line and not Path("out/predictions.parquet").exists()
+    workspace.write_params(infer={"engine": "ray"})  # the cluster's driver checks before it starts a thing
+    started = subprocess.run([sys.executable, "-m", "stages.infer"], capture_output=True, text=True)
+    assert started.returncode == 2 and line in started.stderr, started.stderr
+    assert not Path("out/predictions.parquet.parts").exists()
     # The user's explicit choice: scored, and said so in the metrics and in the output's manifest.
-    workspace.write_params(infer={"allow_unverified": True, "output": "out/predictions"})
+    workspace.write_params(infer={"engine": "local", "allow_unverified": True, "output": "out/predictions"})
     infer.main()
     metrics = json.loads(Path("metrics/infer.json").read_text())
     details = json.loads(Path("metrics/infer_details.json").read_text())

@@ -19,7 +19,7 @@ from stages.quantize.sensitivity import simulated_int8_errors
 from stages.quantize.smoothing import candidate_scales, channel_ranges, smooth, worth_smoothing
 from stages.verify.cases import GateInputs
 from stages.verify.compare import ROWS_CASE, CaseReport
-from stages.verify.explain import labels_pass, shortfall
+from stages.verify.explain import labels_pass, shortfalls
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,7 @@ class MixSearch:
         its labels alone would have passed."""
         best = max(self.trials, key=lambda trial: (trial.label_agreement, -trial.max_abs_diff))
         matmuls = sum(node != self.embedding for node in best.floats)
-        failing = "; ".join(
-            shortfall(case, criterion, self.tolerance) for case in best.cases for criterion in case.failed
-        )
+        failing = shortfalls(best.cases, self.tolerance)
         labels = "would have passed" if labels_pass(best.cases) else "fail too"
         return (
             f"export.precision = int8: no mix of int8 and float weight MatMuls with at most export.int8_max_float_share "

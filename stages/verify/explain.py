@@ -9,20 +9,55 @@ from stages.verify.compare import ROWS_CASE, CaseReport
 LABEL_CRITERIA = ("label_agreement", "span_f1", "entity_f1")  # what a user reads: labels, spans, entities
 
 
-def shortfall(case: CaseReport, criterion: str, tolerance: Tolerance) -> str:
-    """One failed criterion of a case in a few words: the measured number against what passes."""
-    if criterion == "values":
-        return (
-            f"values ({case.name}: {case.tokens_over_tolerance} tokens beyond tolerance, {case.tokens_over_allowed} "
-            f"allowed{pooling(case)}; max |diff| {case.max_abs_diff:.3g})"
-        )
+def shortfalls(cases: list[CaseReport], tolerance: Tolerance) -> str:
+    """Each failed criterion in a few words, the measured numbers against what passes; the grid's values once, as
+    they are judged: its tokens pooled against one allowance."""
+    parts = []
+    for criterion in ("values", *LABEL_CRITERIA, "finite"):
+        failed = [case for case in cases if criterion in case.failed]
+        if criterion == "values":
+            parts += [values_shortfall(group) for group in grouped_values(failed, cases)]
+        elif failed:
+            parts.append(
+                f"{CRITERION_WORDS[criterion]} ({', '.join(measured(case, criterion, tolerance) for case in failed)})"
+            )
+    return "; ".join(parts)
+
+
+def grouped_values(failed: list[CaseReport], cases: list[CaseReport]) -> list[list[CaseReport]]:
+    """The rows case on its own; the grid's cases as one group, all of them, when its pooled count failed."""
+    rows = [[case] for case in failed if case.name == ROWS_CASE]
+    grid = [case for case in cases if case.name != ROWS_CASE]
+    return rows + ([grid] if any(case.name != ROWS_CASE for case in failed) else [])
+
+
+def values_shortfall(group: list[CaseReport]) -> str:
+    worst = max(group, key=lambda case: case.max_abs_diff)
+    name = group[0].name if group[0].name == ROWS_CASE else "the grid pooled"
+    return (
+        f"values ({name}: {sum(case.tokens_over_tolerance for case in group)} of {sum(case.tokens for case in group)} "
+        f"tokens beyond tolerance, {group[0].tokens_over_allowed} allowed; max |diff| {worst.max_abs_diff:.3g} in "
+        f"{worst.name})"
+    )
+
+
+CRITERION_WORDS = {
+    "label_agreement": "label agreement",
+    "span_f1": "span F1",
+    "entity_f1": "entity F1",
+    "finite": "finite",
+}
+
+
+def measured(case: CaseReport, criterion: str, tolerance: Tolerance) -> str:
+    """A case's number for a failed criterion against what passes."""
     if criterion == "label_agreement":
-        return f"label agreement ({case.name}: {case.label_agreement:.4f} < {tolerance.min_label_agreement:g})"
+        return f"{case.name} {case.label_agreement:.4f} < {tolerance.min_label_agreement:g}"
     if criterion == "span_f1":
-        return f"span F1 ({case.name}: {case.span_f1:.4f} < {1 - tolerance.max_f1_drop:g})"
+        return f"{case.name} {case.span_f1:.4f} < {1 - tolerance.max_f1_drop:g}"
     if criterion == "entity_f1":
-        return f"entity F1 ({case.name}: {case.entity_f1_candidate:.4f}, torch {case.entity_f1_reference:.4f})"
-    return f"finite ({case.name}: {case.nan_onnx + case.nan_torch} NaN, {case.inf_onnx + case.inf_torch} Inf)"
+        return f"{case.name} {case.entity_f1_candidate:.4f}, torch {case.entity_f1_reference:.4f}"
+    return f"{case.name} {case.nan_onnx + case.nan_torch} NaN, {case.inf_onnx + case.inf_torch} Inf"
 
 
 def pooling(case: CaseReport) -> str:

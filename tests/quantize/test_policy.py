@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,4 +109,8 @@ def test_no_mix_within_the_bound_fails_the_export_in_one_line(make_workspace):
     assert "\n" not in message and "export.int8_max_float_share = 0 " in message, message
     assert "the best (0 of 13 MatMuls float, 0% of the work, label agreement 1.0000, rows 1.0000)" in message, message
     assert "fails values (rows: " in message and "its labels alone would have passed" in message, message
+    grid = (
+        r"values \(the grid pooled: \d+ of \d+ tokens beyond tolerance, 0 allowed; max \|diff\| \S+ in grid \d+x\d+\)"
+    )
+    assert re.search(grid, message) and message.count("grid pooled") == 1, message  # judged pooled, said once
     assert not Path(load_params().export.output).exists()
