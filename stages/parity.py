@@ -5,7 +5,9 @@ over their tokens, their spans against torch's and, with gold annotations, each 
 grid of batch sizes x sequence lengths (values, finiteness, and labels where the tolerance protects them), over
 non-pad tokens, with the session options and provider `infer` uses (`runtime.tf32` alike). The report, the plots
 and the verdict (`parity.verdict`: the result bound to the served files' digests and the served identity, which
-`infer` checks before it scores) are written first; then a failure exits 1 and says what to change.
+`infer` checks before it scores) are written first; then a failure exits 1 and says what to change, and where: the
+failed case rerun with each layer's output exposed names the first that parts from torch's module output
+(`stages.verify.layers`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from stages.verify.cases import check_compatible, check_parity, gate_inputs, plo
 from stages.verify.compare import build_report, case_details
 from stages.verify.explain import explain_failure, format_table
 from stages.verify.foreign_rows import foreign_rows_note
+from stages.verify.layers import LAYER_PLOT, layer_picture
+from stages.verify.where import describe_divergence
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +59,16 @@ def main() -> None:
     write_verdict(Path(params.parity.verdict), model_digests(onnx_dir), served.runner.identity, report)
     for name, rows in plot_data(compared).items():
         write_json(Path(params.parity.plots) / name, rows)
+    picture = layer_picture(model, onnx_dir, params, inputs, cases, tolerance)  # where the runtimes part, per layer
+    if picture is not None:
+        write_json(Path(params.parity.details), {**case_details(cases), "layers": picture.details()})
+    write_json(Path(params.parity.plots) / LAYER_PLOT, [] if picture is None else picture.plot_rows())
     print(format_table(cases), file=sys.stderr)
     if (note := foreign_rows_note(report, params.parity.input)) is not None:
         log.warning("%s", note)
     if not report["passed"]:
         explanation = explain_failure(cases, tolerance, precision) + ("" if note is None else f"\n{note}")
+        explanation += "" if picture is None else f"\n{describe_divergence(picture)}"
         raise CheckFailed("parity failed, so the pipeline stops before infer:\n" + explanation)
     log.info(
         "parity passed for the %s model on %d cases, %d tokens, max abs diff %.2e",

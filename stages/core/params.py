@@ -175,7 +175,10 @@ class ParityParams:
     details: str = "metrics/parity_cases.json"
     """Every case's statistics (the rows, each grid shape): open it to see why a case failed."""
     plots: str = "metrics/parity_plots"
-    """The directory of `dvc plots` data: max difference per sequence length, a difference histogram."""
+    """The directory of `dvc plots` data: max difference per sequence length, a difference histogram, error by layer."""
+    layer_tokens: int = setting(4096, 0)
+    """Each layer's output is compared with torch's on the first failed case, whole, or on about this many of the rows'
+    tokens (batches spread over them) when every case passes; 0: only on a failure (docs/troubleshooting.md)."""
     verdict: str = "models/verdict.json"
     """What the gate verified: the served files' digests and how they serve (docs/serving.md); `infer` checks it."""
 

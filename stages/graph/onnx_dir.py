@@ -10,10 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from stages.core.atomic import atomic_directory
 from stages.core.params import ExportParams
 from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
+from stages.graph.layer_map import compared_modules, layer_map
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
 from stages.graph.precision import Int8Mixer, apply_precision, full_int8
 from stages.graph.rewrites import LEAN_ATTENTION, has_disentangled_attention
@@ -50,6 +53,7 @@ def write_onnx_dir(
                 "exporter": "onnx_file",
                 **adopt_onnx(Path(params.onnx_file), staging / ONNX_FILE, spec, params.precision),
             }
+        layers = layer_map(onnx.load(str(staging / ONNX_FILE), load_external_data=False), compared_modules(model))
         served_as_given = origin.get("source_precision", "fp32") == params.precision
         conversion = (
             {}
@@ -67,6 +71,7 @@ def write_onnx_dir(
             "source_sha256": spec.source_sha256,
             "precision_conversion": conversion,
             "rewrites": rewrites,
+            "layer_map": [entry.to_json() for entry in layers],  # made before a precision conversion renames tensors
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
         for item in model_dir.iterdir():

@@ -89,7 +89,7 @@ def smooth(
     for matmul in matmuls:
         if matmul.activation in scales:
             groups[matmul.activation].append(matmul)
-    folded = 0
+    folded: list[str] = []  # the norm outputs whose channels are now divided (a layer output parity cannot compare)
     divisions: dict[str | None, list[onnx.NodeProto]] = defaultdict(list)  # Mul nodes by the node they follow
     for activation, group in groups.items():
         divisors = scales[activation]
@@ -106,7 +106,7 @@ def smooth(
                 if producer.input[index]:
                     values = numpy_helper.to_array(initializers[producer.input[index]]) / divisors
                     producer.input[index] = add_initializer(graph, values, f"{producer.name}_smoothed_{index}")
-            folded += 1
+            folded.append(activation)
             continue
         divided = f"{activation}_smoothed"
         inverse = add_initializer(graph, 1.0 / divisors, f"{activation}_inverse_scales")
@@ -124,8 +124,9 @@ def smooth(
     return {
         "alpha": SMOOTHING_ALPHA,
         "inputs": len(groups),
-        "folded_into_norms": folded,
-        "mul_nodes": len(groups) - folded,
+        "folded_into_norms": len(folded),
+        "mul_nodes": len(groups) - len(folded),
+        "divided_norm_outputs": folded,
     }
 
 
