@@ -22,7 +22,9 @@ CACHE = REPO / ".pytest_cache" / "built"
 SOURCES = (
     "tests/backbones.py", "tests/layouts.py", "tests/first_subword.py", "tests/built.py", "tests/data/real_text.parquet",
     "stages/model/token_model.py", "stages/model/tokenizer_layout.py", "stages/model/backbone.py", "tools/demo/rules.py",
-    "tools/demo/corpus.py", "tools/demo/lexicon.py",
+    "tools/demo/corpus.py", "tools/demo/lexicon.py", "tests/custom_heads.py", "heads/concat_last_four.py",
+    "heads/bilstm.py", "heads/linear_crf.py", "stages/model/custom_head.py", "tools/demo/training.py",
+    "models/demo/demo.ckpt",
 )  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers", "sentencepiece")
 COMPLETE = ".complete"
