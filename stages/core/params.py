@@ -216,8 +216,9 @@ class InferParams:
     long_text: Literal["truncate", "sliding_window"] = "sliding_window"
     """`sliding_window` (every token scored) or `truncate` (one window, cut on `model.truncation_side`, as the seed
     notes do; gold spans in the cut text count as misses, and the metrics count the rows and spans cut)."""
-    stride: int = setting(128, 0)
-    """Tokens shared by consecutive sliding windows; a token's prediction is from the window where it is most central."""
+    stride: int | None = setting(None, 0)
+    """Tokens shared by consecutive sliding windows; a token's prediction is from the window where it is most central.
+    Unset (null): 128, or half a window's content tokens when a short `model.max_length` leaves fewer."""
     batch_size: int = setting(64, 1)
     """At most this many windows per batch."""
     max_batch_tokens: int = setting(4096, 1)

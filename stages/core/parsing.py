@@ -156,7 +156,7 @@ def _parse_value(kind: Any, value: Any, key: str, defaulted: list[str], default:
 
 def _check_range(spec: dataclasses.Field, value: Any, key: str) -> None:
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
-    for item in value if isinstance(value, tuple) else (value,):
+    for item in value if isinstance(value, tuple) else (value,) if value is not None else ():
         if (low is not None and item < low) or (high is not None and item > high):
             bounds = f">= {low}" if high is None else f"between {low} and {high}"
             raise UserError(f"{key} = {value!r} is out of range; it must be {bounds}")

@@ -26,7 +26,12 @@ class Window:
         return len(self.input_ids)
 
 
-def make_windows(texts: Sequence[EncodedText], framing: Framing, long_text: str, stride: int) -> list[Window]:
+DEFAULT_STRIDE = 128
+
+
+def make_windows(
+    texts: Sequence[EncodedText], framing: Framing, long_text: str, stride: int | None
+) -> list[Window]:
     """Windows of every text: one per text when truncating, overlapping ones for `sliding_window`."""
     check_stride(long_text, stride, framing)
     windows = []
@@ -37,14 +42,14 @@ def make_windows(texts: Sequence[EncodedText], framing: Framing, long_text: str,
     return windows
 
 
-def window_spans(tokens: int, framing: Framing, long_text: str, stride: int) -> list[tuple[int, int]]:
+def window_spans(tokens: int, framing: Framing, long_text: str, stride: int | None) -> list[tuple[int, int]]:
     """(start, length) of each window over `tokens` content tokens."""
     capacity = framing.capacity
     if tokens <= capacity:
         return [(0, tokens)]
     if long_text == "truncate":
         return [(tokens - capacity, capacity) if framing.truncation_side == "left" else (0, capacity)]
-    step = capacity - stride
+    step = capacity - sliding_stride(stride, framing)
     starts = [*list(range(0, tokens - capacity, step)), tokens - capacity]
     return [(start, capacity) for start in starts]
 
@@ -62,9 +67,14 @@ def most_central_window(tokens: int, windows: Sequence[Window]) -> np.ndarray:
     return best
 
 
-def check_stride(long_text: str, stride: int, framing: Framing) -> None:
+def sliding_stride(stride: int | None, framing: Framing) -> int:
+    """The tokens consecutive windows share: `stride` as set, or unset, 128 or half a window's content if less."""
+    return min(DEFAULT_STRIDE, framing.capacity // 2) if stride is None else stride
+
+
+def check_stride(long_text: str, stride: int | None, framing: Framing) -> None:
     """Sliding windows must advance: the stride must be shorter than a window's content."""
-    if long_text == "sliding_window" and stride >= framing.capacity:
+    if long_text == "sliding_window" and sliding_stride(stride, framing) >= framing.capacity:
         raise UserError(
             f"infer.stride = {stride} must be smaller than the {framing.capacity} content tokens of a window "
             f"(model.max_length {framing.max_length} less its special tokens); set infer.stride to at most "

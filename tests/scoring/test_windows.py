@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stages.core.errors import UserError
 from stages.scoring.tokens import EncodedText, Framing
 from stages.scoring.windows import make_windows, most_central_window, window_spans
 
@@ -38,3 +39,12 @@ def test_truncation_keeps_the_side_the_tokenizer_says():
     assert window_spans(20, FRAMING, "truncate", 0) == [(12, 8)]
     right = Framing(FRAMING.prefix, FRAMING.suffix, 10, "right")
     assert window_spans(20, right, "truncate", 0) == [(0, 8)]
+
+
+def test_an_unset_stride_is_128_or_half_a_short_window():
+    """A model served at a short model.max_length runs with the default params: the stride halves to fit."""
+    long = Framing(FRAMING.prefix, FRAMING.suffix, 512, "right")
+    assert window_spans(1000, long, "sliding_window", None) == window_spans(1000, long, "sliding_window", 128)
+    assert window_spans(20, FRAMING, "sliding_window", None) == window_spans(20, FRAMING, "sliding_window", 4)
+    with pytest.raises(UserError, match=r"infer\.stride = 8 must be smaller than the 8 content tokens"):
+        make_windows([], FRAMING, "sliding_window", 8)

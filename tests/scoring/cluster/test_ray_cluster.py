@@ -356,7 +356,7 @@ def test_the_blocks_file_carries_the_gold_words_the_word_level_f1_is_counted_on(
     pd.DataFrame({"id": ["a", "b", "c"], "tokens": words, "ner_tags": tags}).to_parquet("tagged.parquet")
     workspace.write_params(infer={"input": "tagged.parquet"})
     params = load_params()
-    assert write_blocks_file(params, PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run")) == 1
+    assert write_blocks_file(params, PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})) == 1
     location = locate("out/predictions.parquet.parts/blocks.parquet")
     block = read_block(blocks_reader(location), location, 0)
     assert block.texts == ["Anna paid 1,234 rubles", "東京 ok", ""]
