@@ -36,8 +36,13 @@ from tools.demo.training import Encoded, encode
 HEAD_CODE = REPO / "heads"
 DEMO_BACKBONE, DEMO_CHECKPOINT = REPO / "models/demo/backbone", REPO / "models/demo/demo.ckpt"
 LAYERS = 4  # the demo's two, and two more as initialised: four hidden states for the concatenating head
-TRAIN_SEED, TRAIN_ROWS, TRAIN_LENGTH, TRAIN_BATCH, TRAIN_STEPS = 41, 1200, 128, 32, 300
+TRAIN_SEED, TRAIN_ROWS, TRAIN_LENGTH, TRAIN_BATCH, TRAIN_STEPS = 41, 600, 128, 32, 300
+TRAIN_THREADS = 1  # on two busy cores, two threads made the LSTM's steps 80x slower (1.4 s vs 117 s for 20)
 WEIGHTS = "head.safetensors"
+SOURCES = (  # what the trained heads are built by, beside `tests.built.SOURCES`
+    "tests/custom_heads.py", "heads/concat_last_four.py", "heads/bilstm.py", "heads/linear_crf.py",
+    "stages/model/custom_head.py", "tools/demo/training.py", "models/demo/demo.ckpt",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,14 @@ def head_weights(kind: str) -> dict[str, torch.Tensor]:
     """The trained head's own tensors (by its attribute names), built once per version of this code."""
 
     def build(directory: Path) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+        try:
+            train(directory)
+        finally:
+            torch.set_num_threads(threads)
+
+    def train(directory: Path) -> None:
         backbone = directory / "backbone"
         write_backbone(backbone)
         model = untrained_model(backbone, HEADS[kind])
@@ -128,7 +141,7 @@ def head_weights(kind: str) -> dict[str, torch.Tensor]:
         train_head(model, hidden_batches(model, encode(tokenizer, texts, TRAIN_LENGTH), tokenizer.pad_token_id))
         save_file({key: value.contiguous() for key, value in model.head.state_dict().items()}, directory / WEIGHTS)
 
-    return load_file(built(f"custom-head-{kind}", build) / WEIGHTS)
+    return load_file(built(f"custom-head-{kind}", build, SOURCES) / WEIGHTS)
 
 
 def write_head_model(directory: Path, kind: str) -> HeadModel:
