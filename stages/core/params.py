@@ -28,7 +28,8 @@ class ModelParams:
     checkpoint: str
     """The fine-tuned weights: a `.ckpt`/`.pt`/`.bin` file (a `state_dict`, or a dict holding one: Lightning,
     `{"model_state_dict": ...}`), a `.safetensors` file, or a `save_pretrained` directory (a Trainer's output;
-    sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)` or `head`."""
+    sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)` (or as
+    `head`'s tensors, by their names)."""
     num_labels: int = field(metadata=_range(1))
     """The head's label count; a checkpoint with another is an error that names the count it has."""
     labels: tuple[str, ...] | None = None
@@ -53,7 +54,8 @@ class ModelParams:
     seed: int = 0
     """Initialises the weights the checkpoint does not hold (an unused pooler); recorded in `head.json`."""
     output: str = "models/model"
-    """The normalised model directory (a Hugging Face token-classification directory; the class is the seed's model)."""
+    """The normalised model directory (a Hugging Face token-classification directory; with `head`, the project's
+    weight names and `head.json` saying what the model is)."""
 
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != self.num_labels:

@@ -21,14 +21,14 @@ def find_crf(model: nn.Module, num_labels: int) -> str | None:
             continue
         if missing := [part for part in CRF_PARTS if part not in own]:
             raise UserError(
-                f"the head's {name} has transitions but no {' or '.join(missing)}: the CRF infer decodes has the "
-                f"parameters pytorch-crf's has ({', '.join(CRF_PARTS)})"
+                f"the CRF in {name} has transitions but no {' or '.join(missing)}: infer decodes a CRF of the "
+                f"parameters pytorch-crf names ({', '.join(CRF_PARTS)})"
             )
         shapes = {part: list(own[part].shape) for part in CRF_PARTS}
         if list(shapes.values()) != [[num_labels, num_labels], [num_labels], [num_labels]]:
             described = ", ".join(f"{part} {shape}" for part, shape in shapes.items())
             raise UserError(
-                f"the head's CRF {name} has {described}: not a CRF over model.num_labels = {num_labels} labels"
+                f"the CRF {name} has {described}: not a CRF over model.num_labels = {num_labels} labels"
             )
         found.append(name)
     if len(found) > 1:
