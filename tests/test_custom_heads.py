@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from transformers import AutoConfig
 
 from stages import load_checkpoint
 from stages.core.errors import UserError
+from stages.model.crf import find_crf
 from stages.model.custom_head import HeadModel, import_head
 from stages.model.directory import load_model_dir
 from tests.conftest import REPO
@@ -126,3 +128,22 @@ def test_the_model_directory_is_rebuilt_only_from_the_code_it_was_built_with(mak
         file.write("\n# edited\n")
     with pytest.raises(UserError, match=r"is not the code models/model was built with .* run the load_checkpoint"):
         load_model_dir(Path("models/model"))
+
+
+def test_a_crf_is_found_by_pytorch_crfs_names_and_checked():
+    class Crf(nn.Module):
+        def __init__(self, labels: int, parts: tuple[str, ...]) -> None:
+            super().__init__()
+            for part in parts:
+                shape = (labels, labels) if part == "transitions" else (labels,)
+                setattr(self, part, nn.Parameter(torch.zeros(shape)))
+
+    whole = ("transitions", "start_transitions", "end_transitions")
+    assert find_crf(nn.ModuleDict({"fc": nn.Linear(2, 4), "crf": Crf(4, whole)}), 4) == "crf"
+    assert find_crf(nn.Linear(2, 4), 4) is None
+    with pytest.raises(UserError, match=r"the CRF in crf has transitions but no end_transitions"):
+        find_crf(nn.ModuleDict({"crf": Crf(4, whole[:2])}), 4)
+    with pytest.raises(UserError, match=r"the CRF crf has transitions \[5, 5\].* not a CRF over model\.num_labels = 4"):
+        find_crf(nn.ModuleDict({"crf": Crf(5, whole)}), 4)
+    with pytest.raises(UserError, match=r"the head has 2 CRFs \(a, b\)"):
+        find_crf(nn.ModuleDict({"a": Crf(4, whole), "b": Crf(4, whole)}), 4)
