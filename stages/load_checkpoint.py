@@ -11,6 +11,8 @@ from stages.core.declared import load_declared
 from stages.core.runner import run_stage
 from stages.model.backbone import load_backbone, resolve_backbone, snapshot_revision
 from stages.model.checkpoint import check_directory_labels, sha256_of
+from stages.model.crf import find_crf
+from stages.model.custom_head import code_digest
 from stages.model.directory import HeadSpec, build_model, write_model_dir
 from stages.model.hub import HubLayout
 
@@ -29,7 +31,10 @@ def main() -> None:
     if checkpoint.is_dir():
         check_directory_labels(checkpoint, params.num_labels, params.labels)
     torch.manual_seed(params.seed)
-    model = build_model(config, params.num_labels, params.classifier_dropout, checkpoint)
+    model = build_model(config, params, checkpoint)
+    custom = params.head is not None
+    if (crf := find_crf(model, params.num_labels)) is not None:
+        log.info("the head's CRF is %s: the ONNX model gives the emissions, which infer decodes with its scores", crf)
     spec = HeadSpec(
         num_labels=params.num_labels,
         labels=params.label_names,
@@ -42,6 +47,10 @@ def main() -> None:
         init_seed=params.seed,
         backbone=params.backbone,
         backbone_revision=revision,
+        head=params.head,
+        head_args=params.head_args if custom else None,
+        head_code=params.head_code if custom else None,
+        head_code_sha256=code_digest(Path(params.head_code)) if custom else None,
     )
     layout = write_model_dir(model, tokenizer, spec, Path(params.output))
     parameters = sum(tensor.numel() for tensor in model.parameters())
@@ -55,7 +64,7 @@ def main() -> None:
     if isinstance(layout, HubLayout):
         log.info("%s loads as a %s with AutoModelForTokenClassification", params.output, layout.architecture)
     else:
-        log.info("%s keeps the seed's weight names, not a transformers class's: %s", params.output, layout)
+        log.info("%s keeps the project's weight names, not a transformers class's: %s", params.output, layout)
 
 
 if __name__ == "__main__":

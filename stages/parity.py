@@ -26,6 +26,7 @@ from stages.model.directory import HEAD_FILE, load_model_dir
 from stages.scoring.served import ServedModel
 from stages.verify.cases import check_compatible, check_parity, gate_inputs, plot_data, sample_rows
 from stages.verify.compare import build_report, case_details
+from stages.verify.crf import gate_crf
 from stages.verify.explain import explain_failure, format_table
 from stages.verify.foreign_rows import foreign_rows_note
 from stages.verify.layers import LAYER_PLOT, layer_picture
@@ -51,7 +52,9 @@ def main() -> None:
     check_compatible(spec, onnx_dir)
     precision = served.runner.precision  # the export's, or bf16 where OpenVINO serves an fp32 export at bf16
     tolerance = params.parity.tolerance(precision)
-    inputs = gate_inputs(sample_rows(params), served.tokenizer, served.framing, spec, model.config.vocab_size, params)
+    crf = gate_crf(model, served.crf, onnx_dir)
+    sampled = sample_rows(params)
+    inputs = gate_inputs(sampled, served.tokenizer, served.framing, spec, model.config.vocab_size, params, crf)
     cases, compared = check_parity(model, served.runner.logits, inputs, tolerance)
     report = build_report(cases, tolerance, precision, served.runner.provider)
     write_json(Path(params.parity.report), report)

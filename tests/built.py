@@ -29,19 +29,21 @@ COMPLETE = ".complete"
 
 
 @functools.cache
-def sources_digest() -> str:
+def sources_digest(extra: tuple[str, ...] = ()) -> str:
+    """The key of an artefact built by `SOURCES` and its own `extra` files, with the library versions."""
     digest = hashlib.sha256()
-    for name in SOURCES:
+    for name in (*SOURCES, *extra):
         digest.update(name.encode() + b"\0" + (REPO / name).read_bytes())
     for library in LIBRARIES:
         digest.update(f"{library}=={version(library)}".encode())
     return digest.hexdigest()[:16]
 
 
-def built(name: str, build: Callable[[Path], None]) -> Path:
-    """The directory `build` fills for artefact `name`, built now unless this version of it is kept already.
-    Parallel test workers wait for one another (a lock per artefact), so each artefact is built once."""
-    directory = CACHE / f"{name}-{sources_digest()}"
+def built(name: str, build: Callable[[Path], None], sources: tuple[str, ...] = ()) -> Path:
+    """The directory `build` fills for artefact `name`, built now unless this version of it is kept already (its key:
+    `SOURCES` and its own `sources`). Parallel test workers wait for one another (a lock per artefact), so each
+    artefact is built once."""
+    directory = CACHE / f"{name}-{sources_digest(sources)}"
     if (directory / COMPLETE).is_file():
         return directory
     CACHE.mkdir(parents=True, exist_ok=True)

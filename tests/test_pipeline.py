@@ -27,6 +27,7 @@ PIPELINE_FILES = (
     ".dvc/.gitignore",
     ".dvc/plots",
     "stages",
+    "heads",
     "tools",
     "data/demo.parquet",
     "data/validation.parquet",

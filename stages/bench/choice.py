@@ -26,6 +26,7 @@ from stages.core.params import Params
 from stages.graph.runners import Runner, Serving, load_runner, openvino_precisions, openvino_serving
 from stages.model.directory import load_model_dir
 from stages.model.token_model import torch_logits
+from stages.scoring.decoding import crf_beside
 from stages.scoring.tokens import TextTokenizer
 from stages.verify.cases import GateInputs, SampledRows, gate_inputs
 from stages.verify.explain import explain_failure
@@ -132,7 +133,9 @@ def serving_chooser(
         model, spec = load_model_dir(model_dir)
         tokenizer = TextTokenizer.load(path.parent)
         framing = tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"])
-        inputs = gate_inputs(sampled, tokenizer, framing, spec, model.config.vocab_size, params)
+        inputs = gate_inputs(
+            sampled, tokenizer, framing, spec, model.config.vocab_size, params, crf_beside(path.parent)
+        )
         return choose_serving(
             path, metadata["precision"], inputs, lambda: inputs.run(lambda arrays: torch_logits(model, arrays)), params
         )

@@ -19,7 +19,7 @@ from stages.bench.variants import Variant
 from stages.core.errors import UserError
 from stages.core.memory import rss_mb
 from stages.core.params import ExportParams, RuntimeParams
-from stages.model.token_model import CustomModel
+from stages.model.custom_head import TokenModel
 from stages.scoring.batching import pad_batch
 from stages.scoring.datasets.blocks import iter_blocks
 from stages.scoring.tokens import Framing, TextTokenizer
@@ -90,7 +90,7 @@ def tokenize_batch(tokenizer: TextTokenizer, framing: Framing, texts: Sequence[s
 
 
 def plan_workload(
-    texts: list[str], tokenizer: TextTokenizer, framing: Framing, model: CustomModel, batch: int
+    texts: list[str], tokenizer: TextTokenizer, framing: Framing, model: TokenModel, batch: int
 ) -> Workload:
     """Fixed batches of `batch` rows in dataset order, and their token and FLOP counts."""
     batches = [texts[start : start + batch] for start in range(0, len(texts), batch)]
@@ -101,7 +101,7 @@ def plan_workload(
         lengths.append(mask.shape[1])
         real += int(mask.sum())
         slots += mask.size
-        flops += mask.size * flops_per_slot(model.config, model.fc.out_features, mask.shape[1])
+        flops += mask.size * flops_per_slot(model.config, model.num_labels, mask.shape[1])
         largest_id = max(largest_id, int(arrays["input_ids"].max()))
     if largest_id >= model.config.vocab_size:
         raise UserError(

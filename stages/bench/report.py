@@ -13,7 +13,7 @@ from stages.bench.peaks import PEAK_KINDS, PEAK_SHAPE
 from stages.bench.variants import Variant
 from stages.core.cpu import describe_cpu
 from stages.graph.metadata import library_versions
-from stages.model.token_model import CustomModel
+from stages.model.custom_head import TokenModel
 
 RSS_NOTE = "process RSS sampled after each of the variant's rounds, max; it counts every variant loaded"
 
@@ -89,7 +89,7 @@ def variant_rows(
     return [variant_row(variant, timings[variant.name], reference, workload, peaks, stamp) for variant in variants]
 
 
-def model_summary(model: CustomModel) -> dict[str, Any]:
+def model_summary(model: TokenModel) -> dict[str, Any]:
     """The model's shape, for the report."""
     config = model.config
     return {
@@ -97,7 +97,7 @@ def model_summary(model: CustomModel) -> dict[str, Any]:
         "hidden_size": config.hidden_size,
         "layers": config.num_hidden_layers,
         "vocab_size": config.vocab_size,
-        "labels": model.fc.out_features,
+        "labels": model.num_labels,
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
     }
 

@@ -19,7 +19,7 @@ from stages.bench.subject import converted_copy, export_fp32
 from stages.bench.variants import Skipped, Variant, cpu_variants, cuda_variants
 from stages.graph.metadata import library_versions
 from stages.graph.precision import resolve_int8_target
-from stages.model.token_model import CustomModel
+from stages.model.custom_head import TokenModel
 from stages.scoring.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 INT8_TARGETS = ("vnni", "no_vnni")  # both, to show what 7-bit weights cost and save on this CPU
 
 
-def build_engines(
-    model: CustomModel, workdir: Path, settings: BenchmarkSettings
-) -> tuple[list[Variant], list[Skipped]]:
+def build_engines(model: TokenModel, workdir: Path, settings: BenchmarkSettings) -> tuple[list[Variant], list[Skipped]]:
     """Export the fp32 model into `workdir`, make its int8 (and on a GPU fp16) variants, and load every variant."""
     runtime = settings.runtime
     fp32_path = export_fp32(model, workdir / "fp32", settings.export)
@@ -44,7 +42,7 @@ def build_engines(
 
 
 def run_benchmark(
-    model: CustomModel, tokenizer: TextTokenizer, texts: list[str], settings: BenchmarkSettings
+    model: TokenModel, tokenizer: TextTokenizer, texts: list[str], settings: BenchmarkSettings
 ) -> dict[str, Any]:
     """Export, build every variant, time them in alternating rounds between two peak measurements; the report."""
     previous_threads = torch.get_num_threads()

@@ -15,6 +15,7 @@ from stages.graph.exporter import export_graph
 from stages.graph.metadata import ONNX_FILE
 from stages.graph.precision import apply_precision
 from stages.model.backbone import load_backbone, mdeberta_v3_config
+from stages.model.custom_head import TokenModel
 from stages.model.directory import load_model_dir
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
@@ -31,7 +32,7 @@ def base_model(seed: int) -> CustomModel:
     return CustomModel(mdeberta_v3_config(), BASE_NUM_LABELS, BASE_DROPOUT).eval()
 
 
-def model_under_test(size: str, params: Params) -> tuple[CustomModel, TextTokenizer]:
+def model_under_test(size: str, params: Params) -> tuple[TokenModel, TextTokenizer]:
     """`demo`: the pipeline's normalised model (`model.output`) and its tokenizer; `base`: the random
     mdeberta-v3-base-shaped model, fed by `model.backbone`'s tokenizer."""
     if size == "demo":
@@ -41,7 +42,7 @@ def model_under_test(size: str, params: Params) -> tuple[CustomModel, TextTokeni
     return base_model(params.benchmark.seed), TextTokenizer(tokenizer.backend_tokenizer, tokenizer.pad_token_id)
 
 
-def export_fp32(model: CustomModel, directory: Path, export: ExportParams) -> Path:
+def export_fp32(model: TokenModel, directory: Path, export: ExportParams) -> Path:
     """The model exported to fp32 ONNX in `directory`, as the `export` params export it (an `onnx_file` aside)."""
     params = dataclasses.replace(export, precision="fp32", onnx_file=None, output=str(directory))
     directory.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from stages.core.errors import UserError
 from stages.core.params import RuntimeParams
 from stages.graph.precision import resolve_int8_target
 from stages.graph.session import CUDA, create_session, onnx_logits, provider_of
-from stages.model.token_model import CustomModel, torch_inputs, torch_logits
+from stages.model.custom_head import TokenModel
+from stages.model.token_model import torch_inputs, torch_logits
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,13 @@ class Skipped:
     reason: str
 
 
-def torch_bf16_logits(model: CustomModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def torch_bf16_logits(model: TokenModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """One batch under CPU bf16 autocast."""
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         return model(**torch_inputs(model, arrays)).float().numpy()
 
 
-def torch_cuda_runner(model: CustomModel) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def torch_cuda_runner(model: TokenModel) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     """One batch on the GPU; inputs copied in and logits copied back (part of the timing)."""
 
     def run(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -78,7 +79,7 @@ def ort_cuda_unavailable_reason() -> str | None:
 
 
 def cpu_variants(
-    model: CustomModel, fp32_path: Path, int8_paths: dict[str, Path], runtime: RuntimeParams
+    model: TokenModel, fp32_path: Path, int8_paths: dict[str, Path], runtime: RuntimeParams
 ) -> tuple[list[Variant], list[Skipped]]:
     """torch fp32 (and bf16 autocast where the CPU has native bf16), onnxruntime fp32, and onnxruntime int8
     for each int8 target in `int8_paths`, all on the CPU with `runtime`'s threads."""
@@ -110,7 +111,7 @@ def cpu_variants(
 
 
 def cuda_variants(
-    model: CustomModel, fp32_path: Path, workdir: Path, runtime: RuntimeParams
+    model: TokenModel, fp32_path: Path, workdir: Path, runtime: RuntimeParams
 ) -> tuple[list[Variant], list[Skipped]]:
     """The GPU variants, or why each one is skipped."""
     names = ("torch-fp16-cuda", "ort-fp16-cuda", "ort-fp32-cuda")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from stages.core.benchmark_params import BenchmarkParams
 from stages.core.errors import UserError
@@ -28,7 +28,8 @@ class ModelParams:
     checkpoint: str
     """The fine-tuned weights: a `.ckpt`/`.pt`/`.bin` file (a `state_dict`, or a dict holding one: Lightning,
     `{"model_state_dict": ...}`), a `.safetensors` file, or a `save_pretrained` directory (a Trainer's output;
-    sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)`."""
+    sharded too). The encoder is found under any prefix, the head as the one `Linear(hidden -> labels)` (or as
+    `head`'s tensors, by their names)."""
     num_labels: int = field(metadata=_range(1))
     """The head's label count; a checkpoint with another is an error that names the count it has."""
     labels: tuple[str, ...] | None = None
@@ -41,10 +42,20 @@ class ModelParams:
     """Which end of a long text `truncate` keeps: `left` keeps the end, as the seed notes do."""
     trust_remote_code: bool = False
     """Run code shipped with the backbone (off; a warning when on)."""
+    head: str | None = None
+    """`null`: the seed's head, one `Linear(hidden -> labels)`; or your head's class, `module:Class`, imported from
+    `head_code` and run (a warning says so): it takes every hidden state and the attention mask and returns per-token
+    scores `[batch, sequence, labels]` (a CRF head: its emissions; docs/heads.md)."""
+    head_args: dict[str, Any] | None = None
+    """The keyword arguments `head`'s class is built with, e.g. `{hidden_size: 768, num_labels: 9}`; `null`: none."""
+    head_code: str = "heads"
+    """The directory `head` is imported from (first on the import path); a dep of `load_checkpoint`, so an edit reruns
+    what it shapes. `heads/` ships heads of common shapes (docs/heads.md)."""
     seed: int = 0
     """Initialises the weights the checkpoint does not hold (an unused pooler); recorded in `head.json`."""
     output: str = "models/model"
-    """The normalised model directory (a Hugging Face token-classification directory; the class is the seed's model)."""
+    """The normalised model directory (a Hugging Face token-classification directory; with `head`, the project's
+    weight names and `head.json` saying what the model is)."""
 
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != self.num_labels:

@@ -127,6 +127,10 @@ def _parse_value(kind: Any, value: Any, key: str, defaulted: list[str], default:
             choices = ", ".join(str(argument) for argument in arguments)
             raise UserError(f"{key} = {value!r} is not allowed; choose one of: {choices}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+            raise UserError(f"{key} must be a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, list):
             raise UserError(f"{key} must be a list, got {value!r}")

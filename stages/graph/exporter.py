@@ -14,7 +14,8 @@ from stages.core.errors import UserError, raised_in_project
 from stages.core.params import ExportParams
 from stages.graph.fusible import spell_for_fusion
 from stages.graph.rewrites import lean_attention
-from stages.model.token_model import CustomModel, GraphInputs
+from stages.model.custom_head import TokenModel
+from stages.model.token_model import GraphInputs
 
 OUTPUT_NAME = "logits"
 SINGLE_FILE_LIMIT = 1_800_000_000  # bytes; protobuf cannot hold more than 2 GB
@@ -23,7 +24,7 @@ OP_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"  # the dynamo
 TORCHVISION_ABSENT = "torchvision is not installed"
 
 
-def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor, ...]:
+def dummy_inputs(model: TokenModel, params: ExportParams) -> tuple[torch.Tensor, ...]:
     """Random inputs of the export dummy's shape, in the graph's input order and dtype."""
     generator = torch.Generator().manual_seed(0)
     shape = (params.dummy_batch, params.dummy_length)
@@ -36,7 +37,7 @@ def dummy_inputs(model: CustomModel, params: ExportParams) -> tuple[torch.Tensor
     return tuple(tensors[name] for name in model.input_names)
 
 
-def export_graph(model: CustomModel, params: ExportParams, path: Path) -> list[str]:
+def export_graph(model: TokenModel, params: ExportParams, path: Path) -> list[str]:
     """Run the chosen exporter, then respell the graph where onnxruntime fuses another spelling
     (`stages.graph.fusible`); returns those rewrites' names. A backbone the exporter cannot export is a
     `UserError` that names the other exporter; an error raised in this project's own code (a rewrite, the
@@ -71,7 +72,7 @@ def without_torchvision_warnings() -> Iterator[None]:
         registry.removeFilter(relevant)
 
 
-def run_exporter(model: CustomModel, params: ExportParams, path: Path) -> None:
+def run_exporter(model: TokenModel, params: ExportParams, path: Path) -> None:
     """The chosen exporter, with dynamic batch and sequence axes; the graph's inputs are `model.input_names`."""
     wrapper = GraphInputs(model).eval()
     inputs = dummy_inputs(model, params)

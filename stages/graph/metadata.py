@@ -20,6 +20,9 @@ STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata the dynamo exporter 
 ONNX_FILE = "model.onnx"  # the files of an exported model directory
 WEIGHTS_DATA = "model.onnx.data"  # the weights beside the graph: onnxruntime maps them instead of copying them
 SIDECAR_FILE = "model.json"
+# A CRF head's scores (`transitions`, `start_transitions`, `end_transitions`) beside the graph, which infer decodes with.
+CRF_FILE = "crf.json"
+VITERBI = "viterbi"  # `decoding` in model.json where the labels are a CRF's; absent: each token's best score
 VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu")
 
 

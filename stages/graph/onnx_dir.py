@@ -1,6 +1,7 @@
 """The exported model directory: the ONNX graph in the served precision, stamped with its metadata, beside the
-tokenizer and config it is fed and read with. The graph is exported from the normalised model, or adopted from
-`export.onnx_file`. The export stage and the benchmarks both write it here."""
+tokenizer and config it is fed and read with, and a CRF head's scores (`crf.json`: the graph gives the emissions, infer
+decodes them). The graph is exported from the normalised model, or adopted from `export.onnx_file`. The export stage
+and the benchmarks both write it here."""
 
 from __future__ import annotations
 
@@ -16,11 +17,16 @@ from stages.core.atomic import atomic_directory
 from stages.core.params import ExportParams
 from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
+<<<<<<< HEAD
 from stages.graph.layer_map import compared_modules, layer_map
 from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
+=======
+from stages.graph.metadata import CRF_FILE, ONNX_FILE, SIDECAR_FILE, VITERBI, stamp_metadata
+>>>>>>> issue-41-heads
 from stages.graph.precision import Int8Mixer, apply_precision, full_int8
 from stages.graph.rewrites import LEAN_ATTENTION, has_disentangled_attention
-from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, load_model_dir
+from stages.model.crf import crf_scores, find_crf
+from stages.model.directory import HEAD_FILE, WEIGHTS_FILE, HeadSpec, load_model_dir
 
 ServingChooser = Callable[[Path, dict[str, Any]], dict[str, Any]]  # model file, metadata -> choice
 NOT_COPIED = (HEAD_FILE, WEIGHTS_FILE)  # the torch side's files; everything else (tokenizer, config) travels
@@ -53,7 +59,12 @@ def write_onnx_dir(
                 "exporter": "onnx_file",
                 **adopt_onnx(Path(params.onnx_file), staging / ONNX_FILE, spec, params.precision),
             }
+<<<<<<< HEAD
         layers = layer_map(onnx.load(str(staging / ONNX_FILE), load_external_data=False), compared_modules(model))
+=======
+        if (crf := find_crf(model, spec.num_labels)) is not None:  # beside the graph, for the int8 search to decode
+            (staging / CRF_FILE).write_text(json.dumps(crf_scores(model, crf)) + "\n", encoding="utf-8")
+>>>>>>> issue-41-heads
         served_as_given = origin.get("source_precision", "fp32") == params.precision
         conversion = (
             {}
@@ -71,7 +82,11 @@ def write_onnx_dir(
             "source_sha256": spec.source_sha256,
             "precision_conversion": conversion,
             "rewrites": rewrites,
+<<<<<<< HEAD
             "layer_map": [entry.to_json() for entry in layers],  # made before a precision conversion renames tensors
+=======
+            **head_facts(spec, crf),
+>>>>>>> issue-41-heads
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
         for item in model_dir.iterdir():
@@ -82,6 +97,17 @@ def write_onnx_dir(
         sidecar = json.dumps(self_description(metadata), indent=2, ensure_ascii=False)
         (staging / SIDECAR_FILE).write_text(sidecar + "\n", encoding="utf-8")
     return {**metadata, "timings": timings}
+
+
+def head_facts(spec: HeadSpec, crf: str | None) -> dict[str, Any]:
+    """What `model.json` says of your own head (`model.head`: its class, arguments and code's digest) and of a CRF's
+    decoding; nothing for the seed's head, whose labels are each token's best score."""
+    facts: dict[str, Any] = {}
+    if spec.head is not None:
+        facts["head"] = {"class": spec.head, "args": spec.head_args, "code_sha256": spec.head_code_sha256}
+    if crf is not None:
+        facts.update(decoding=VITERBI, crf=crf)
+    return facts
 
 
 def self_description(metadata: dict[str, Any]) -> dict[str, Any]:

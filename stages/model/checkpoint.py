@@ -178,6 +178,8 @@ def describe_mismatch(report: KeyReport, checkpoint: Path) -> str:
         hint = ""
         if key.startswith("fc."):
             hint = f" -> the checkpoint has {in_checkpoint[0]} labels: set model.num_labels: {in_checkpoint[0]}"
+        elif key.startswith("head."):
+            hint = " -> your head (model.head) is built with other sizes: check model.head_args"
         elif "word_embeddings" in key:
             hint = " -> vocabulary size differs: model.backbone is not the backbone this checkpoint was trained from"
         lines.append(f"  shape of {key}: checkpoint {list(in_checkpoint)} vs model {list(in_model)}{hint}")

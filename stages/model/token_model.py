@@ -40,6 +40,7 @@ class CustomModel(nn.Module):
         self.fc = nn.Linear(config.hidden_size, num_labels)
         self.fc.weight.data.normal_(mean=0.0, std=getattr(config, "initializer_range", 0.02))
         self.fc.bias.data.zero_()
+        self.num_labels = num_labels
         self.input_names = backbone_input_names(self.model, config)
 
     def forward(
@@ -56,12 +57,13 @@ class CustomModel(nn.Module):
 
 
 class GraphInputs(nn.Module):
-    """Export front of `CustomModel`: integer inputs of any width, cast to int64 inside the graph.
+    """Export front of a token model (`CustomModel`, or the encoder with your head): integer inputs of any width, cast
+    to int64 inside the graph.
 
     The cast lets the exported inputs be int32 (as in the seed) or int64.
     """
 
-    def __init__(self, model: CustomModel) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
@@ -78,12 +80,12 @@ class GraphInputs(nn.Module):
         )
 
 
-def torch_inputs(model: CustomModel, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def torch_inputs(model: nn.Module, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The model's inputs from a padded batch of arrays, as int64 tensors."""
     return {name: torch.from_numpy(np.asarray(arrays[name], dtype=np.int64)) for name in model.input_names}
 
 
-def torch_logits(model: CustomModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def torch_logits(model: nn.Module, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Run one padded batch in torch eager; returns float32 logits [batch, sequence, labels]."""
     with torch.inference_mode():
         return model(**torch_inputs(model, arrays)).float().numpy()

@@ -32,6 +32,7 @@ from stages.graph.precision import Int8Mixer
 from stages.model.directory import CONFIG_FILE, HEAD_FILE, HeadSpec
 from stages.quantize.sensitivity import simulated_int8_errors
 from stages.quantize.trials import PLAIN, SMOOTHED, MixSearch, Trial
+from stages.scoring.decoding import crf_beside
 from stages.scoring.tokens import TextTokenizer
 from stages.verify.cases import gate_inputs, sample_rows
 
@@ -45,7 +46,8 @@ def accuracy_aware_int8(params: Params, model_dir: Path) -> Int8Mixer:
         tokenizer = TextTokenizer.load(model_dir)
         framing = tokenizer.framing(spec.max_length, spec.truncation_side)
         vocab_size = int(json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))["vocab_size"])
-        inputs = gate_inputs(sample_rows(params), tokenizer, framing, spec, vocab_size, params)
+        crf = crf_beside(exported.parent)  # a CRF head's, written beside the graph
+        inputs = gate_inputs(sample_rows(params), tokenizer, framing, spec, vocab_size, params, crf)
         search = MixSearch.start(prepared, exported, target, inputs, params)
         chosen, reasons = choose_mix(search)
         chosen.path.replace(exported)

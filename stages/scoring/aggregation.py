@@ -124,17 +124,30 @@ class Aggregation:
     def word_level(self) -> bool:
         return self.strategy != SIMPLE
 
-    def read(self, text: str, ids: np.ndarray, offsets: np.ndarray, probabilities: np.ndarray) -> RowReading:
-        """The spans (and words) of one row's scored tokens: `ids` at `offsets`, with their label probabilities."""
+    def read(
+        self,
+        text: str,
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        probabilities: np.ndarray,
+        decoded: np.ndarray | None = None,
+    ) -> RowReading:
+        """The spans (and words) of one row's scored tokens: `ids` at `offsets`, with their label probabilities and,
+        where a CRF decoded them, their labels (a word then takes its first token's: `first`); else each token's
+        label is its most probable."""
         names = np.asarray(self.labels, dtype=object)
         if not self.word_level:
-            labels = names[probabilities.argmax(axis=-1)].tolist()
-            scores = probabilities.max(axis=-1)
+            chosen = probabilities.argmax(axis=-1) if decoded is None else decoded
+            scores = probabilities[np.arange(len(chosen)), chosen]
+            labels = names[chosen].tolist()
             return RowReading(aggregate_spans(text, labels, offsets[:, 0], offsets[:, 1], scores, self.ignore))
         firsts = self.rule.word_firsts(text, ids, offsets)
         if not len(firsts):
             return RowReading([], [], [], [])
-        label_ids, scores = word_labels(probabilities, firsts, self.strategy)
+        if decoded is None:
+            label_ids, scores = word_labels(probabilities, firsts, self.strategy)
+        else:
+            label_ids, scores = decoded[firsts], probabilities[firsts, decoded[firsts]]
         starts = offsets[firsts, 0].tolist()
         ends = offsets[[*(firsts[1:] - 1), len(ids) - 1], 1].tolist()
         labels = names[label_ids].tolist()

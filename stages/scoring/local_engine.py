@@ -25,6 +25,7 @@ from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.verdict import check_verdict, model_digests
 from stages.scoring.datasets.blocks import Block, row_count
+from stages.scoring.decoding import check_aggregation
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.plan import scoring_blocks
 from stages.scoring.reuse.store import ScoreStore, open_store
@@ -137,6 +138,7 @@ def score_locally(params: Params) -> dict:
             Path(params.parity.verdict), digests, served.runner.identity, params.infer.allow_unverified
         )
         check_stride(params.infer.long_text, params.infer.stride, served.framing)
+        check_aggregation(params.infer.aggregation, served.crf)
         started = time.perf_counter()
         store = open_store(params, served.runner.identity, digests)
         tally, parts, duplicate_ids = score_dataset(params, served, output, lease, store, verification)

@@ -25,6 +25,7 @@ from stages.scoring.aggregation import SIMPLE, softmax, word_ranges
 from stages.scoring.batching import pad_batch
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import Block
+from stages.scoring.decoding import decoded_labels
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
 from stages.scoring.quality import cut_gold, gold_token_types, on_words, predicted_spans, token_types
@@ -35,7 +36,7 @@ from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.parts import Part, encode_part
 from stages.scoring.tokens import EncodedText
-from stages.scoring.windows import RowPrediction, Window, merge_windows, window_spans
+from stages.scoring.windows import RowPrediction, Window, WindowOutputs, merge_windows, window_spans
 
 
 @dataclass(frozen=True)
@@ -135,21 +136,22 @@ def tokenise(
 
 
 def predict_rows(served: ServedModel, block: PreparedBlock, tally: Tally) -> dict[int, RowPrediction]:
-    """Run the planned batches through the model and merge each scored row's windows back into its prediction."""
+    """Run the planned batches through the model and merge each scored row's windows back into its prediction (a CRF
+    head's labels decoded over each window's tokens)."""
     windows = block.windows
-    window_probabilities: list[np.ndarray] = [np.empty((0, len(served.labels)), np.float32)] * len(windows)
+    outputs = WindowOutputs.empty(len(windows), len(served.labels), served.crf is not None)
     prefix = len(served.framing.prefix)
     started = time.perf_counter()
     for indices in block.batches:
         arrays = pad_batch([windows[index].input_ids for index in indices], served.pad_id)
-        probabilities = softmax(served.runner.logits(arrays))
+        logits = served.runner.logits(arrays)
+        labels = decoded_labels(served.crf, logits, arrays["attention_mask"])
+        outputs.take(indices, windows, prefix, softmax(logits), labels)
         tally.token_slots += arrays["attention_mask"].size
-        for position, index in enumerate(indices):
-            window_probabilities[index] = probabilities[position, prefix : prefix + windows[index].length]
-            tally.model_tokens += len(windows[index].input_ids)
+        tally.model_tokens += sum(len(windows[index].input_ids) for index in indices)
     tally.model_seconds += time.perf_counter() - started
     tally.windows += len(windows)
-    merged = merge_windows({row: len(block.encoded[row]) for row in block.scored}, windows, window_probabilities)
+    merged = merge_windows({row: len(block.encoded[row]) for row in block.scored}, windows, outputs)
     return dict(zip(block.scored, merged, strict=True))
 
 
@@ -164,7 +166,10 @@ def row_outputs(
     for row in prepared.scored:
         prediction, tokens, text = predictions[row], prepared.encoded[row], prepared.texts[row]
         offsets = tokens.offsets[prediction.positions]
-        reading = aggregation.read(text, tokens.input_ids[prediction.positions], offsets, prediction.probabilities)
+        decoded = None if served.crf is None else prediction.label_ids
+        reading = aggregation.read(
+            text, tokens.input_ids[prediction.positions], offsets, prediction.probabilities, decoded
+        )
         columns["n_tokens"].append(len(prediction.positions))
         columns["truncated"].append(len(prediction.positions) < len(tokens))
         columns["skipped_reason"].append(prepared.block.issues[row] if prepared.skipped[row] else None)

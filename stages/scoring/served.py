@@ -1,4 +1,5 @@
-"""An exported model ready to score: its runner (onnxruntime or OpenVINO), tokenizer, labels and window framing."""
+"""An exported model ready to score: its runner (onnxruntime or OpenVINO), tokenizer, labels, window framing and, for a
+CRF head, the CRF its labels are decoded with."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from stages.graph.metadata import ONNX_FILE, read_sidecar
 from stages.graph.runners import Runner, load_runner, resolve_serving
 from stages.scoring.aggregation import Aggregation, WordRule
 from stages.scoring.batching import pad_batch
+from stages.scoring.decoding import Crf, check_aggregation, served_crf
 from stages.scoring.tokens import Framing, TextTokenizer
 
 PROBE_ROWS = 4  # windows run alone, then side by side
@@ -27,6 +29,7 @@ class ServedModel:
     labels: tuple[str, ...]
     framing: Framing
     word_rule: WordRule
+    crf: Crf | None  # a CRF head's: the labels are its Viterbi decoding of the logits (the emissions)
     invariance: list[bool] = field(default_factory=list)  # `batch_invariant`'s measurement, once made
 
     @property
@@ -35,6 +38,7 @@ class ServedModel:
 
     def aggregation(self, strategy: str, ignore: frozenset[str]) -> Aggregation:
         """How this model's rows become spans under `strategy` (`infer.aggregation`), `ignore` forming none."""
+        check_aggregation(strategy, self.crf)
         return Aggregation(strategy, self.labels, ignore, self.word_rule)
 
     def batch_invariant(self, texts: Sequence[str]) -> bool:
@@ -76,6 +80,7 @@ class ServedModel:
             labels=tuple(metadata["labels"]),
             framing=tokenizer.framing(int(metadata["max_length"]), metadata["truncation_side"]),
             word_rule=WordRule.of(tokenizer),
+            crf=served_crf(onnx_dir, metadata),
         )
 
 

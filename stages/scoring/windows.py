@@ -89,27 +89,60 @@ class RowPrediction:
     probabilities: np.ndarray  # float32 [n, labels]
 
 
-def merge_windows(
-    counts: dict[int, int], windows: list[Window], window_probabilities: list[np.ndarray]
-) -> list[RowPrediction]:
+@dataclass
+class WindowOutputs:
+    """Each window's content tokens' scores (probabilities or logits) and, where a CRF decoded them, labels, taken
+    batch by batch from the model's outputs on padded windows (each window's content after `prefix` special tokens)."""
+
+    scores: list[np.ndarray]
+    labels: list[np.ndarray] | None  # None: each token takes its best score
+
+    @classmethod
+    def empty(cls, windows: int, num_labels: int, decoded: bool) -> WindowOutputs:
+        nothing = np.empty((0, num_labels), np.float32)
+        return cls([nothing] * windows, [np.empty(0, np.int64)] * windows if decoded else None)
+
+    def take(
+        self, indices: np.ndarray, windows: list[Window], prefix: int, scores: np.ndarray, labels: np.ndarray | None
+    ) -> None:
+        """One batch's outputs: `scores` [batch, sequence, labels] and the decoded `labels` [batch, sequence] of the
+        windows at `indices`, in batch order."""
+        for position, index in enumerate(indices):
+            content = slice(prefix, prefix + windows[index].length)
+            self.scores[index] = scores[position, content]
+            if self.labels is not None and labels is not None:
+                self.labels[index] = labels[position, content]
+
+
+def merge_windows(counts: dict[int, int], windows: list[Window], outputs: WindowOutputs) -> list[RowPrediction]:
     """The prediction of each row of `counts` (row -> its content token count) from its windows."""
     by_row: dict[int, list[int]] = {}
     for index in sorted(range(len(windows)), key=lambda index: windows[index].start):  # ties go to the earlier window
         by_row.setdefault(windows[index].row, []).append(index)
     return [
         merged_prediction(
-            count, [windows[index] for index in by_row[row]], [window_probabilities[index] for index in by_row[row]]
+            count,
+            [windows[index] for index in by_row[row]],
+            [outputs.scores[index] for index in by_row[row]],
+            None if outputs.labels is None else [outputs.labels[index] for index in by_row[row]],
         )
         for row, count in counts.items()
     ]
 
 
-def merged_prediction(tokens: int, windows: list[Window], probabilities: list[np.ndarray]) -> RowPrediction:
-    """A row's prediction: each token's from the window where it is most central; tokens no window covers dropped."""
+def merged_prediction(
+    tokens: int, windows: list[Window], probabilities: list[np.ndarray], labels: list[np.ndarray] | None
+) -> RowPrediction:
+    """A row's prediction: each token's from the window where it is most central; tokens no window covers dropped.
+    Its labels are the windows' decoded `labels` where given, else each token's best score."""
     choice = most_central_window(tokens, windows)
     covered = np.flatnonzero(choice >= 0)
     merged = np.empty((len(covered), probabilities[0].shape[-1]), dtype=np.float32)
+    decoded = np.empty(len(covered), dtype=np.int64)
     for local, window in enumerate(windows):
         positions = covered[choice[covered] == local]
         merged[np.searchsorted(covered, positions)] = probabilities[local][positions - window.start]
-    return RowPrediction(positions=covered, label_ids=merged.argmax(axis=-1).astype(np.int16), probabilities=merged)
+        if labels is not None:
+            decoded[np.searchsorted(covered, positions)] = labels[local][positions - window.start]
+    label_ids = merged.argmax(axis=-1) if labels is None else decoded
+    return RowPrediction(positions=covered, label_ids=label_ids.astype(np.int16), probabilities=merged)

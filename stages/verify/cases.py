@@ -13,16 +13,18 @@ import onnx
 from stages.core.errors import UserError
 from stages.core.params import Params, ParityParams, Tolerance
 from stages.graph.metadata import ONNX_FILE
+from stages.model.custom_head import TokenModel
 from stages.model.directory import HeadSpec
-from stages.model.token_model import CustomModel, torch_logits
+from stages.model.token_model import torch_logits
 from stages.scoring.aggregation import Aggregation, WordRule, softmax, word_ranges
 from stages.scoring.batching import pad_batch, plan_batches
 from stages.scoring.datasets.annotations import gold_for_model
 from stages.scoring.datasets.blocks import empty_dataset, iter_blocks
+from stages.scoring.decoding import Crf, check_aggregation, decoded_labels
 from stages.scoring.quality import Span, Word, on_words, predicted_spans, span_agreement
 from stages.scoring.tokens import EncodedText, Framing, TextTokenizer
-from stages.scoring.windows import Window, make_windows, merge_windows
-from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, compare_case, pooled_grid_values
+from stages.scoring.windows import Window, WindowOutputs, make_windows, merge_windows
+from stages.verify.compare import ROWS_CASE, CaseReport, Pairs, SpanQuality, agreement, compare_case, pooled_grid_values
 from stages.verify.foreign_rows import check_gold_labels
 
 HISTOGRAM_FLOOR = 1e-10  # diffs below land in the lowest bin
@@ -53,41 +55,42 @@ class GateRows:
     words: list[list[Word]] | None  # the gold's words, where its annotations tag words
     aggregation: Aggregation  # how `infer` reads spans (`infer.aggregation`)
     prefix: int  # special tokens before a window's content
+    crf: Crf | None  # a CRF head's: both models' labels are its decoding of their logits, as `infer` decodes them
 
-    def spans(self, logits: list[np.ndarray]) -> tuple[list[list[Span]], list[list[Word]]]:
+    def spans(self, logits: list[np.ndarray]) -> tuple[list[list[Span]], list[list[Word]], np.ndarray]:
         """Each row's spans from one model's logits on the batches, merged across windows and read as `infer` reads
-        them, and the words entities are counted on under a word-level aggregation (the gold's where it names them,
-        else the model's; none under `simple`)."""
-        per_window: list[np.ndarray] = [np.empty((0, len(self.aggregation.labels)), np.float32)] * len(self.windows)
-        for indices, batch in zip(self.batches, logits, strict=True):
-            for position, index in enumerate(indices):
-                per_window[index] = batch[position, self.prefix : self.prefix + self.windows[index].length]
-        spans, words = [], []
-        rows = zip(
-            self.texts,
-            self.encoded,
-            merge_windows(dict(enumerate(map(len, self.encoded))), self.windows, per_window),
-            strict=True,
-        )
-        for index, (text, tokens, row) in enumerate(rows):
-            offsets = tokens.offsets[row.positions]
-            reading = self.aggregation.read(text, tokens.input_ids[row.positions], offsets, softmax(row.probabilities))
+        them, the words entities are counted on under a word-level aggregation (the gold's where it names them,
+        else the model's; none under `simple`), and every row's token labels in order."""
+        outputs = WindowOutputs.empty(len(self.windows), len(self.aggregation.labels), self.crf is not None)
+        for indices, batch, arrays in zip(self.batches, logits, self.arrays, strict=True):
+            outputs.take(
+                indices, self.windows, self.prefix, batch, decoded_labels(self.crf, batch, arrays["attention_mask"])
+            )
+        spans, words, labels = [], [], []
+        merged = merge_windows(dict(enumerate(map(len, self.encoded))), self.windows, outputs)
+        for index, (text, tokens, row) in enumerate(zip(self.texts, self.encoded, merged, strict=True)):
+            offsets, decoded = tokens.offsets[row.positions], None if self.crf is None else row.label_ids
+            reading = self.aggregation.read(
+                text, tokens.input_ids[row.positions], offsets, softmax(row.probabilities), decoded
+            )
             spans.append(predicted_spans(text, reading.spans))
+            labels.append(row.label_ids)
             if self.aggregation.word_level:
                 words.append(
                     word_ranges(reading.word_starts, reading.word_ends) if self.words is None else self.words[index]
                 )
-        return spans, words
+        return spans, words, np.concatenate([np.zeros(0, np.int16), *labels])
 
     def quality(self, reference: list[np.ndarray], candidate: list[np.ndarray]) -> SpanQuality:
         """The candidate's spans against the reference's and, with gold, each one's entity F1 (a truncated row's
-        gold spans in its cut text count as misses, as in `infer`)."""
-        (expected, words), (found, _) = self.spans(reference), self.spans(candidate)
+        gold spans in its cut text count as misses, as in `infer`); a CRF head's decoded labels compared too."""
+        (expected, words, reference_labels), (found, _, labels) = self.spans(reference), self.spans(candidate)
         gold = self.gold
         return SpanQuality(
             span_f1=span_agreement(expected, found),
             entity_f1_reference=None if gold is None else self.entity_f1(gold, expected, words),
             entity_f1_candidate=None if gold is None else self.entity_f1(gold, found, words),
+            decoded_label_agreement=None if self.crf is None else agreement(reference_labels, labels),
         )
 
     def entity_f1(self, gold: list[list[Span]], predicted: list[list[Span]], words: list[list[Word]]) -> float:
@@ -154,9 +157,16 @@ def sample_rows(params: Params) -> SampledRows:
 
 
 def gate_rows(
-    sampled: SampledRows, tokenizer: TextTokenizer, framing: Framing, labels: tuple[str, ...], params: Params
+    sampled: SampledRows,
+    tokenizer: TextTokenizer,
+    framing: Framing,
+    labels: tuple[str, ...],
+    params: Params,
+    crf: Crf | None = None,
 ) -> GateRows:
-    """The rows tokenised and windowed as `infer` does, in length-sorted batches with real padding."""
+    """The rows tokenised and windowed as `infer` does, in length-sorted batches with real padding (a CRF head's
+    labels decoded as `infer` decodes them)."""
+    check_aggregation(params.infer.aggregation, crf)
     encoded = tokenizer.encode(sampled.texts)
     windows = make_windows(encoded, framing, params.infer.long_text, params.infer.stride)
     batch_size = params.parity.batch_size
@@ -179,6 +189,7 @@ def gate_rows(
         words=sampled.words,
         aggregation=Aggregation(params.infer.aggregation, labels, ignore, WordRule.of(tokenizer)),
         prefix=len(framing.prefix),
+        crf=crf,
     )
 
 
@@ -202,18 +213,25 @@ def grid_shapes(parity: ParityParams, max_length: int) -> list[tuple[int, int]]:
 
 
 def gate_inputs(
-    sampled: SampledRows, tokenizer: TextTokenizer, framing: Framing, spec: HeadSpec, vocab_size: int, params: Params
+    sampled: SampledRows,
+    tokenizer: TextTokenizer,
+    framing: Framing,
+    spec: HeadSpec,
+    vocab_size: int,
+    params: Params,
+    crf: Crf | None = None,
 ) -> GateInputs:
-    """What the gate compares: the sampled rows' batches, then one random batch per grid shape."""
+    """What the gate compares: the sampled rows' batches (a CRF head's labels decoded with `crf`), then one random
+    batch per grid shape."""
     grid = [
         (f"grid {batch}x{length}", grid_batch(batch, length, vocab_size, params.parity.seed + index))
         for index, (batch, length) in enumerate(grid_shapes(params.parity, framing.max_length))
     ]
-    return GateInputs(gate_rows(sampled, tokenizer, framing, spec.labels, params), grid)
+    return GateInputs(gate_rows(sampled, tokenizer, framing, spec.labels, params, crf), grid)
 
 
 def check_parity(
-    model: CustomModel, served: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: GateInputs, tolerance: Tolerance
+    model: TokenModel, served: Callable[[dict[str, np.ndarray]], np.ndarray], inputs: GateInputs, tolerance: Tolerance
 ) -> tuple[list[CaseReport], Pairs]:
     """Every case (the dataset rows, then each grid shape) through torch and `served` (the runner's logits), and all
     compared batches for the plots."""

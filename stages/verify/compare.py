@@ -8,7 +8,7 @@ graph is beyond tolerance on many tokens. Label agreement is judged where it can
 where a fine-tuned model is unsure) only over the tokens whose reference margin (top-1 minus top-2 logit)
 exceeds what the tolerance lets both logits move, so that a flip there is a real error and not a near-tie.
 On the rows, the candidate's spans must match the reference's (span F1) and, with gold annotations, its
-entity F1 may fall at most `max_f1_drop` below the reference's.
+entity F1 may fall at most `max_f1_drop` below the reference's; a CRF head's decoded labels must agree as labels do.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class SpanQuality:
     span_f1: float
     entity_f1_reference: float | None
     entity_f1_candidate: float | None
+    decoded_label_agreement: float | None = None  # a CRF head's: the rows' tokens whose decoded label is torch's
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,17 @@ class CaseReport:
     span_f1: float | None  # the rows: the candidate's spans against the reference's
     entity_f1_reference: float | None  # the rows, with gold annotations
     entity_f1_candidate: float | None
+    decoded_label_agreement: float | None  # the rows of a CRF head: over every token, its Viterbi label's agreement
     failed: tuple[str, ...]
 
     @property
     def passed(self) -> bool:
         return not self.failed
+
+
+def agreement(reference_labels: np.ndarray, labels: np.ndarray) -> float:
+    """The share of tokens whose label is the reference's (1 where there are none)."""
+    return float(np.mean(reference_labels == labels)) if len(labels) else 1.0
 
 
 def decisive(reference: np.ndarray, tolerance: Tolerance) -> np.ndarray:
@@ -88,7 +95,12 @@ def span_failures(spans: SpanQuality | None, tolerance: Tolerance) -> dict[str, 
     entity_drop = spans.entity_f1_candidate is not None and (
         spans.entity_f1_candidate < spans.entity_f1_reference - tolerance.max_f1_drop
     )
-    return {"span_f1": spans.span_f1 < 1 - tolerance.max_f1_drop, "entity_f1": entity_drop}
+    decoded = spans.decoded_label_agreement
+    return {
+        "span_f1": spans.span_f1 < 1 - tolerance.max_f1_drop,
+        "entity_f1": entity_drop,
+        "decoded_labels": decoded is not None and decoded < tolerance.min_label_agreement,
+    }
 
 
 def compare_case(
@@ -140,6 +152,7 @@ def compare_case(
         span_f1=None if spans is None else spans.span_f1,
         entity_f1_reference=None if spans is None else spans.entity_f1_reference,
         entity_f1_candidate=None if spans is None else spans.entity_f1_candidate,
+        decoded_label_agreement=None if spans is None else spans.decoded_label_agreement,
         failed=tuple(criterion for criterion, fails in failed.items() if fails),
         **counts,
     )
@@ -188,6 +201,8 @@ def build_report(cases: list[CaseReport], tolerance: Tolerance, precision: str, 
     }
     if rows.entity_f1_candidate is not None:
         report.update(entity_f1_torch=rows.entity_f1_reference, entity_f1_onnx=rows.entity_f1_candidate)
+    if rows.decoded_label_agreement is not None:
+        report.update(rows_decoded_label_agreement=rows.decoded_label_agreement)
     return report
 
 
@@ -209,4 +224,7 @@ CRITERIA = {  # what each criterion counts, and why (parity_cases.json carries i
     "flipped there is noise, not an error",
     "span_f1": "rows: F1 of the ONNX model's spans (exact boundaries and label) against torch's, at least 1 - max_f1_drop",
     "entity_f1": "rows with gold annotations: the ONNX model's entity F1 at most max_f1_drop below torch's",
+    "decoded_labels": "rows of a model with a CRF head: the share of the rows' tokens (pooled) whose label, decoded "
+    "from the ONNX model's emissions with the CRF (Viterbi, as infer decodes it), is the one decoded from torch's, "
+    "at least min_label_agreement",
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from stages.core.params import Tolerance
 from stages.verify.compare import ROWS_CASE, CaseReport
 
-LABEL_CRITERIA = ("label_agreement", "span_f1", "entity_f1")  # what a user reads: labels, spans, entities
+LABEL_CRITERIA = ("label_agreement", "span_f1", "entity_f1", "decoded_labels")  # labels, spans, entities
 
 
 def shortfalls(cases: list[CaseReport], tolerance: Tolerance) -> str:
@@ -45,6 +45,7 @@ CRITERION_WORDS = {
     "label_agreement": "label agreement",
     "span_f1": "span F1",
     "entity_f1": "entity F1",
+    "decoded_labels": "CRF-decoded labels",
     "finite": "finite",
 }
 
@@ -57,6 +58,8 @@ def measured(case: CaseReport, criterion: str, tolerance: Tolerance) -> str:
         return f"{case.name} {case.span_f1:.4f} < {1 - tolerance.max_f1_drop:g}"
     if criterion == "entity_f1":
         return f"{case.name} {case.entity_f1_candidate:.4f}, torch {case.entity_f1_reference:.4f}"
+    if criterion == "decoded_labels":
+        return f"{case.name} {case.decoded_label_agreement:.4f} < {tolerance.min_label_agreement:g}"
     return f"{case.name} {case.nan_onnx + case.nan_torch} NaN, {case.inf_onnx + case.inf_torch} Inf"
 
 
@@ -127,6 +130,11 @@ def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: st
             lines.append(
                 f"{case.name}: entity F1 against gold {case.entity_f1_candidate:.4f}, torch's {case.entity_f1_reference:.4f}: "
                 f"it falls more than {key}.max_f1_drop {tolerance.max_f1_drop:g}"
+            )
+        if "decoded_labels" in case.failed:
+            lines.append(
+                f"{case.name}: the CRF-decoded labels agree with torch's on {case.decoded_label_agreement:.4f} of the "
+                f"tokens < {key}.min_label_agreement {tolerance.min_label_agreement:g}"
             )
         if "finite" in case.failed:
             lines.append(

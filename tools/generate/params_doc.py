@@ -82,6 +82,8 @@ def describe(kind: Any, spec: dataclasses.Field) -> str:
         return " or ".join(f"`{argument}`" for argument in arguments)
     if origin is tuple:
         return f"list of {describe(arguments[0], spec)}"
+    if origin is dict:
+        return "mapping"
     names = {bool: "true or false", int: "integer", float: "number", str: "text"}
     low, high = spec.metadata.get("min"), spec.metadata.get("max")
     bounds = "" if low is None else f" >= {low:g}" if high is None else f" {low:g} to {high:g}"
