@@ -17,12 +17,8 @@ from stages.core.atomic import atomic_directory
 from stages.core.params import ExportParams
 from stages.graph.adopt import adopt_onnx
 from stages.graph.exporter import export_graph
-<<<<<<< HEAD
 from stages.graph.layer_map import compared_modules, layer_map
-from stages.graph.metadata import ONNX_FILE, SIDECAR_FILE, stamp_metadata
-=======
 from stages.graph.metadata import CRF_FILE, ONNX_FILE, SIDECAR_FILE, VITERBI, stamp_metadata
->>>>>>> issue-41-heads
 from stages.graph.precision import Int8Mixer, apply_precision, full_int8
 from stages.graph.rewrites import LEAN_ATTENTION, has_disentangled_attention
 from stages.model.crf import crf_scores, find_crf
@@ -59,12 +55,9 @@ def write_onnx_dir(
                 "exporter": "onnx_file",
                 **adopt_onnx(Path(params.onnx_file), staging / ONNX_FILE, spec, params.precision),
             }
-<<<<<<< HEAD
         layers = layer_map(onnx.load(str(staging / ONNX_FILE), load_external_data=False), compared_modules(model))
-=======
         if (crf := find_crf(model, spec.num_labels)) is not None:  # beside the graph, for the int8 search to decode
             (staging / CRF_FILE).write_text(json.dumps(crf_scores(model, crf)) + "\n", encoding="utf-8")
->>>>>>> issue-41-heads
         served_as_given = origin.get("source_precision", "fp32") == params.precision
         conversion = (
             {}
@@ -82,11 +75,8 @@ def write_onnx_dir(
             "source_sha256": spec.source_sha256,
             "precision_conversion": conversion,
             "rewrites": rewrites,
-<<<<<<< HEAD
             "layer_map": [entry.to_json() for entry in layers],  # made before a precision conversion renames tensors
-=======
             **head_facts(spec, crf),
->>>>>>> issue-41-heads
         }
         metadata = stamp_metadata(staging / ONNX_FILE, params, spec.input_names, facts)
         for item in model_dir.iterdir():

@@ -27,9 +27,7 @@ def find_crf(model: nn.Module, num_labels: int) -> str | None:
         shapes = {part: list(own[part].shape) for part in CRF_PARTS}
         if list(shapes.values()) != [[num_labels, num_labels], [num_labels], [num_labels]]:
             described = ", ".join(f"{part} {shape}" for part, shape in shapes.items())
-            raise UserError(
-                f"the CRF {name} has {described}: not a CRF over model.num_labels = {num_labels} labels"
-            )
+            raise UserError(f"the CRF {name} has {described}: not a CRF over model.num_labels = {num_labels} labels")
         found.append(name)
     if len(found) > 1:
         raise UserError(f"the head has {len(found)} CRFs ({', '.join(found)}); infer decodes with one")
