@@ -38,6 +38,7 @@ def test_custom_and_crf_heads_run_every_stage_and_predict_as_their_torch_modules
     params["infer"].update(input="data/rows.parquet")
     params["benchmark"].update(rows=8, length=32, rounds=1, warmup=0)  # it runs; its numbers are not the point
     for kind, head in HEADS.items():
+        stages = STAGES if kind == "crf" else STAGES[:-1]  # the benchmark stage once: it serves each head alike
         model = write_head_model(tmp_path / f"models/{kind}/backbone", kind)
         torch.save(checkpoint_state(model), tmp_path / f"models/{kind}/model.ckpt")
         params["model"].update(
@@ -45,9 +46,9 @@ def test_custom_and_crf_heads_run_every_stage_and_predict_as_their_torch_modules
             head_args=head.arguments,
         )  # fmt: skip
         params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
-        result = run([sys.executable, "-m", "dvc", "repro"], tmp_path)
+        result = run([sys.executable, "-m", "dvc", "repro", *([] if stages == STAGES else ["infer"])], tmp_path)
         assert result.returncode == 0, f"{kind}: {result.stderr[-3000:]}"
-        assert re.findall(r"Running stage '(\w+)'", result.stdout) == STAGES, result.stdout
+        assert re.findall(r"Running stage '(\w+)'", result.stdout) == stages, result.stdout
         check_head_outputs(tmp_path, kind, model, source)
 
 
