@@ -7,6 +7,11 @@ MLAS requests when it selects its AMX int8 kernels: printed before and after an 
 shapes, the rate of the bare u8 x s8 -> int32 product (`MatMulInteger`), of `DynamicQuantizeMatMul` (what the
 int8 export runs: quantize the input, multiply, back to float) and of fp32 `MatMul`, counting 2 FLOP per
 multiply-add, median of `--repeats` runs, on `--threads` threads, with the CPU's flags.
+
+A last column times per-token activation scales (issue 38's lever): each input row quantized on its own
+(symmetric int8 shifted to uint8, `QuantizeLinear` per row), then `MatMulIntegerToFloat` with a scale per row
+and one per column: the closest onnxruntime comes to per-token int8 (it has no kernel that finds per-row scales). Its rate against
+`DynamicQuantizeMatMul`'s is what per-token int8 costs or saves per GEMM without a native kernel.
 """
 
 from __future__ import annotations
@@ -66,6 +71,44 @@ def gemm_session(
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def per_token_session(weight: np.ndarray, threads: int) -> ort.InferenceSession:
+    """`a [m x k] -> float [m x n]`: `a`'s rows quantized each by its own scale (max |row| / 127, zero point 128),
+    multiplied by the int8 weight `w`, scaled back per row and per column."""
+    k, n = weight.shape
+    nodes = [
+        helper.make_node("Abs", ["a"], ["magnitude"]),
+        helper.make_node("ReduceMax", ["magnitude", "last_axis"], ["row_max"], keepdims=1),
+        helper.make_node("Max", ["row_max", "tiny"], ["row_range"]),  # an all-zero row keeps a finite scale
+        helper.make_node("Div", ["row_range", "int8_max"], ["row_scale"]),  # [m, 1]
+        helper.make_node("Squeeze", ["row_scale", "last_axis"], ["row_scales"]),  # [m]
+        helper.make_node("Shape", ["row_scales"], ["rows"]),
+        helper.make_node("Expand", ["midpoint", "rows"], ["row_zero_points"]),
+        helper.make_node("QuantizeLinear", ["a", "row_scales", "row_zero_points"], ["q"], axis=0),
+        helper.make_node(  # the product, then each row's [m, 1] and each column's [n] scale
+            "MatMulIntegerToFloat", ["q", "w", "row_scale", "s", "midpoint"], ["y"], domain="com.microsoft"
+        ),
+    ]
+    constants = [
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(np.full([n], 0.01, np.float32), "s"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last_axis"),
+        numpy_helper.from_array(np.array(1e-8, np.float32), "tiny"),
+        numpy_helper.from_array(np.array(127.0, np.float32), "int8_max"),
+        numpy_helper.from_array(np.array(128, np.uint8), "midpoint"),
+    ]
+    left = helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, k])
+    graph = helper.make_graph(
+        nodes, "per_token", [left], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], constants
+    )
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=9)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def rate(session: ort.InferenceSession, feed: dict[str, np.ndarray], flops: float, repeats: int) -> float:
     """GFLOP/s: the median of `repeats` runs after three untimed ones."""
     for _ in range(3):
@@ -78,8 +121,8 @@ def rate(session: ort.InferenceSession, feed: dict[str, np.ndarray], flops: floa
     return flops / float(np.median(seconds)) / 1e9
 
 
-def shape_rates(m: int, k: int, n: int, settings: Int8Gemm) -> tuple[float, float, float]:
-    """MatMulInteger, DynamicQuantizeMatMul and fp32 MatMul GFLOP/s for [m x k] x [k x n]."""
+def shape_rates(m: int, k: int, n: int, settings: Int8Gemm) -> tuple[float, float, float, float]:
+    """MatMulInteger, DynamicQuantizeMatMul, fp32 MatMul and per-token int8 GFLOP/s for [m x k] x [k x n]."""
     rng = np.random.default_rng(0)
     int8_weight = rng.integers(-127, 128, (k, n)).astype(np.int8)
     float_input = rng.standard_normal((m, k)).astype(np.float32)
@@ -102,6 +145,7 @@ def shape_rates(m: int, k: int, n: int, settings: Int8Gemm) -> tuple[float, floa
         rate(integer, {"a": uint8_input}, flops, settings.repeats),
         rate(dynamic, {"a": float_input}, flops, settings.repeats),
         rate(fp32, {"a": float_input}, flops, settings.repeats),
+        rate(per_token_session(int8_weight, settings.threads), {"a": float_input}, flops, settings.repeats),
     )
 
 
@@ -113,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"CPU: {describe_cpu()}; onnxruntime {ort.__version__}, {settings.threads} threads")
     rows = [(shape, shape_rates(*shape, settings)) for shape in SHAPES]
     print(f"AMX tile permission after onnxruntime's int8 GEMMs: {tile_permission()}")
-    print("| GEMM | MatMulInteger (u8 x s8 -> int32) | DynamicQuantizeMatMul | fp32 MatMul |")
-    print("|---|---|---|---|")
-    for (m, k, n), (integer, dynamic, fp32) in rows:
-        print(f"| [{m}x{k}] x [{k}x{n}] | {integer:,.0f} | {dynamic:,.0f} | {fp32:,.0f} |")
+    print("| GEMM | MatMulInteger (u8 x s8 -> int32) | DynamicQuantizeMatMul | fp32 MatMul | per-token int8 |")
+    print("|---|---|---|---|---|")
+    for (m, k, n), (integer, dynamic, fp32, per_token) in rows:
+        print(f"| [{m}x{k}] x [{k}x{n}] | {integer:,.0f} | {dynamic:,.0f} | {fp32:,.0f} | {per_token:,.0f} |")
 
 
 if __name__ == "__main__":
