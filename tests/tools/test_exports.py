@@ -1,4 +1,5 @@
-"""The benchmark tools' infer working directories: params the stages read without complaint, no score store."""
+"""The benchmark tools' infer working directories: params the stages read without complaint, no score store, long
+texts truncated as the hand-written loop truncates them."""
 
 from __future__ import annotations
 
@@ -18,3 +19,4 @@ def test_an_infer_workdir_writes_only_current_params_and_scores_every_round(tmp_
     assert not caplog.records, [record.getMessage() for record in caplog.records]
     assert params.infer.input == str(tmp_path / "rows.parquet") and params.runtime.intra_op_num_threads == 1
     assert not params.infer.reuse  # a second timed round must score, not read the first round's scores back
+    assert params.infer.long_text == "truncate"  # the hand-written loop truncates: both score the same tokens

@@ -65,13 +65,14 @@ def subprocess_env() -> dict[str, str]:
 def infer_workdir(raw_params: dict, onnx_dir: Path, dataset: Path, workdir: Path, threads: int) -> Path:
     """A directory with the user's params, pointed at one export, the sampled rows and local outputs; no score
     store (a benchmark times scoring: a second round must not read the first one's scores back), and no parity
-    verdict (it times a model it exported itself: scoring is unverified, as its metrics say)."""
+    verdict (it times a model it exported itself: scoring is unverified, as its metrics say). A long text is
+    truncated, as the hand-written loop does, so that every run scores the same tokens."""
     params = json.loads(json.dumps(raw_params))
     params["export"]["output"] = str(onnx_dir)
     params["runtime"]["intra_op_num_threads"] = threads
     params["infer"].update(
         input=str(dataset), output="predictions.parquet", metrics="infer.json", engine="local", reuse=False,
-        allow_unverified=True,
+        allow_unverified=True, long_text="truncate",
     )  # fmt: skip
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
