@@ -27,7 +27,7 @@ from stages.graph.verdict import check_verdict, model_digests
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.decoding import check_aggregation
 from stages.scoring.metrics import Recovery, Tally, build_metrics
-from stages.scoring.reuse.plan import scoring_blocks
+from stages.scoring.reuse.plan import numbered_blocks
 from stages.scoring.reuse.store import ScoreStore, open_store
 from stages.scoring.score import PreparedBlock, block_part, naming_block, prepare_block
 from stages.scoring.served import ServedModel
@@ -87,7 +87,7 @@ def blocks_to_score(
 ) -> Iterator[tuple[int, Block, PreparedBlock | Part | Tally]]:
     """Each block of the dataset: the tally of its finished (and verified) part, the store's copy of the block, or
     the block prepared for the model."""
-    for index, block in enumerate(scoring_blocks(params)):
+    for index, block in numbered_blocks(params):
         if (done := parts.finished(index)) is not None:
             yield index, block, done
         elif store is not None and (stored := store.block(block)) is not None:

@@ -1,69 +1,67 @@
-"""The Ray engine's scoring actor: one onnxruntime session that scores the blocks file's blocks into part files.
+"""The Ray engine's two steps on the workers: read a dataset file into its blocks, and score blocks into part files.
 
-Each actor reads its block's row group from the blocks file (`blocks.parquet` beside the parts), scores
-it as the local engine would, saves the part (`stages.scoring.storage.parts`), and then leaves a mark,
-`scored-<run>-<block>-<random>`, beside it: a block with two marks of one run was scored twice (its
-actor died after writing the part and Ray ran the block again), which the driver counts.
+`read_files` reads one file of `infer.input` where a Ray task runs (local path or object store), cuts it into the
+blocks the local engine cuts (`stages.scoring.reuse.plan.file_blocks_numbered`: by content, numbered from the file
+alone), and passes each on as one row; a block whose part an earlier run finished is passed on as its tally instead.
+`BlockScorer`, an actor holding one onnxruntime session, scores each block as the local engine would, saves its part
+(`stages.scoring.storage.parts`) and then leaves a mark, `scored-<run>-<block>-<random>`, beside it: a block with two
+marks of one run was scored twice (its actor died after writing the part and Ray ran the block again), which the
+driver counts. Each step returns one small report per block; no step writes the dataset anywhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
-from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
-from stages.core.params import InferParams, RuntimeParams
+from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.verdict import Identity, check_run_member, model_digests
-from stages.scoring.datasets.blocks import Block
+from stages.scoring.reuse.plan import file_blocks_numbered
 from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
 from stages.scoring.served import ServedModel
-from stages.scoring.storage.locations import Location, storage_error
+from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import release_freed_memory
 from stages.scoring.storage.parts import PartFiles
 
-BLOCKS_FILE = "blocks.parquet"  # the dataset as blocks, one Parquet row group each
-GOLD_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string())]))  # a row's spans
-WORDS_TYPE = pa.list_(pa.struct([("start", pa.int64()), ("end", pa.int64())]))  # a row's gold words
 SCORED_MARK = "scored-"
+READ_SCHEMA = pa.schema(
+    [
+        ("number", pa.int64()),  # the block's number (`FILE_BLOCKS`)
+        ("file", pa.string()),  # the file it was read from, and its ids' type: the driver checks they agree
+        ("id_type", pa.string()),
+        ("block", pa.binary()),  # the pickled `Block` to score, or null where an earlier run finished it
+        ("finished", pa.string()),  # that finished part's tally record (JSON), else null
+        ("rescored", pa.bool_()),  # the block had a damaged part, which is scored again
+    ]
+)
 
 
-def blocks_reader(blocks_file: Location) -> pq.ParquetFile:
-    """The blocks file, each data page checked against the checksum written with it."""
-    try:
-        return pq.ParquetFile(blocks_file.filesystem.open_input_file(blocks_file.path), page_checksum_verification=True)
-    except (OSError, pa.ArrowException) as error:
-        raise storage_error(blocks_file, error) from None
-
-
-def read_block(blocks_file: pq.ParquetFile, location: Location, index: int) -> Block:
-    """Block `index` of the blocks file; a page that fails its checksum is a `UserError` saying what to delete."""
-    try:
-        rows = blocks_file.read_row_group(index)
-    except (OSError, pa.ArrowException) as error:
-        if "checksum" not in str(error).lower():
-            raise storage_error(location, error) from None
-        raise UserError(
-            f"{location.name} is damaged (block {index}: {error}); delete it and run again: the dataset is read into blocks "
-            "again and the finished parts are kept"
-        ) from None
-    gold, words = rows.column("gold").to_pylist(), rows.column("words").to_pylist()
-    return Block(
-        rows.column("id").combine_chunks(),
-        rows.column("text").to_pylist(),
-        rows.column("issue").to_pylist(),
-        None
-        if gold[0] is None
-        else [[(span["start"], span["end"], span["label"]) for span in spans] for spans in gold],
-        words=None if words[0] is None else [[(word["start"], word["end"]) for word in row] for row in words],
-    )
+def read_files(batch: pa.Table, params: Params, files: list[Location], parts: Location) -> Iterator[pa.Table]:
+    """A Ray Data task: each given file of the dataset (by its number in `files`) read as its numbered blocks, one
+    row each."""
+    finished = PartFiles(parts)
+    for file_number in batch.column("file").to_pylist():
+        source = files[file_number]
+        for number, block in file_blocks_numbered(params, file_number, source):
+            tally = finished.finished(number)
+            row = {
+                "number": [number],
+                "file": [source.name],
+                "id_type": [str(block.ids.type)],
+                "block": [None if tally is not None else pickle.dumps(block, protocol=5)],
+                "finished": [None if tally is None else json.dumps(dataclasses.asdict(tally))],
+                "rescored": [number in finished.rescored],
+            }
+            yield pa.table(row, schema=READ_SCHEMA)
 
 
 def scored_mark(parts: Location, run_id: str, index: int) -> Location:
@@ -72,7 +70,7 @@ def scored_mark(parts: Location, run_id: str, index: int) -> Location:
 
 
 class BlockScorer:
-    """A Ray Data actor: one onnxruntime session; scores the blocks file's blocks into part files."""
+    """A Ray Data actor: one onnxruntime session; scores the blocks `read_files` reads into part files."""
 
     def __init__(
         self,
@@ -94,18 +92,20 @@ class BlockScorer:
         self.infer = infer
         self.parts = PartFiles(parts)
         self.run_id = run_id
-        self.blocks_location = parts.child(BLOCKS_FILE)
-        self.blocks_file = blocks_reader(self.blocks_location)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         reports = []
-        for index in batch.column("block").to_pylist():
-            block = read_block(self.blocks_file, self.blocks_location, index)
+        for row in batch.to_pylist():
+            report = {key: row[key] for key in ("number", "file", "id_type", "rescored")}
+            if row["finished"] is not None:
+                reports.append(json.dumps({**report, "tally": json.loads(row["finished"]), "resumed": True}))
+                continue
+            index, block = row["number"], pickle.loads(row["block"])
             with naming_block(index, block):
                 part = block_part(self.served, block, self.infer, self.store)
             self.parts.save(index, part)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
-            report = {"tally": dataclasses.asdict(part.tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
-            reports.append(json.dumps({**report, "provider": self.served.runner.provider}))
+            scored = {"tally": dataclasses.asdict(part.tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
+            reports.append(json.dumps({**report, **scored, "resumed": False, "provider": self.served.runner.provider}))
         return pa.table({"report": pa.array(reports, pa.string())})

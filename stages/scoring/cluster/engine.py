@@ -1,13 +1,16 @@
-"""Engine `ray` of stage `infer`: the local engine's blocks, scored on a Ray Data actor pool, resumably.
+"""Engine `ray` of stage `infer`: the local engine's blocks, read and scored on a Ray Data pipeline, resumably.
 
-The driver reads the dataset once, as the local engine does (same reader, same blocks of
-`infer.block_rows` rows, same bad-row checks), into `<output>.parts/blocks.parquet` (the blocks file): one row group per
-block. Ray Data then hands the numbers of the unfinished blocks to an actor pool spread over the
-cluster's nodes; each actor holds one onnxruntime session, reads its block's row group, scores it with
-`stages.scoring.score.score_rows` and writes the block's part file, exactly as the local engine would.
-The driver only collects tallies, then finishes the output like the local engine. So a driver killed
-at any moment resumes from the finished parts, and both engines write identical outputs. The driver holds
-the output's lease for the whole run (`stages.scoring.storage.lease`), so no second run can score into it.
+Nothing is read on the driver: it lists the files of `infer.input` (their names and sizes only) and hands their
+numbers to Ray Data. A task per file (`stages.scoring.cluster.actor.read_files`), run where Ray places it, reads the
+file from its local path or object store with the local engine's reader and bad-row checks, and cuts it into the
+same content-defined blocks (`stages.scoring.reuse.plan.file_blocks_numbered`: cut and numbered from their own file,
+so an edit changes only its block and the score store reuses the rest). The blocks stream through a bounded queue
+(Ray Data's backpressure) to an actor pool spread over the cluster's nodes; each actor holds one onnxruntime session,
+scores a block with `stages.scoring.score` and writes its part file, exactly as the local engine would. The
+driver only collects one small report per block, then finishes the output from the parts like the local engine. So
+the first part is written as soon as the first block is read, the dataset is never copied, a driver killed at any
+moment resumes from the finished parts, and both engines write identical outputs. The driver holds the output's
+lease for the whole run (`stages.scoring.storage.lease`), so no second run can score into it.
 
 Fault tolerance is Ray's own. Ray Data's actor pools default to `max_restarts=-1` (a lost actor is
 recreated wherever a node has room) and `max_task_retries=-1` (the blocks in flight on it are
@@ -35,8 +38,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.data
 
@@ -44,83 +45,46 @@ from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.verdict import Identity, check_verdict, model_digests, verdict_message, verified_identity
-from stages.scoring.cluster.actor import BLOCKS_FILE, GOLD_TYPE, WORDS_TYPE, BlockScorer
+from stages.scoring.cluster.actor import BlockScorer, read_files
 from stages.scoring.cluster.health import NodeWatch, recovery_of
 from stages.scoring.cluster.resources import actor_runtime
-from stages.scoring.datasets.blocks import empty_dataset
+from stages.scoring.datasets.blocks import check_id_type, dataset_files, empty_dataset
 from stages.scoring.metrics import Recovery, Tally, build_metrics
-from stages.scoring.reuse.plan import scoring_blocks
 from stages.scoring.reuse.store import ScoreStore, open_store
 from stages.scoring.score import BlockFailed
 from stages.scoring.served import ServedModel, load_framing
-from stages.scoring.storage.locations import Location, atomic_file, storage_error
+from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import Lease, count_duplicate_ids, finish_output, hold_output, output_location
 from stages.scoring.storage.parts import PartFiles, fingerprint, parts_beside
 from stages.scoring.windows import check_stride
 
 log = logging.getLogger(__name__)
-
-
-def write_blocks_file(params: Params, parts: PartFiles) -> int:
-    """The dataset's blocks as one Parquet row group each, with their gold spans and words, beside the parts (kept for a
-    rerun); their count."""
-    infer = params.infer
-    blocks_file = parts.directory.child(BLOCKS_FILE)
-    if (blocks := blocks_written(blocks_file)) is not None:
-        return blocks
-    blocks = 0
-    with atomic_file(blocks_file) as temporary:
-        writer = None
-        try:
-            for block in scoring_blocks(params):
-                table = pa.table(
-                    {
-                        "id": block.ids,
-                        "text": block.texts,
-                        "issue": pa.array(block.issues, pa.string()),
-                        "gold": pa.array(block.gold or [None] * len(block.texts), GOLD_TYPE),
-                        "words": pa.array(block.words or [None] * len(block.texts), WORDS_TYPE),
-                    }
-                )
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        temporary.path, table.schema, filesystem=temporary.filesystem, write_page_checksum=True
-                    )
-                writer.write_table(table, row_group_size=max(1, table.num_rows))
-                blocks += 1
-        finally:
-            if writer is not None:
-                writer.close()
-        if not blocks:
-            raise empty_dataset(infer.input)
-    return blocks
-
-
-def blocks_written(blocks_file: Location) -> int | None:
-    """How many blocks an earlier run wrote into the blocks file; None if none, or if the file is damaged (warned about)."""
-    if not blocks_file.exists():
-        return None
-    try:
-        return pq.ParquetFile(blocks_file.filesystem.open_input_file(blocks_file.path)).num_row_groups
-    except pa.ArrowInvalid as error:  # not Parquet (any more): damaged since it was written whole
-        log.warning("%s is damaged (%s); writing the blocks file again", blocks_file.name, error)
-        return None
-    except (OSError, pa.ArrowException) as error:
-        raise storage_error(blocks_file, error) from None
+ONE_BLOCK_EACH = 1  # Ray Data's block size target, in bytes: each of our blocks is a Ray Data block of its own
+READERS = 4  # files read at once at most (each task reads one file, block by block)
 
 
 def score_blocks(
-    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None, served: Identity
+    params: Params, parts: PartFiles, lease: Lease, store: ScoreStore | None, served: Identity
 ) -> tuple[list[dict], NodeWatch]:
-    """Score `blocks` on an actor pool spread over the cluster: each block's report as the actors finish them, and
-    the watch that saw which nodes were lost meanwhile."""
+    """Read and score every block of the dataset on the cluster: each block's report as the actors finish them
+    (finished parts passed through), and the watch that saw which nodes were lost meanwhile."""
     infer = params.infer
+    files = [source for source, _ in dataset_files(infer.input)]
     context = ray.data.DataContext.get_current()
     context.actor_task_retry_on_errors = False  # deterministic scoring: a block that raised would raise again
     context.max_errored_blocks = 0  # a failed block stops the run; its rows are never dropped
     context.raise_original_map_exception = True  # our errors reach the driver as themselves, with their messages
-    pending = ray.data.from_items([{"block": index} for index in blocks], override_num_blocks=len(blocks))
-    scored = pending.map_batches(
+    context.target_max_block_size = ONE_BLOCK_EACH  # each block goes on as it is cut, to whichever actor is free
+    listed = ray.data.from_items([{"file": number} for number in range(len(files))], override_num_blocks=len(files))
+    blocks = listed.map_batches(
+        read_files,
+        fn_kwargs={"params": params, "files": files, "parts": parts.directory},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=0,  # reading waits on storage mostly; Ray Data's backpressure bounds how far it runs ahead
+        concurrency=min(len(files), READERS),
+    )
+    scored = blocks.map_batches(
         BlockScorer,
         fn_constructor_kwargs={
             "onnx_dir": str(Path(params.export.output).resolve()),
@@ -171,14 +135,15 @@ def our_error_in(error: BaseException) -> UserError | BlockFailed | None:
 
 
 def score_on_cluster(
-    params: Params, parts: PartFiles, blocks: list[int], lease: Lease, store: ScoreStore | None, served: Identity
+    params: Params, parts: PartFiles, lease: Lease, store: ScoreStore | None, served: Identity
 ) -> tuple[list[dict], Recovery]:
     """`score_blocks` on the cluster, a task's `UserError` re-raised as itself and a failed block named; the
     reports, and what the run recovered from."""
     started_ray = connect()
     try:
-        reports, watch = score_blocks(params, parts, blocks, lease, store, served)
-        return reports, recovery_of(watch, parts.directory, lease.owner.run_id, len(parts.rescored))
+        reports, watch = score_blocks(params, parts, lease, store, served)
+        rescored = sum(report["rescored"] for report in reports)
+        return reports, recovery_of(watch, parts.directory, lease.owner.run_id, rescored)
     except Exception as error:
         cause = our_error_in(error)
         if cause is None or cause is error:
@@ -204,16 +169,17 @@ def score_with_ray(params: Params) -> dict:
         tally, reports, recovery = score_and_finish(params, output, lease, store, verification)
         seconds = time.perf_counter() - started
         duplicate_ids = count_duplicate_ids(output)
+    scored = [report for report in reports if not report["resumed"]]
     rows_per_node = Counter()
-    for report in reports:
+    for report in scored:
         rows_per_node[report["node"]] += report["tally"]["rows"]
     return {"verified": verification["verified"], "verification": verification} | build_metrics(
         tally,
         seconds,
         engine="ray",
-        provider=",".join(sorted({report["provider"] for report in reports})),
+        provider=",".join(sorted({report["provider"] for report in scored})) or verification["served"]["provider"],
         threads=params.infer.ray_actors * actor_runtime(params).intra_op_num_threads,
-        peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in reports)]),
+        peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in scored)]),
         duplicate_ids=duplicate_ids,
         rows_per_node=dict(rows_per_node),
         recovery=recovery,
@@ -236,22 +202,31 @@ def run_verification(params: Params, digests: dict[str, str]) -> dict:
 def score_and_finish(
     params: Params, output: Location, lease: Lease, store: ScoreStore | None, verification: dict
 ) -> tuple[Tally, list[dict], Recovery]:
-    """Stage the blocks, score the unfinished ones on the cluster, finish the output: the tally, the actors'
-    reports, and what the run recovered from."""
+    """Read and score the dataset on the cluster, finish the output: the tally, the blocks' reports, and what the
+    run recovered from."""
     infer = params.infer
-    served = verification["served"]
-    parts = PartFiles.for_run(parts_beside(output), fingerprint(params, served), verification)
-    blocks = write_blocks_file(params, parts)
-    resumed = {index: done for index in range(blocks) if (done := parts.finished(index)) is not None}
-    todo = [index for index in range(blocks) if index not in resumed]
-    log.info("%d blocks: %d finished by an earlier run, %d to score", blocks, len(resumed), len(todo))
-    reports, recovery = score_on_cluster(params, parts, todo, lease, store, served) if todo else ([], Recovery())
+    parts = PartFiles.for_run(parts_beside(output), fingerprint(params, verification["served"]), verification)
+    reports, recovery = score_on_cluster(params, parts, lease, store, verification["served"])
+    if not reports:
+        raise empty_dataset(infer.input)
+    check_id_types(reports, params)
+    resumed = [report for report in reports if report["resumed"]]
+    log.info(
+        "%d blocks: %d finished by an earlier run, %d scored", len(reports), len(resumed), len(reports) - len(resumed)
+    )
     tally = Tally()
     for report in reports:
-        tally.add(Tally.from_record(report["tally"]))
-    for done in resumed.values():
-        done.resumed()
-        tally.add(done)
+        done = Tally.from_record(report["tally"])
+        tally.add(done.resumed() if report["resumed"] else done)
     lease.check()
     finish_output(PartFiles(parts.directory), output, infer.input)  # with the parts the actors wrote
     return tally, reports, recovery
+
+
+def check_id_types(reports: list[dict], params: Params) -> None:
+    """The files of a directory dataset share one id type, as the local engine requires, checked in block order."""
+    ordered = sorted(reports, key=lambda report: report["number"])
+    for report in ordered:
+        check_id_type(
+            report["file"], report["id_type"], ordered[0]["id_type"], params.infer.id_column, params.infer.input
+        )

@@ -113,13 +113,18 @@ def iter_blocks(
     id_type: pa.DataType | None = None
     for source, _ in dataset_files(name, param):
         for block in file_blocks(source, text_column, id_column, block_rows, annotations, param):
-            if id_type is not None and block.ids.type != id_type:
-                raise UserError(
-                    f"dataset {source.name} has ids of type {block.ids.type} where the files before it have {id_type} "
-                    f"({id_column!r}); write every file of {name} with one id type"
-                )
-            id_type = block.ids.type
+            id_type = id_type or block.ids.type
+            check_id_type(source.name, block.ids.type, id_type, id_column, name)
             yield block
+
+
+def check_id_type(file: str, found: pa.DataType, expected: pa.DataType, id_column: str, dataset: str) -> None:
+    """Every file of a directory dataset has one id type: else a `UserError` naming the file."""
+    if found != expected:
+        raise UserError(
+            f"dataset {file} has ids of type {found} where the files before it have {expected} "
+            f"({id_column!r}); write every file of {dataset} with one id type"
+        )
 
 
 def file_blocks(

@@ -20,18 +20,47 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from stages.core.errors import UserError
 from stages.core.params import InferParams, Params
 from stages.scoring.batching import plan_batches
-from stages.scoring.datasets.blocks import Block, iter_blocks
+from stages.scoring.datasets.blocks import Block, check_id_type, dataset_files, file_blocks
 from stages.scoring.reuse.keys import BATCH_CUT, KEY_BYTES, block_keys, combined_key, key_number
 from stages.scoring.reuse.rows import StoredRows, key_words
+from stages.scoring.storage.locations import Location
+
+FILE_BLOCKS = 1_000_000  # a block's number: its file's number x FILE_BLOCKS + its place among the file's blocks
 
 
 def scoring_blocks(params: Params) -> Iterator[Block]:
     """The blocks `infer` scores: `infer.input`'s rows, with their gold, in content-defined blocks."""
+    return (block for _, block in numbered_blocks(params))
+
+
+def numbered_blocks(params: Params) -> Iterator[tuple[int, Block]]:
+    """Every block `infer` scores, with its number (`file_blocks_numbered`), in dataset order; the files of a
+    directory must share one id type."""
     infer = params.infer
-    rows = iter_blocks(infer.input, infer.text_column, infer.id_column, infer.block_rows, params.annotations)
-    return content_blocks(rows, infer.block_rows)
+    id_type: pa.DataType | None = None
+    for number, (source, _) in enumerate(dataset_files(infer.input)):
+        for numbered in file_blocks_numbered(params, number, source):
+            id_type = id_type or numbered[1].ids.type
+            check_id_type(source.name, numbered[1].ids.type, id_type, infer.id_column, infer.input)
+            yield numbered
+
+
+def file_blocks_numbered(params: Params, file_number: int, source: Location) -> Iterator[tuple[int, Block]]:
+    """One file's rows in content-defined blocks, each numbered `file_number x FILE_BLOCKS + its place`: a block
+    is cut and numbered from its own file alone, so the files of a directory can be read apart (engine `ray`
+    reads each on a worker) into the blocks one reader of the whole dataset makes."""
+    infer = params.infer
+    rows = file_blocks(source, infer.text_column, infer.id_column, infer.block_rows, params.annotations, "infer.input")
+    for place, block in enumerate(content_blocks(rows, infer.block_rows)):
+        if place == FILE_BLOCKS:
+            raise UserError(
+                f"dataset {source.name} holds over {FILE_BLOCKS:,} blocks of about infer.block_rows = "
+                f"{infer.block_rows} rows; raise infer.block_rows or split the file"
+            )
+        yield file_number * FILE_BLOCKS + place, block
 
 
 def content_blocks(blocks: Iterator[Block], block_rows: int) -> Iterator[Block]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import logging
 import os
 import re
 import secrets
@@ -49,6 +48,8 @@ SCENARIOS = {
         "probabilities": True,
     },
     "csv": {"input": "data.csv", "span_ignore_labels": []},
+    # A directory of three Parquet files, each read by its own task and cut into blocks of its own.
+    "directory": {"input": "data-files", "block_rows": 4, "ray_actors": 2, "ray_cpus_per_actor": 0.5},
     # One actor per node (the head has one CPU): rows are scored on both nodes.
     "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
@@ -132,8 +133,13 @@ def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 90
 
 
 def write_text_files(root: Path) -> None:
-    """The parquet dataset as CSV, and as JSON Lines with rows Arrow's JSON reader would reject."""
-    source = pd.read_parquet(root / "data.parquet", columns=["id", "text"])  # text files without gold
+    """The parquet dataset as CSV, as JSON Lines with rows Arrow's JSON reader would reject, and as a directory
+    of three Parquet files."""
+    (root / "data-files").mkdir()
+    whole = pd.read_parquet(root / "data.parquet")
+    for number, start in enumerate((0, 15, 29)):
+        whole.iloc[start : start + 15].to_parquet(root / f"data-files/{number}.parquet")
+    source = whole[["id", "text"]]  # text files without gold
     source.to_csv(root / "data.csv", index=False)
     lines = [json.dumps(record, ensure_ascii=False) for record in source.to_dict(orient="records")]
     lines += ['{"id": "number", "text": 42}', "", '{"id": "list", "text": ["a", "b"]}']
@@ -159,6 +165,7 @@ def ray_command(name: str) -> str:
     score, parts = f"{python} -m stages.infer", f"out/ray-{name}.parquet.parts"
     if name == INTERRUPTED:
         killed = f"{python} -m tests.interrupt {parts} 2 -- {score} && test ! -e out/ray-{name}.parquet"
+        killed += f" && ls -l {parts} > {name}.listing"  # what the driver and actors wrote before the kill
         return f"{killed} && {python} {TRUNCATE_FIRST_PART} {parts} && {score} 2> {name}.log"
     if name == FAILING:
         return f"{{ {score} 2> {name}.log; echo $? > {name}.rc; }}"
@@ -259,6 +266,9 @@ def check_driver_killed() -> None:
     assert Path(f"out/ray-{INTERRUPTED}.parquet").read_bytes() == Path(f"out/local-{INTERRUPTED}.parquet").read_bytes()
     resumed = json.loads(Path(f"metrics/ray-{INTERRUPTED}.json").read_text())
     assert resumed["rescored_blocks"] == 1 and 1 <= resumed["resumed_blocks"] < resumed["blocks"] == 44, resumed
+    written = [line.split()[-1] for line in Path(f"{INTERRUPTED}.listing").read_text().splitlines()[1:]]
+    allowed = rf"manifest\.json|part-\d{{6,}}(\{PART_SUFFIX}|\.json)|scored-.*|\.lease.*"
+    assert written and all(re.fullmatch(allowed, name) for name in written), written  # no copy of the dataset
     log = Path(f"{INTERRUPTED}.log").read_text()
     assert "taking over the lease on out/ray-driver_killed.parquet from run " in log, log[-3000:]
     assert re.search(rf"part-\d{{6}}\{PART_SUFFIX} \(block \d+\) is not what was written \(100 bytes", log), log[-3000:]
@@ -315,58 +325,61 @@ def check_node_lost(stdout: str) -> None:
     )
 
 
-def test_a_damaged_blocks_file_is_written_again_or_named_with_its_fix(make_workspace, caplog):
+def test_the_read_step_cuts_each_file_as_the_local_engine_and_carries_its_gold_words(make_workspace):
+    """`read_files` on one file of a directory dataset: the local engine's blocks of that file (numbers, rows, gold
+    words), a block finished by an earlier run passed on as its tally, and nothing written."""
     if importlib.util.find_spec("ray") is None:
         unavailable("Ray is not installed (pip install -e '.[ray]')")
-    from stages.scoring.cluster.actor import blocks_reader, read_block
-    from stages.scoring.cluster.engine import write_blocks_file
+    import pickle
 
-    make_workspace()  # a dataset of 44 rows, blocks of 16
-    params = load_params()
-    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})
-    assert write_blocks_file(params, parts) == 3
-    blocks_file = Path("out/predictions.parquet.parts/blocks.parquet")
-    whole = blocks_file.read_bytes()
-    blocks_file.write_bytes(whole[:100])  # its footer gone, as a truncated copy leaves it
-    with caplog.at_level(logging.WARNING):
-        assert write_blocks_file(params, parts) == 3
-    assert "blocks.parquet is damaged (Parquet magic bytes not found" in caplog.text
-    assert blocks_file.read_bytes() == whole, "written again, the same"
-    texts = pq.ParquetFile(blocks_file).metadata.row_group(1).column(1)
-    flipped = bytearray(whole)
-    chunk = texts.dictionary_page_offset if texts.has_dictionary_page else texts.data_page_offset
-    flipped[chunk + texts.total_compressed_size - 8] ^= 0x10  # in the last page of block 1's texts
-    blocks_file.write_bytes(bytes(flipped))
-    location = locate(str(blocks_file))
-    reader = blocks_reader(location)
-    assert read_block(reader, location, 0).ids.to_pylist()[0] == "row-0", "the other blocks read as before"
-    with pytest.raises(UserError, match=r"blocks\.parquet is damaged \(block 1: .*CRC.*\); delete it and run again"):
-        read_block(reader, location, 1)
+    import pyarrow as pa
 
-
-def test_the_blocks_file_carries_the_gold_words_the_word_level_f1_is_counted_on(make_workspace):
-    if importlib.util.find_spec("ray") is None:
-        unavailable("Ray is not installed (pip install -e '.[ray]')")
-    from stages.scoring.cluster.actor import blocks_reader, read_block
-    from stages.scoring.cluster.engine import write_blocks_file
+    from stages.scoring.cluster.actor import read_files
+    from stages.scoring.datasets.blocks import dataset_files
+    from stages.scoring.metrics import Tally
+    from stages.scoring.reuse.plan import FILE_BLOCKS, numbered_blocks
+    from stages.scoring.storage.parts import Part, encode_part
 
     workspace = make_workspace()
-    words = [["Anna", "paid", "1,234", "rubles"], ["東京", "ok"], []]
-    tags = [["B-CAPITALIZED", "O", "B-NUMBER", "O"], ["B-CJK", "O"], []]
-    pd.DataFrame({"id": ["a", "b", "c"], "tokens": words, "ner_tags": tags}).to_parquet("tagged.parquet")
-    workspace.write_params(infer={"input": "tagged.parquet"})
+    words = [["Anna", "paid", "1,234", "rubles"], ["東京", "ok"], [], *[["row", str(index)] for index in range(40)]]
+    tags = [["B-CAPITALIZED", "O", "B-NUMBER", "O"], ["B-CJK", "O"], [], *[["O", "B-NUMBER"]] * 40]
+    Path("tagged").mkdir()
+    for number, rows in enumerate((slice(0, 20), slice(20, 43))):
+        ids = [f"{number}-{index}" for index in range(len(words[rows]))]
+        pd.DataFrame({"id": ids, "tokens": words[rows], "ner_tags": tags[rows]}).to_parquet(f"tagged/{number}.parquet")
+    workspace.write_params(infer={"input": "tagged", "block_rows": 4})
     params = load_params()
-    assert (
-        write_blocks_file(
-            params, PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})
+    local = list(numbered_blocks(params))
+    parts = PartFiles.for_run(locate("out/predictions.parquet.parts"), "a run", {"verified": True})
+    finished = dict(local)[FILE_BLOCKS]  # the second file's first block, as an earlier run left it
+    parts.save(FILE_BLOCKS, Part(encode_part(pa.table({"id": finished.ids})), Tally(rows=len(finished.ids))))
+    files = [source for source, _ in dataset_files("tagged")]
+    read = [
+        row
+        for table in read_files(pa.table({"file": [1, 0]}), params, files, parts.directory)
+        for row in table.to_pylist()
+    ]
+    by_number = {row["number"]: row for row in read}
+    assert sorted(by_number) == [number for number, _ in local] and min(by_number) == 0 < FILE_BLOCKS < max(by_number)
+    for number, block in local:
+        row = by_number[number]
+        if number == FILE_BLOCKS:
+            assert row["block"] is None and json.loads(row["finished"])["rows"] == len(block.ids), row
+            continue
+        assert row["finished"] is None and row["file"] == f"tagged/{number // FILE_BLOCKS}.parquet", row
+        carried = pickle.loads(row["block"])
+        assert (carried.ids, carried.texts, carried.gold, carried.words) == (
+            block.ids,
+            block.texts,
+            block.gold,
+            block.words,
         )
-        == 1
-    )
-    location = locate("out/predictions.parquet.parts/blocks.parquet")
-    block = read_block(blocks_reader(location), location, 0)
-    assert block.texts == ["Anna paid 1,234 rubles", "東京 ok", ""]
-    assert block.words == [[(0, 4), (5, 9), (10, 15), (16, 22)], [(0, 2), (3, 5)], []]
-    assert block.gold == [[(0, 4, "CAPITALIZED"), (10, 15, "NUMBER")], [(0, 2, "CJK")], []]
+    first = pickle.loads(by_number[0]["block"])
+    assert first.texts[:3] == ["Anna paid 1,234 rubles", "東京 ok", ""]
+    assert first.words[:2] == [[(0, 4), (5, 9), (10, 15), (16, 22)], [(0, 2), (3, 5)]]
+    assert first.gold[:2] == [[(0, 4, "CAPITALIZED"), (10, 15, "NUMBER")], [(0, 2, "CJK")]]
+    written = sorted(path.name for path in Path("out/predictions.parquet.parts").iterdir())
+    assert written == ["manifest.json", f"part-{FILE_BLOCKS}.arrow", f"part-{FILE_BLOCKS}.json"], written
 
 
 def test_ray_engine_without_ray_installed_says_how_to_install_it(make_workspace, monkeypatch):
