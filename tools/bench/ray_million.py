@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +66,8 @@ class Sampled:
 
 def write_dataset(params: dict, rows: int, files: int, directory: Path) -> Path:
     """`rows` rows of real text with distinct ids as `files` Parquet files under `directory`."""
-    texts = pd.read_parquet(REAL_TEXT).text.tolist() + pd.read_parquet(params["infer"]["input"]).text.tolist()
+    texts = [*pq.read_table(REAL_TEXT).column("text").to_pylist()]  # nulls and all, as users' data has them
+    texts += pq.read_table(params["infer"]["input"]).column(params["infer"]["text_column"]).to_pylist()
     directory.mkdir(parents=True)
     per_file = -(-rows // files)
     for number in range(files):
@@ -104,7 +104,7 @@ def sample(process: subprocess.Popen, parts: Path, started: float, seen: Sampled
         for worker in psutil.process_iter(["name", "cmdline", "memory_info"]):
             title = " ".join(worker.info["cmdline"] or [])
             if title.startswith("ray::") and worker.info["memory_info"] is not None:
-                name = f"{title.split()[0]} {worker.pid}"
+                name = f"{title.split()[0].removesuffix('.submit')} pid {worker.pid}"
                 seen.workers_peak_mb[name] = max(
                     seen.workers_peak_mb.get(name, 0.0), worker.info["memory_info"].rss / MB
                 )
@@ -131,7 +131,7 @@ def run_engine(workdir: Path, env: dict[str, str]) -> tuple[float, Sampled, dict
     watcher.join()
     if code:
         raise SystemExit(f"infer exited {code} in {workdir}")
-    return seconds, seen, json.loads((workdir / "infer.json").read_text(encoding="utf-8"))
+    return seconds, seen, json.loads((workdir / "infer_details.json").read_text(encoding="utf-8"))
 
 
 def start_cluster(cpus: int, temp_dir: Path, env: dict[str, str]) -> None:
@@ -151,7 +151,7 @@ def sha256(path: Path) -> str:
 
 def row(engine: str, rows: int, seconds: float, seen: Sampled, metrics: dict) -> str:
     workers = sorted(seen.workers_peak_mb.items(), key=lambda item: -item[1])
-    shown = ", ".join(f"{name} {peak:.0f}" for name, peak in workers[:4]) or "-"
+    shown = ", ".join(f"{name}: {peak:.0f}" for name, peak in workers[:4]) or "-"
     first = f"{seen.first_part_s:.1f}" if seen.first_part_s is not None else "-"
     return (
         f"| {engine} | {rows:,} | {seconds:.1f} | {first} | {rows / seconds:,.0f} | {seen.driver_peak_mb:.0f} | {shown} "
