@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoConfig,
@@ -25,7 +24,7 @@ from transformers import (
 from stages.model.backbone import mdeberta_v3_config
 from stages.model.token_model import CustomModel
 from stages.scoring.tokens import TextTokenizer
-from tests.built import built, copy_files
+from tests.built import built, built_weights, copy_files
 from tools.demo.rules import CJK_RUN, DEMO_LABELS
 from tools.outliers import add_outliers
 
@@ -162,9 +161,6 @@ def train_on_rules(model: CustomModel, table: torch.Tensor, max_length: int) -> 
     model.eval()
 
 
-WEIGHTS = "weights.safetensors"
-
-
 def backbone_files(kind: str) -> Path:
     """A backbone directory of one family: config.json and its trained tokenizer (no weights), built once."""
 
@@ -179,16 +175,16 @@ def backbone_files(kind: str) -> Path:
 def trained_weights(kind: str) -> dict[str, torch.Tensor]:
     """Weights of one family's model trained on the demo's rule labels, built once per version of this code."""
 
-    def build(directory: Path) -> None:
+    def train(_: Path) -> dict[str, torch.Tensor]:
         tokenizer = AutoTokenizer.from_pretrained(backbone_files(kind))
         torch.manual_seed(0)
         model = CustomModel(
             AutoConfig.from_pretrained(backbone_files(kind)), num_labels=len(DEMO_LABELS), classifier_dropout=0.1
         )
         train_on_rules(model, rule_label_table(tokenizer), MAX_LENGTH)
-        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, directory / WEIGHTS)
+        return model.state_dict()
 
-    return load_file(built(f"weights-{kind}", build) / WEIGHTS)
+    return built_weights(f"weights-{kind}", train)
 
 
 def make_backbone(directory: Path, kind: str, trained: bool = True, outliers: bool = False) -> CustomModel:

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".pytest_cache" / "built"
 SOURCES = (
@@ -26,6 +29,7 @@ SOURCES = (
 )  # fmt: skip
 LIBRARIES = ("torch", "transformers", "tokenizers", "sentencepiece")
 COMPLETE = ".complete"
+WEIGHTS_FILE = "weights.safetensors"
 
 
 @functools.cache
@@ -59,6 +63,19 @@ def built(name: str, build: Callable[[Path], None], sources: tuple[str, ...] = (
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def built_weights(
+    name: str, train: Callable[[Path], dict[str, torch.Tensor]], sources: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """The tensors `train` returns (it may write scratch files in the directory it is given), trained once per version
+    of artefact `name` (`built`) and kept as safetensors."""
+
+    def build(directory: Path) -> None:
+        weights = train(directory)
+        save_file({key: value.contiguous() for key, value in weights.items()}, directory / WEIGHTS_FILE)
+
+    return load_file(built(name, build, sources) / WEIGHTS_FILE)
 
 
 def copy_files(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:

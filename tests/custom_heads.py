@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchcrf
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig
 
@@ -27,7 +26,7 @@ from stages.model.custom_head import HeadModel, import_head
 from stages.scoring.batching import pad_batch
 from stages.scoring.tokens import Framing
 from stages.scoring.windows import Window, merged_prediction, window_spans
-from tests.built import built, copy_files
+from tests.built import built_weights, copy_files
 from tests.conftest import REPO
 from tools.demo.corpus import make_texts
 from tools.demo.rules import DEMO_LABELS
@@ -38,7 +37,6 @@ DEMO_BACKBONE, DEMO_CHECKPOINT = REPO / "models/demo/backbone", REPO / "models/d
 LAYERS = 4  # the demo's two, and two more as initialised: four hidden states for the concatenating head
 TRAIN_SEED, TRAIN_ROWS, TRAIN_LENGTH, TRAIN_BATCH, TRAIN_STEPS = 41, 600, 128, 32, 300
 TRAIN_THREADS = 1  # on two busy cores, two threads made the LSTM's steps 80x slower (1.4 s vs 117 s for 20)
-WEIGHTS = "head.safetensors"
 SOURCES = (  # what the trained heads are built by, beside `tests.built.SOURCES`
     "tests/custom_heads.py", "heads/concat_last_four.py", "heads/bilstm.py", "heads/linear_crf.py",
     "stages/model/custom_head.py", "tools/demo/training.py", "models/demo/demo.ckpt",
@@ -124,24 +122,21 @@ def train_head(model: HeadModel, batches: list[tuple]) -> None:
 def head_weights(kind: str) -> dict[str, torch.Tensor]:
     """The trained head's own tensors (by its attribute names), built once per version of this code."""
 
-    def build(directory: Path) -> None:
+    def train(directory: Path) -> dict[str, torch.Tensor]:
         threads = torch.get_num_threads()
         torch.set_num_threads(TRAIN_THREADS)
         try:
-            train(directory)
+            backbone = directory / "backbone"
+            write_backbone(backbone)
+            model = untrained_model(backbone, HEADS[kind])
+            _, tokenizer = load_backbone(ModelParams(backbone=str(backbone), checkpoint="-", num_labels=4))
+            texts = [text for text in make_texts(TRAIN_SEED) if text and text.strip()][:TRAIN_ROWS]
+            train_head(model, hidden_batches(model, encode(tokenizer, texts, TRAIN_LENGTH), tokenizer.pad_token_id))
+            return model.head.state_dict()
         finally:
             torch.set_num_threads(threads)
 
-    def train(directory: Path) -> None:
-        backbone = directory / "backbone"
-        write_backbone(backbone)
-        model = untrained_model(backbone, HEADS[kind])
-        _, tokenizer = load_backbone(ModelParams(backbone=str(backbone), checkpoint="-", num_labels=4))
-        texts = [text for text in make_texts(TRAIN_SEED) if text and text.strip()][:TRAIN_ROWS]
-        train_head(model, hidden_batches(model, encode(tokenizer, texts, TRAIN_LENGTH), tokenizer.pad_token_id))
-        save_file({key: value.contiguous() for key, value in model.head.state_dict().items()}, directory / WEIGHTS)
-
-    return load_file(built(f"custom-head-{kind}", build, SOURCES) / WEIGHTS)
+    return built_weights(f"custom-head-{kind}", train, SOURCES)
 
 
 def write_head_model(directory: Path, kind: str) -> HeadModel:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from stages.model.token_model import CustomModel
 from stages.scoring.batching import pad_batch
-from tests.backbones import MAX_LENGTH, WEIGHTS
-from tests.built import built, copy_files
+from tests.backbones import MAX_LENGTH
+from tests.built import built_weights, copy_files
 from tests.layouts import layout_files, layout_tokenizer
 from tools.demo.corpus import make_texts
 from tools.demo.rules import entity_spans
@@ -96,14 +95,14 @@ def train_first_subword(model: CustomModel, tokenizer: PreTrainedTokenizerBase) 
 def first_subword_weights(layout: str) -> dict[str, torch.Tensor]:
     """Weights of a model trained on first sub-word labels with the layout's tokenizer, built once."""
 
-    def build(directory: Path) -> None:
+    def train(_: Path) -> dict[str, torch.Tensor]:
         files = layout_files(layout)
         torch.manual_seed(0)
         model = CustomModel(AutoConfig.from_pretrained(files), num_labels=len(WORD_LABELS), classifier_dropout=0.1)
         train_first_subword(model, layout_tokenizer(files, layout))
-        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, directory / WEIGHTS)
+        return model.state_dict()
 
-    return load_file(built(f"first-subword-{layout}", build) / WEIGHTS)
+    return built_weights(f"first-subword-{layout}", train)
 
 
 def write_first_subword(directory: Path, layout: str) -> CustomModel:

@@ -19,7 +19,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import sentencepiece
 import torch
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from tokenizers.implementations import ByteLevelBPETokenizer
 from transformers import AutoConfig, PreTrainedTokenizerBase
@@ -29,14 +28,13 @@ from stages.model.tokenizer_layout import load_tokenizer
 from tests.backbones import (
     MAX_LENGTH,
     SPECIALS,
-    WEIGHTS,
     make_backbone,
     rule_label_table,
     tiny_config,
     train_on_rules,
     trained_weights,
 )  # fmt: skip
-from tests.built import built, copy_files
+from tests.built import built, built_weights, copy_files
 from tools.generate.real_text import REAL_TEXT
 
 LAYOUTS = {  # layout -> model family
@@ -113,14 +111,14 @@ def layout_weights(layout: str) -> dict[str, torch.Tensor]:
     if layout == "tokenizer.json":
         return trained_weights(LAYOUTS[layout])
 
-    def build(directory: Path) -> None:
+    def train(_: Path) -> dict[str, torch.Tensor]:
         files = layout_files(layout)
         torch.manual_seed(0)
         model = CustomModel(AutoConfig.from_pretrained(files), num_labels=4, classifier_dropout=0.1)
         train_on_rules(model, rule_label_table(layout_tokenizer(files, layout)), MAX_LENGTH)
-        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, directory / WEIGHTS)
+        return model.state_dict()
 
-    return load_file(built(f"layout-weights-{layout}", build) / WEIGHTS)
+    return built_weights(f"layout-weights-{layout}", train)
 
 
 def write_layout(directory: Path, layout: str, trained: bool = True) -> CustomModel:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
 from stages.core.errors import UserError
-from stages.model.token_model import CustomModel, backbone_input_names
+from stages.model.token_model import CustomModel, backbone_input_names, backbone_inputs
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ class HeadModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.input_names and token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
+        inputs = backbone_inputs(self.input_names, input_ids, attention_mask, token_type_ids)
         hidden_states = self.model(**inputs, output_hidden_states=True).hidden_states
         return self.head(tuple(hidden_states), attention_mask)
 

@@ -29,6 +29,19 @@ def backbone_input_names(backbone: nn.Module, config: PretrainedConfig) -> tuple
     return tuple(names)
 
 
+def backbone_inputs(
+    input_names: tuple[str, ...],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """The keyword arguments of the backbone's forward: `token_type_ids` only where it uses them."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in input_names and token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
+
+
 class CustomModel(nn.Module):
     """Backbone + dropout + Linear applied to every token's last hidden state."""
 
@@ -49,10 +62,9 @@ class CustomModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.input_names and token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        last_hidden_state = self.model(**inputs)[0]
+        last_hidden_state = self.model(**backbone_inputs(self.input_names, input_ids, attention_mask, token_type_ids))[
+            0
+        ]
         return self.fc(self.fc_dropout(last_hidden_state))
 
 
