@@ -82,7 +82,7 @@ def score_blocks(
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=0,  # reading waits on storage mostly; Ray Data's backpressure bounds how far it runs ahead
-        concurrency=min(len(files), READERS),
+        compute=ray.data.TaskPoolStrategy(size=min(len(files), READERS)),
     )
     scored = blocks.map_batches(
         BlockScorer,
