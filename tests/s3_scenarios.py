@@ -137,6 +137,28 @@ def test_both_engines_score_s3_to_s3_and_the_local_engine_resumes_after_sigkill(
     print(f"ray engine s3->s3: sha256 {sha256(read_bytes(on_ray))}, all {ROWS} rows from the store on S3")
 
 
+def test_a_directory_dataset_on_s3_is_read_by_the_ray_workers_into_the_local_engines_bytes(exported):
+    """Three files under one prefix: each read and cut into blocks by a Ray task from S3, as the local engine reads
+    and cuts the same files from disk."""
+    whole = pq.read_table(exported.root / "data.parquet")
+    Path("files").mkdir()
+    for number, start in enumerate((0, 50, 100)):
+        pq.write_table(whole.slice(start, 50 if number < 2 else None), f"files/{number}.parquet")
+        boto3.client("s3").upload_file(f"files/{number}.parquet", BUCKET, f"in/files/{number}.parquet")
+    local = infer(exported, input="files", output="out/local-files.parquet", reuse=False)
+    assert local.returncode == 0, local.stderr[-3000:]
+    on_ray = f"s3://{BUCKET}/out/ray-files.parquet"
+    ray = infer(
+        exported, input=f"s3://{BUCKET}/in/files", output=on_ray, reuse=False, engine="ray", ray_actors=1,
+        ray_cpus_per_actor=1,
+    )  # fmt: skip
+    assert ray.returncode == 0, ray.stderr[-3000:]
+    assert read_bytes(on_ray) == Path("out/local-files.parquet").read_bytes()
+    metrics = json.loads(Path(exported.params["infer"]["details"]).read_text())
+    assert metrics["rows"] == ROWS and metrics["scored_rows"] == ROWS, metrics
+    print(f"ray engine, a directory of 3 files on s3: {metrics['blocks']} blocks, the local engine's bytes")
+
+
 def test_a_directory_output_on_s3_is_a_parquet_dataset_committed_by_success(exported):
     assert infer(exported, output="out/local.parquet").returncode == 0
     reference = pq.read_table("out/local.parquet")
