@@ -251,12 +251,22 @@ class InferParams:
     """`local` (this process) or `ray` (a Ray Data actor pool; see docs/ray.md). Both resume from finished parts."""
     ray_actors: int = setting(1, 1)
     """ray: scoring actors, spread over the nodes; each holds one onnxruntime session."""
+    ray_max_actors: int | None = setting(None, 1)
+    """ray: the most actors the pool grows to while blocks wait and the cluster has room (Ray Data's autoscaling pool,
+    from `ray_actors`; idle actors are released); `null`: `ray_actors`, fixed."""
     ray_cpus_per_actor: float = setting(1.0, 0.0)
     """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads: that, rounded down, at least 1."""
     ray_gpus_per_actor: float = setting(0.0, 0.0)
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
     allow_unverified: bool = False
     """Score without a passing verdict for what serves (`parity.verdict`): warned, and recorded in the metrics."""
+
+    def __post_init__(self) -> None:
+        if self.ray_max_actors is not None and self.ray_max_actors < self.ray_actors:
+            raise UserError(
+                f"infer.ray_max_actors ({self.ray_max_actors}) is below infer.ray_actors ({self.ray_actors}), the "
+                "pool's starting size; raise it, or set it to null for a pool of ray_actors"
+            )
 
 
 @dataclass(frozen=True)

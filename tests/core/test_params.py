@@ -48,6 +48,10 @@ def test_repository_params_load():
             r"runtime\.providers\[0\] = 'TensorrtExecutionProvider' is not allowed",
         ),
         (lambda p: p["parity"].update(grid_lengths=[1, 0]), r"parity\.grid_lengths = \(1, 0\) is out of range"),
+        (
+            lambda p: p["infer"].update(ray_actors=4, ray_max_actors=2),
+            r"infer\.ray_max_actors \(2\) is below infer\.ray_actors \(4\), the pool's starting size",
+        ),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, edit, message):

@@ -92,7 +92,8 @@ class BlockScorer:
         self.infer = infer
         self.parts = PartFiles(parts)
         self.run_id = run_id
-        self.node = ray.get_runtime_context().get_node_id()[:12]
+        context = ray.get_runtime_context()
+        self.node, self.actor = context.get_node_id()[:12], context.get_actor_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         reports = []
@@ -106,6 +107,7 @@ class BlockScorer:
                 part = block_part(self.served, block, self.infer, self.store)
             self.parts.save(index, part)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
-            scored = {"tally": dataclasses.asdict(part.tally), "node": self.node, "peak_rss_mb": peak_rss_mb()}
+            scored = {"tally": dataclasses.asdict(part.tally), "node": self.node, "actor": self.actor}
+            scored["peak_rss_mb"] = peak_rss_mb()
             reports.append(json.dumps({**report, **scored, "resumed": False, "provider": self.served.runner.provider}))
         return pa.table({"report": pa.array(reports, pa.string())})

@@ -97,7 +97,9 @@ def score_blocks(
         },
         batch_size=1,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=infer.ray_actors),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=infer.ray_actors, max_size=infer.ray_max_actors or infer.ray_actors
+        ),
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
     )  # Ray Data places actors with its default SPREAD strategy: on as many nodes as the pool allows
@@ -178,7 +180,7 @@ def score_with_ray(params: Params) -> dict:
         seconds,
         engine="ray",
         provider=",".join(sorted({report["provider"] for report in scored})) or verification["served"]["provider"],
-        threads=params.infer.ray_actors * actor_runtime(params).intra_op_num_threads,
+        threads=actors_started(params, scored) * actor_runtime(params).intra_op_num_threads,
         peak_rss_mb=max([peak_rss_mb(), *(report["peak_rss_mb"] for report in scored)]),
         duplicate_ids=duplicate_ids,
         rows_per_node=dict(rows_per_node),
@@ -186,6 +188,11 @@ def score_with_ray(params: Params) -> dict:
         store=store.summary() if store is not None else None,
         aggregation=params.infer.aggregation,
     )
+
+
+def actors_started(params: Params, scored: list[dict]) -> int:
+    """The pool's actors: the `ray_actors` it starts with, or more where it grew (those that scored a block)."""
+    return max(params.infer.ray_actors, len({report["actor"] for report in scored}))
 
 
 def run_verification(params: Params, digests: dict[str, str]) -> dict:

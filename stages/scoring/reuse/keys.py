@@ -37,6 +37,7 @@ NEUTRAL_INFER_PARAMS = (
     "reuse",
     "engine",
     "ray_actors",
+    "ray_max_actors",
     "ray_cpus_per_actor",
     "ray_gpus_per_actor",
     "allow_unverified",  # what served is in the key; whether a verdict covered it does not change the scores

@@ -50,6 +50,8 @@ SCENARIOS = {
     "csv": {"input": "data.csv", "span_ignore_labels": []},
     # A directory of three Parquet files, each read by its own task and cut into blocks of its own.
     "directory": {"input": "data-files", "block_rows": 4, "ray_actors": 2, "ray_cpus_per_actor": 0.5},
+    # A pool that starts with one actor and may grow to two while blocks wait (Ray Data's autoscaling pool).
+    "autoscaling": {"ray_actors": 1, "ray_max_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # One actor per node (the head has one CPU): rows are scored on both nodes.
     "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
@@ -239,6 +241,7 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
     assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
     assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
     assert json.loads(Path("metrics/ray-parquet_two_actors.json").read_text())["threads"] == 2
+    assert json.loads(Path("metrics/ray-autoscaling.json").read_text())["threads"] in (1, 2)  # the actors that ran
     per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
     assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
     print(f"rows per node: {per_node}")
