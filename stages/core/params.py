@@ -1,5 +1,5 @@
 """`params.yaml` as typed, frozen, validated objects; each key's meaning is its field's string (docs/params.md). The
-`benchmark` section lives in `stages.core.benchmark_params`."""
+`benchmark` and `annotations` sections live in `stages.core.benchmark_params` and `stages.core.annotation_params`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stages.core.annotation_params import AnnotationParams
 from stages.core.benchmark_params import BenchmarkParams
 from stages.core.errors import UserError
 from stages.core.parsing import parse_file, setting
@@ -267,26 +268,6 @@ class InferParams:
                 f"infer.ray_max_actors ({self.ray_max_actors}) is below infer.ray_actors ({self.ray_actors}), the "
                 "pool's starting size; raise it, or set it to null for a pool of ray_actors"
             )
-
-
-@dataclass(frozen=True)
-class AnnotationParams:
-    """Gold labels in a dataset (`parity.input`, `infer.input`), for entity precision, recall and F1 (docs/quality.md)."""
-
-    format: Literal["auto", "spans", "tags", "none"] = "auto"
-    """`spans` (a list of `{start, end, label}` per row in `spans_column`), `tags` (words and a tag per word in
-    `words_column` and `tags_column`; `.conll` files always), `none`, or `auto`: spans where the dataset has
-    `spans_column`, else tags where it has both tag columns, else none."""
-    spans_column: str = "entities"
-    """Character spans per row: `{start, end, label}` (Label Studio's `labels: [one]` too) or `[start, end, label]`."""
-    words_column: str = "tokens"
-    """Each row's words (`tokens`), found in the text in order, or joined by spaces where there is no text column."""
-    tags_column: str = "ner_tags"
-    """The column of each word's tag (Hugging Face datasets: `ner_tags`): names, or ids named by `tag_names`."""
-    scheme: Literal["iob2", "iob1", "io"] = "iob2"
-    """`iob2` (BIO: an entity starts with `B-`), `iob1` (`B-` only between two of one type), `io` (plain labels)."""
-    tag_names: tuple[str, ...] | None = None
-    """The name of each tag id for integer tags (a Hugging Face `ClassLabel`'s `names`)."""
 
 
 @dataclass(frozen=True)
