@@ -114,12 +114,13 @@ def iter_blocks(
     for source, _ in dataset_files(name, param):
         for block in file_blocks(source, text_column, id_column, block_rows, annotations, param):
             id_type = id_type or block.ids.type
-            check_id_type(source.name, block.ids.type, id_type, id_column, name)
+            check_id_type(source.name, str(block.ids.type), str(id_type), id_column, name)
             yield block
 
 
-def check_id_type(file: str, found: pa.DataType, expected: pa.DataType, id_column: str, dataset: str) -> None:
-    """Every file of a directory dataset has one id type: else a `UserError` naming the file."""
+def check_id_type(file: str, found: str, expected: str, id_column: str, dataset: str) -> None:
+    """Every file of a directory dataset has one id type (named as Arrow names it): else a `UserError` naming the
+    file."""
     if found != expected:
         raise UserError(
             f"dataset {file} has ids of type {found} where the files before it have {expected} "

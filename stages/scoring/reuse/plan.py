@@ -42,10 +42,10 @@ def numbered_blocks(params: Params) -> Iterator[tuple[int, Block]]:
     infer = params.infer
     id_type: pa.DataType | None = None
     for number, (source, _) in enumerate(dataset_files(infer.input)):
-        for numbered in file_blocks_numbered(params, number, source):
-            id_type = id_type or numbered[1].ids.type
-            check_id_type(source.name, numbered[1].ids.type, id_type, infer.id_column, infer.input)
-            yield numbered
+        for index, block in file_blocks_numbered(params, number, source):
+            id_type = id_type or block.ids.type
+            check_id_type(source.name, str(block.ids.type), str(id_type), infer.id_column, infer.input)
+            yield index, block
 
 
 def file_blocks_numbered(params: Params, file_number: int, source: Location) -> Iterator[tuple[int, Block]]:
