@@ -259,6 +259,10 @@ class InferParams:
     """ray: CPUs each actor reserves (fractions allowed); its onnxruntime threads: that, rounded down, at least 1."""
     ray_gpus_per_actor: float = setting(0.0, 0.0)
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
+    ray_tokenizers: int = setting(1, 1)
+    """ray: CPU actors that tokenise blocks ahead of the scoring actors (each holds the tokenizer, not the model)."""
+    ray_cpus_per_tokenizer: float = setting(1.0, 0.0)
+    """ray: CPUs each tokenising actor reserves (fractions allowed)."""
     allow_unverified: bool = False
     """Score without a passing verdict for what serves (`parity.verdict`): warned, and recorded in the metrics."""
 

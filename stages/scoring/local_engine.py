@@ -27,9 +27,10 @@ from stages.graph.verdict import check_verdict, model_digests
 from stages.scoring.datasets.blocks import Block, row_count
 from stages.scoring.decoding import check_aggregation
 from stages.scoring.metrics import Recovery, Tally, build_metrics
+from stages.scoring.prepare import PreparedBlock, plan_block
 from stages.scoring.reuse.plan import numbered_blocks
 from stages.scoring.reuse.store import ScoreStore, open_store
-from stages.scoring.score import PreparedBlock, block_part, naming_block, prepare_block
+from stages.scoring.score import block_part, naming_block
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import (
@@ -94,7 +95,7 @@ def blocks_to_score(
             yield index, block, stored
         else:
             with naming_block(index, block):
-                yield index, block, prepare_block(served, block, params.infer, store)
+                yield index, block, plan_block(served, block, params.infer, store)
 
 
 def score_dataset(

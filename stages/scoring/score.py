@@ -3,8 +3,8 @@
 A block of ids and texts becomes a part file in the predictions schema, in input order, and its tally. Rows
 the score store holds are taken from it (`stages.scoring.reuse`): for a batch-invariant model whatever batch they
 ran in, else with the same batch context; the others are tokenised, cut into windows, batched longest first
-under a row and a token budget (`stages.scoring.reuse.plan`) and scored, each token's prediction from the window
-where it is most central.
+under a row and a token budget (`stages.scoring.prepare`, `stages.scoring.reuse.plan`) and scored, each token's
+prediction from the window where it is most central.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -28,34 +27,13 @@ from stages.scoring.datasets.blocks import Block
 from stages.scoring.decoding import decoded_labels
 from stages.scoring.metrics import Tally
 from stages.scoring.predictions import output_schema
+from stages.scoring.prepare import PreparedBlock, TokenisedBlock, plan_block
 from stages.scoring.quality import cut_gold, gold_token_types, on_words, predicted_spans, token_types
-from stages.scoring.reuse.keys import ROW_CONTEXT, block_keys, row_keys
-from stages.scoring.reuse.plan import batch_plan, row_plan
-from stages.scoring.reuse.rows import EMPTY, StoredRows, gather, key_words
+from stages.scoring.reuse.rows import gather
 from stages.scoring.reuse.store import DamagedEntry, ScoreStore, block_key, key_array
 from stages.scoring.served import ServedModel
 from stages.scoring.storage.parts import Part, encode_part
-from stages.scoring.tokens import EncodedText
-from stages.scoring.windows import RowPrediction, Window, WindowOutputs, merge_windows, window_spans
-
-
-@dataclass(frozen=True)
-class PreparedBlock:
-    """A block of rows planned for the model: which rows the store gives, and the batches that score the rest."""
-
-    block: Block
-    texts: list[str]  # what is scored: "" for skipped rows
-    skipped: list[bool]
-    keys: list[bytes]
-    contexts: list[bytes]  # each row's batch context: the keys of the batches its windows run in
-    content_tokens: np.ndarray
-    stored: StoredRows  # the store's rows when the block was planned
-    reused: np.ndarray  # rows whose stored scores have this batch context, in order
-    reused_at: np.ndarray  # where each of them is in `stored`
-    scored: list[int]  # the other rows, scored here
-    encoded: dict[int, EncodedText]  # the rows tokenised: the scored ones and their batch companions
-    windows: list[Window]  # the windows of the batches to run
-    batches: list[np.ndarray]  # indices into `windows`
+from stages.scoring.windows import RowPrediction, WindowOutputs, merge_windows
 
 
 class BlockFailed(RuntimeError):
@@ -72,67 +50,6 @@ def naming_block(index: int, block: Block) -> Iterator[None]:
     except Exception as error:
         where = f"block {index} (first row id {block.ids[0].as_py()!r})"
         raise BlockFailed(f"scoring {where} failed: {type(error).__name__}: {error}") from error
-
-
-def prepare_block(served: ServedModel, block: Block, params: InferParams, store: ScoreStore | None) -> PreparedBlock:
-    """Apply the bad-row policy, find stored rows, plan the batches, tokenise what runs (the CPU work that can run
-    ahead of the model)."""
-    skipped = [params.bad_rows == "skip" and issue is not None for issue in block.issues]
-    texts = ["" if skip else text for text, skip in zip(block.texts, skipped, strict=True)]
-    keys = row_keys(texts, block.issues) if any(skipped) else block_keys(block)
-    words = key_words(keys)
-    stored = store.stored_rows() if store is not None else EMPTY
-    first = stored.first(words)
-    missing = np.flatnonzero(first < 0).tolist()
-    encoded = tokenise(served, texts, missing, {})
-    content_tokens = stored.tokens[first] if len(stored.keys) else np.zeros(len(keys), dtype=np.int64)
-    content_tokens[missing] = [len(encoded[row]) for row in missing]
-    framing, invariant = served.framing, served.batch_invariant(texts)
-    specials = len(framing.prefix) + len(framing.suffix)
-    alone = np.broadcast_to(key_words([ROW_CONTEXT]), words.shape)
-    stored_alone = stored.in_context(words, alone, first) if invariant else np.full(len(keys), -1)
-    spans = [  # a batch-invariant model's stored rows are reused whatever batch they ran in: they get no windows
-        (row, start, length)
-        for row in np.flatnonzero(stored_alone < 0).tolist()
-        for start, length in window_spans(int(content_tokens[row]), framing, params.long_text, params.stride)
-    ]
-    if invariant:
-        contexts, at, run = [ROW_CONTEXT] * len(keys), stored_alone, row_plan(spans, specials, params)
-    else:
-        contexts, at, run = batch_plan(keys, stored, first, spans, specials, params)
-    reused = np.flatnonzero(at >= 0)
-    scored = np.flatnonzero(at < 0).tolist()
-    members = [int(index) for batch in run for index in batch]
-    encoded = tokenise(served, texts, sorted({spans[index][0] for index in members} - set(encoded)), encoded)
-    windows = []
-    for index in members:
-        row, start, length = spans[index]
-        content = encoded[row].input_ids[start : start + length]
-        windows.append(Window(row, start, length, np.concatenate([framing.prefix, content, framing.suffix])))
-    sizes = np.cumsum([0, *(len(batch) for batch in run)])
-    batches = [np.arange(sizes[position], sizes[position + 1]) for position in range(len(run))]
-    return PreparedBlock(
-        block,
-        texts,
-        skipped,
-        keys,
-        contexts,
-        content_tokens,
-        stored,
-        reused,
-        at[reused],
-        scored,
-        encoded,
-        windows,
-        batches,
-    )
-
-
-def tokenise(
-    served: ServedModel, texts: list[str], rows: list[int], encoded: dict[int, EncodedText]
-) -> dict[int, EncodedText]:
-    """`encoded` with `rows` tokenised too."""
-    return {**encoded, **dict(zip(rows, served.tokenizer.encode([texts[row] for row in rows]), strict=True))}
 
 
 def predict_rows(served: ServedModel, block: PreparedBlock, tally: Tally) -> dict[int, RowPrediction]:
@@ -264,20 +181,20 @@ def block_part(
     block: Block,
     params: InferParams,
     store: ScoreStore | None,
-    prepared: PreparedBlock | None = None,
+    ready: TokenisedBlock | PreparedBlock | None = None,
 ) -> Part:
-    """A block's part: the store's copy of the whole block, or scored (unchanged rows from the store) and stored. A store
-    entry that fails its check as it is read is dropped, the block planned again."""
-    if prepared is None and store is not None and (stored := store.block(block)) is not None:
+    """A block's part: the store's copy of the whole block, or scored (unchanged rows from the store) and stored.
+    `ready`: the block already tokenised or prepared, ahead of the model (the store's copy was looked for then).
+    A store entry that fails its check as it is read is dropped, the block planned again."""
+    if not isinstance(ready, PreparedBlock) and store is not None and (stored := store.block(block)) is not None:
         return stored
     while True:
         try:
-            table, tally, rows = score_block(
-                served, prepared or prepare_block(served, block, params, store), params, store
-            )
+            prepared = ready if isinstance(ready, PreparedBlock) else plan_block(served, block, params, store, ready)
+            table, tally, rows = score_block(served, prepared, params, store)
             break
         except DamagedEntry:
-            prepared = None
+            ready = None
     part = Part(encode_part(table), tally, table)
     if store is not None:
         store.save(block_key(block), part, rows)
@@ -286,4 +203,4 @@ def block_part(
 
 def score_rows(served: ServedModel, block: Block, params: InferParams) -> tuple[pa.Table, Tally]:
     """Prepare and score a block of rows in one call, without a store (for tools and tests)."""
-    return score_block(served, prepare_block(served, block, params, None), params, None)[:2]
+    return score_block(served, plan_block(served, block, params, None), params, None)[:2]

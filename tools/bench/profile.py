@@ -38,8 +38,8 @@ from stages.graph.onnx_dir import write_onnx_dir
 from stages.graph.runners import input_types, openvino_serving
 from stages.graph.session import build_feed, create_session
 from stages.scoring.batching import pad_batch
+from stages.scoring.prepare import plan_block
 from stages.scoring.reuse.plan import scoring_blocks
-from stages.scoring.score import prepare_block
 from stages.scoring.served import ServedModel
 from tools.bench.end_to_end import first_rows_file
 from tools.bench.settings import Subject
@@ -57,7 +57,7 @@ def infer_batches(params: Params, served: ServedModel, dataset: Path) -> list[di
     params = dataclasses.replace(params, infer=infer)
     batches = []
     for block in scoring_blocks(params):
-        prepared = prepare_block(served, block, params.infer, None)
+        prepared = plan_block(served, block, params.infer, None)
         windows = prepared.windows
         batches += [
             pad_batch([windows[index].input_ids for index in batch], served.pad_id) for batch in prepared.batches

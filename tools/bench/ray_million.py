@@ -5,8 +5,8 @@
 Writes `--rows` rows of real text (`tests/data/real_text.parquet` and `infer.input`'s texts, repeated with distinct
 ids) as `--files` Parquet files, then scores them with the exported model (`export.output`; run `dvc repro` first,
 so its parity verdict is there) through `python -m stages.infer`, each engine its own process: `local`, then `ray`
-on a cluster this tool starts on 127.0.0.1 (a head and a second node, `--cpus-per-node` CPUs each, one actor of that
-many CPUs per node). While each runs, every half second it samples the driver's RSS, every Ray worker's RSS, and
+on a cluster this tool starts on 127.0.0.1 (a head and a second node, each with `--cpus-per-node` CPUs for one
+scoring actor of that many CPUs and one more for a tokenising actor: logical CPUs, on the machine's cores). While each runs, every half second it samples the driver's RSS, every Ray worker's RSS, and
 whether a part file is finished. Prints, per engine: wall time, time to the first finished part, rows/s, the
 driver's peak RSS, each Ray worker's peak RSS, and whether both outputs are the same bytes; with the CPU.
 Run it in private namespaces (above) so that no Ray traffic leaves the machine.
@@ -51,7 +51,9 @@ class RayMillion:
 
     rows: int = option(1_000_000, "rows to score")
     files: int = option(4, "Parquet files the rows are written as (a directory dataset)")
-    cpus_per_node: int = option(1, "CPUs of each of the two Ray nodes (and of each node's one actor)")
+    cpus_per_node: int = option(1, "CPUs of each of the two Ray nodes' scoring actor (each node has one more)")
+    tokenizers: int = option(2, "tokenising actors (infer.ray_tokenizers), of 1 CPU each")
+    growing: bool = option(False, "also run a pool that starts with one scoring actor and may grow to two")
     tmp_dir: str | None = option(None, "where the dataset and outputs are written (default: the system's)")
 
 
@@ -78,16 +80,25 @@ def write_dataset(params: dict, rows: int, files: int, directory: Path) -> Path:
     return directory
 
 
-def engine_workdir(params: dict, engine: str, dataset: Path, work: Path, cpus: int) -> Path:
+def engine_workdir(
+    params: dict,
+    engine: str,
+    dataset: Path,
+    work: Path,
+    settings: RayMillion,
+    actors: tuple[int, int | None] = (2, None),
+) -> Path:
     """A directory whose params.yaml scores `dataset` with `engine` into its own output, no score store."""
     chosen = json.loads(json.dumps(params))
     for section, key in (("export", "output"), ("parity", "verdict")):
         chosen[section][key] = str((PROJECT_ROOT / chosen[section][key]).resolve())
     chosen["infer"].update(
         engine=engine, input=str(dataset), output="predictions.parquet", metrics="infer.json",
-        details="infer_details.json", reuse=False, ray_actors=2, ray_cpus_per_actor=float(cpus), ray_gpus_per_actor=0.0,
+        details="infer_details.json", reuse=False, ray_actors=actors[0], ray_max_actors=actors[1],
+        ray_cpus_per_actor=float(settings.cpus_per_node),
+        ray_gpus_per_actor=0.0, ray_tokenizers=settings.tokenizers, ray_cpus_per_tokenizer=1.0,
     )  # fmt: skip
-    directory = work / engine
+    directory = work / f"{engine}-{actors[0]}-{actors[1]}"
     directory.mkdir()
     (directory / "params.yaml").write_text(yaml.safe_dump(chosen, allow_unicode=True), encoding="utf-8")
     return directory
@@ -169,18 +180,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     env.pop("RAY_ADDRESS", None)
     try:
         dataset = write_dataset(params, settings.rows, settings.files, work / "dataset")
-        local = engine_workdir(params, "local", dataset, work, settings.cpus_per_node)
-        clustered = engine_workdir(params, "ray", dataset, work, settings.cpus_per_node)
+        local = engine_workdir(params, "local", dataset, work, settings)
+        clustered = {"ray, 2 nodes": engine_workdir(params, "ray", dataset, work, settings)}
+        if settings.growing:
+            clustered["ray, 1..2 actors"] = engine_workdir(params, "ray", dataset, work, settings, actors=(1, 2))
         results = [("local", *run_engine(local, env))]
-        start_cluster(settings.cpus_per_node, ray_temp, env)
+        start_cluster(settings.cpus_per_node + 1, ray_temp, env)
         try:
-            results.append(("ray, 2 nodes", *run_engine(clustered, {**env, "RAY_ADDRESS": f"127.0.0.1:{RAY_PORT}"})))
+            for label, workdir in clustered.items():
+                results.append((label, *run_engine(workdir, {**env, "RAY_ADDRESS": f"127.0.0.1:{RAY_PORT}"})))
         finally:
             subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True)
-        same = sha256(local / "predictions.parquet") == sha256(clustered / "predictions.parquet")
+        outputs = {sha256(workdir / "predictions.parquet") for workdir in [local, *clustered.values()]}
         print(
             f"\n{settings.rows:,} rows in {settings.files} files, model {params['export']['output']}; "
-            f"{describe_cpu()}, {os.cpu_count()} CPUs; Ray: 2 nodes x {settings.cpus_per_node} CPU, one actor each"
+            f"{describe_cpu()}, {os.cpu_count()} CPUs; Ray: 2 nodes x {settings.cpus_per_node + 1} CPUs, a scoring "
+            f"actor of {settings.cpus_per_node} CPU each, {settings.tokenizers} tokenising actors of 1 CPU"
         )
         print(
             "| engine | rows | wall s | first part s | rows/s | driver peak RSS MB | Ray workers' peak RSS MB | threads |"
@@ -188,8 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|---|")
         for engine, seconds, seen, metrics in results:
             print(row(engine, settings.rows, seconds, seen, metrics))
-        local_rate, ray_rate = (settings.rows / seconds for _, seconds, _, _ in results)
-        print(f"ray / local rows/s: {ray_rate / local_rate:.2f}; outputs identical: {same}")
+        local_rate, ray_rate = (settings.rows / seconds for _, seconds, _, _ in results[:2])
+        print(f"ray / local rows/s: {ray_rate / local_rate:.2f}; outputs identical: {len(outputs) == 1}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_temp, ignore_errors=True)

@@ -1,9 +1,13 @@
-"""The Ray engine's two steps on the workers: read a dataset file into its blocks, and score blocks into part files.
+"""The Ray engine's three steps on the workers: read a dataset file into its blocks, tokenise blocks, and score them
+into part files.
 
 `read_files` reads one file of `infer.input` where a Ray task runs (local path or object store), cuts it into the
 blocks the local engine cuts (`stages.scoring.reuse.plan.file_blocks_numbered`: by content, numbered from the file
 alone), and passes each on as one row; a block whose part an earlier run finished is passed on as its tally instead.
-`BlockScorer`, an actor holding one onnxruntime session, scores each block as the local engine would, saves its part
+`BlockTokenizer`, a CPU actor holding the tokenizer alone, applies the bad-row policy and tokenises each block's rows
+that the score store lacks (`stages.scoring.prepare.tokenise_block`), so that the model's actors do not wait on it.
+`BlockScorer`, an actor holding one onnxruntime session, plans the batches (they depend on the model's measured batch
+invariance) and scores each block as the local engine would, saves its part
 (`stages.scoring.storage.parts`) and then leaves a mark, `scored-<run>-<block>-<random>`, beside it: a block with two
 marks of one run was scored twice (its actor died after writing the part and Ray ran the block again), which the
 driver counts. Each step returns one small report per block; no step writes the dataset anywhere else.
@@ -24,6 +28,7 @@ import ray
 from stages.core.memory import peak_rss_mb
 from stages.core.params import InferParams, Params, RuntimeParams
 from stages.graph.verdict import Identity, check_run_member, model_digests
+from stages.scoring.prepare import TokenisedBlock, tokenise_block
 from stages.scoring.reuse.plan import file_blocks_numbered
 from stages.scoring.reuse.store import ScoreStore
 from stages.scoring.score import block_part, naming_block
@@ -31,6 +36,7 @@ from stages.scoring.served import ServedModel
 from stages.scoring.storage.locations import Location
 from stages.scoring.storage.output import release_freed_memory
 from stages.scoring.storage.parts import PartFiles
+from stages.scoring.tokens import TextTokenizer
 
 SCORED_MARK = "scored-"
 READ_SCHEMA = pa.schema(
@@ -69,8 +75,28 @@ def scored_mark(parts: Location, run_id: str, index: int) -> Location:
     return parts.child(f"{SCORED_MARK}{run_id}-{index:06d}-{secrets.token_hex(4)}")
 
 
+class BlockTokenizer:
+    """A Ray Data actor on CPUs: the exported model's tokenizer (no session); tokenises the blocks `read_files` reads
+    (a block the store holds whole passes as it is: the scorer takes the store's copy)."""
+
+    def __init__(self, onnx_dir: str, infer: InferParams, store: tuple[Location, str] | None) -> None:
+        self.tokenizer = TextTokenizer.load(Path(onnx_dir))
+        self.infer = infer
+        self.store = None if store is None else ScoreStore.open(*store)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tokenised = []
+        for number, data in zip(batch.column("number").to_pylist(), batch.column("block").to_pylist(), strict=True):
+            block = None if data is None else pickle.loads(data)
+            if block is not None and (self.store is None or not self.store.holds(block)):
+                with naming_block(number, block):
+                    block = tokenise_block(self.tokenizer, block, self.infer, self.store)
+            tokenised.append(None if block is None else pickle.dumps(block, protocol=5))
+        return batch.set_column(batch.schema.get_field_index("block"), "block", pa.array(tokenised, pa.binary()))
+
+
 class BlockScorer:
-    """A Ray Data actor: one onnxruntime session; scores the blocks `read_files` reads into part files."""
+    """A Ray Data actor: one onnxruntime session; scores the blocks `BlockTokenizer` tokenised into part files."""
 
     def __init__(
         self,
@@ -102,9 +128,11 @@ class BlockScorer:
             if row["finished"] is not None:
                 reports.append(json.dumps({**report, "tally": json.loads(row["finished"]), "resumed": True}))
                 continue
-            index, block = row["number"], pickle.loads(row["block"])
+            index, ready = row["number"], pickle.loads(row["block"])
+            tokenised = ready if isinstance(ready, TokenisedBlock) else None  # else a block the store holds whole
+            block = ready if tokenised is None else tokenised.block
             with naming_block(index, block):
-                part = block_part(self.served, block, self.infer, self.store)
+                part = block_part(self.served, block, self.infer, self.store, tokenised)
             self.parts.save(index, part)
             scored_mark(self.parts.directory, self.run_id, index).write_text(json.dumps({"node": self.node}))
             scored = {"tally": dataclasses.asdict(part.tally), "node": self.node, "actor": self.actor}

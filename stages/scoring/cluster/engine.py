@@ -4,9 +4,10 @@ Nothing is read on the driver: it lists the files of `infer.input` (their names 
 numbers to Ray Data. A task per file (`stages.scoring.cluster.actor.read_files`), run where Ray places it, reads the
 file from its local path or object store with the local engine's reader and bad-row checks, and cuts it into the
 same content-defined blocks (`stages.scoring.reuse.plan.file_blocks_numbered`: cut and numbered from their own file,
-so an edit changes only its block and the score store reuses the rest). The blocks stream through a bounded queue
-(Ray Data's backpressure) to an actor pool spread over the cluster's nodes; each actor holds one onnxruntime session,
-scores a block with `stages.scoring.score` and writes its part file, exactly as the local engine would. The
+so an edit changes only its block and the score store reuses the rest). The blocks stream through bounded queues
+(Ray Data's backpressure) to a pool of CPU actors that tokenise them (`infer.ray_tokenizers`), then to an actor pool
+spread over the cluster's nodes; each of those holds one onnxruntime session, plans the batches and scores a block
+with `stages.scoring.score`, and writes its part file, exactly as the local engine would. The
 driver only collects one small report per block, then finishes the output from the parts like the local engine. So
 the first part is written as soon as the first block is read, the dataset is never copied, a driver killed at any
 moment resumes from the finished parts, and both engines write identical outputs. The driver holds the output's
@@ -45,9 +46,9 @@ from stages.core.errors import UserError
 from stages.core.memory import peak_rss_mb
 from stages.core.params import Params
 from stages.graph.verdict import Identity, check_verdict, model_digests, verdict_message, verified_identity
-from stages.scoring.cluster.actor import BlockScorer, read_files
+from stages.scoring.cluster.actor import BlockScorer, BlockTokenizer, read_files
 from stages.scoring.cluster.health import NodeWatch, recovery_of
-from stages.scoring.cluster.resources import actor_runtime
+from stages.scoring.cluster.resources import actor_runtime, check_room
 from stages.scoring.datasets.blocks import check_id_type, dataset_files, empty_dataset
 from stages.scoring.metrics import Recovery, Tally, build_metrics
 from stages.scoring.reuse.store import ScoreStore, open_store
@@ -68,13 +69,29 @@ def score_blocks(
 ) -> tuple[list[dict], NodeWatch]:
     """Read and score every block of the dataset on the cluster: each block's report as the actors finish them
     (finished parts passed through), and the watch that saw which nodes were lost meanwhile."""
-    infer = params.infer
-    files = [source for source, _ in dataset_files(infer.input)]
+    check_room(params.infer, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     context = ray.data.DataContext.get_current()
     context.actor_task_retry_on_errors = False  # deterministic scoring: a block that raised would raise again
     context.max_errored_blocks = 0  # a failed block stops the run; its rows are never dropped
     context.raise_original_map_exception = True  # our errors reach the driver as themselves, with their messages
     context.target_max_block_size = ONE_BLOCK_EACH  # each block goes on as it is cut, to whichever actor is free
+    watch = NodeWatch()
+    reports = []
+    for row in scoring_pipeline(params, parts, lease, store, served).iter_rows():
+        reports.append(json.loads(row["report"]))
+        lease.check()
+        watch.look()
+    watch.look(now=True)
+    return reports, watch
+
+
+def scoring_pipeline(
+    params: Params, parts: PartFiles, lease: Lease, store: ScoreStore | None, served: Identity
+) -> ray.data.Dataset:
+    """The steps, each its own pool: read tasks (one per file), tokenising CPU actors, scoring actors."""
+    infer = params.infer
+    files = [source for source, _ in dataset_files(infer.input)]
+    onnx_dir, store_at = str(Path(params.export.output).resolve()), None if store is None else (store.root, store.model)
     listed = ray.data.from_items([{"file": number} for number in range(len(files))], override_num_blocks=len(files))
     blocks = listed.map_batches(
         read_files,
@@ -84,15 +101,23 @@ def score_blocks(
         num_cpus=0,  # reading waits on storage mostly; Ray Data's backpressure bounds how far it runs ahead
         compute=ray.data.TaskPoolStrategy(size=min(len(files), READERS)),
     )
-    scored = blocks.map_batches(
+    tokenised = blocks.map_batches(
+        BlockTokenizer,
+        fn_constructor_kwargs={"onnx_dir": onnx_dir, "infer": infer, "store": store_at},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=infer.ray_tokenizers),
+        num_cpus=infer.ray_cpus_per_tokenizer,
+    )
+    return tokenised.map_batches(
         BlockScorer,
         fn_constructor_kwargs={
-            "onnx_dir": str(Path(params.export.output).resolve()),
+            "onnx_dir": onnx_dir,
             "runtime": actor_runtime(params),
             "infer": infer,
             "parts": parts.directory,
             "run_id": lease.owner.run_id,
-            "store": None if store is None else (store.root, store.model),
+            "store": store_at,
             "verdict": (str(Path(params.parity.verdict).resolve()), served, infer.allow_unverified),
         },
         batch_size=1,
@@ -103,14 +128,6 @@ def score_blocks(
         num_cpus=infer.ray_cpus_per_actor,
         num_gpus=infer.ray_gpus_per_actor,
     )  # Ray Data places actors with its default SPREAD strategy: on as many nodes as the pool allows
-    watch = NodeWatch()
-    reports = []
-    for row in scored.iter_rows():
-        reports.append(json.loads(row["report"]))
-        lease.check()
-        watch.look()
-    watch.look(now=True)
-    return reports, watch
 
 
 def connect() -> bool:

@@ -140,6 +140,10 @@ class ScoreStore:
         """The stored rows of the entries indexed and not dropped, sorted for lookups."""
         return self.rows.stored()
 
+    def holds(self, block: Block) -> bool:
+        """Whether `block` is stored whole (as indexed: `block` verifies it)."""
+        return block_key(block) in self.records
+
     def block(self, block: Block) -> Part | None:
         """`block` as stored whole (same rows, ids and gold), verified, its tally's rows all reused; None if the store
         does not hold it (or held it damaged: then it is dropped)."""
