@@ -52,7 +52,7 @@ class RayMillion:
     rows: int = option(1_000_000, "rows to score")
     files: int = option(4, "Parquet files the rows are written as (a directory dataset)")
     cpus_per_node: int = option(1, "CPUs of each of the two Ray nodes' scoring actor (each node has one more)")
-    tokenizers: int = option(2, "tokenising actors (infer.ray_tokenizers), of 1 CPU each")
+    tokenizers: int = option(1, "tokenising actors (infer.ray_tokenizers), of 1 CPU each")
     growing: bool = option(False, "also run a pool that starts with one scoring actor and may grow to two")
     tmp_dir: str | None = option(None, "where the dataset and outputs are written (default: the system's)")
 

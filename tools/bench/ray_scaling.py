@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import statistics
@@ -32,7 +33,8 @@ from tools.cli import option, parse
 
 log = logging.getLogger(__name__)
 
-# (engine, actors, CPUs per actor): the driver reads the dataset itself, so the pool may hold every CPU.
+# (engine, actors, CPUs per actor): the scoring actors may hold every core; the tokenising actor has one more
+# logical CPU (`main`), on the same cores.
 CONFIGS = (("local", 0, 0.0), ("ray", 1, 1.0), ("ray", 2, 1.0))
 
 
@@ -109,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = parse(RayScaling, argv, __doc__)
     params = load_params()
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", num_cpus=os.cpu_count())  # a fresh cluster, once: each run starts its own actors
+    cpus = (os.cpu_count() or 1) + params.infer.ray_tokenizers * math.ceil(params.infer.ray_cpus_per_tokenizer)
+    ray.init(address="local", num_cpus=cpus)  # a fresh cluster, once: each run starts its own actors
     load_before = os.getloadavg()[0]
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as output_dir:
