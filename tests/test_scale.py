@@ -171,7 +171,11 @@ def test_the_fingerprint_follows_what_changes_the_outputs(make_workspace):
         "details": "elsewhere/infer_details.json",
         "engine": "ray",
         "ray_actors": 3,
+        "ray_max_actors": 4,
         "ray_cpus_per_actor": 0.5,
+        "ray_tokenizers": 2,
+        "ray_cpus_per_tokenizer": 0.5,
+        "ray_queue_mb": 64,
     }
     before = {key: workspace.params["infer"][key] for key in neutral}
     for key, value in neutral.items():

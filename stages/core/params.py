@@ -263,6 +263,9 @@ class InferParams:
     """ray: CPU actors that tokenise blocks ahead of the scoring actors (each holds the tokenizer, not the model)."""
     ray_cpus_per_tokenizer: float = setting(1.0, 0.0)
     """ray: CPUs each tokenising actor reserves (fractions allowed)."""
+    ray_queue_mb: int | None = setting(None, 1)
+    """ray: object store memory (MB) the blocks waiting between the steps may take; beyond it Ray Data holds reading
+    and tokenising back. `null`: Ray Data's own budget (half of the cluster's object store, shared among the steps)."""
     allow_unverified: bool = False
     """Score without a passing verdict for what serves (`parity.verdict`): warned, and recorded in the metrics."""
 

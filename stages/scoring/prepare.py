@@ -73,8 +73,9 @@ def prepare_block(
     stored = store.stored_rows() if store is not None else EMPTY
     first = stored.first(words)
     missing = np.flatnonzero(first < 0).tolist()
-    encoded = tokenise(served.tokenizer, texts, [row for row in missing if row not in tokenised.encoded], {})
-    encoded = {**tokenised.encoded, **encoded}
+    encoded = tokenise(
+        served.tokenizer, texts, [row for row in missing if row not in tokenised.encoded], tokenised.encoded
+    )
     content_tokens = stored.tokens[first] if len(stored.keys) else np.zeros(len(keys), dtype=np.int64)
     content_tokens[missing] = [len(encoded[row]) for row in missing]
     framing, invariant = served.framing, served.batch_invariant(texts)

@@ -94,53 +94,73 @@ def format_table(cases: list[CaseReport]) -> str:
     return "\n".join(lines)
 
 
+def values_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    allowed = (
+        f", {case.tokens_over_allowed} allowed by {key}.outlier_share{pooling(case)}" if tolerance.outlier_share else ""
+    )
+    return (
+        f"{case.name}: {case.tokens_over_tolerance} of {case.tokens} tokens have logits beyond "
+        f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g} x |torch|{allowed} (max abs diff "
+        f"{case.max_abs_diff:.3g}; {key}.atol would need >= {case.min_passing_atol:.3g})"
+    )
+
+
+def agreement_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    counted = "tokens" if case.name == ROWS_CASE else "decisive tokens"
+    coarse = case.name == ROWS_CASE and case.agreement_tokens * (1 - tolerance.min_label_agreement) < 10
+    return (
+        f"{case.name}: label agreement {case.label_agreement:.4f} over {case.agreement_tokens} {counted} < "
+        f"{key}.min_label_agreement {tolerance.min_label_agreement:g}"
+        + (
+            f" (one token is {1 / case.agreement_tokens:.2g} of them: raise parity.samples for a finer measure)"
+            if coarse
+            else ""
+        )
+    )
+
+
+def span_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    return f"{case.name}: span F1 against torch's spans {case.span_f1:.4f} < 1 - {key}.max_f1_drop {tolerance.max_f1_drop:g}"
+
+
+def entity_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    return (
+        f"{case.name}: entity F1 against gold {case.entity_f1_candidate:.4f}, torch's {case.entity_f1_reference:.4f}: "
+        f"it falls more than {key}.max_f1_drop {tolerance.max_f1_drop:g}"
+    )
+
+
+def decoded_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    return (
+        f"{case.name}: the CRF-decoded labels agree with torch's on {case.decoded_label_agreement:.4f} of the "
+        f"tokens < {key}.min_label_agreement {tolerance.min_label_agreement:g}"
+    )
+
+
+def finite_line(case: CaseReport, tolerance: Tolerance, key: str) -> str:
+    return (
+        f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
+        f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
+    )
+
+
+EXPLAINED = {  # each failed criterion of a case, explained in this order
+    "values": values_line,
+    "label_agreement": agreement_line,
+    "span_f1": span_line,
+    "entity_f1": entity_line,
+    "decoded_labels": decoded_line,
+    "finite": finite_line,
+}
+
+
 def explain_failure(cases: list[CaseReport], tolerance: Tolerance, precision: str) -> str:
     """Which criterion failed, by how much, at which case, and what to change."""
     key = "parity" if precision == "fp32" else f"parity.{precision}"
-    lines = []
-    for case in cases:
-        if "values" in case.failed:
-            allowed = (
-                f", {case.tokens_over_allowed} allowed by {key}.outlier_share{pooling(case)}"
-                if tolerance.outlier_share
-                else ""
-            )
-            lines.append(
-                f"{case.name}: {case.tokens_over_tolerance} of {case.tokens} tokens have logits beyond "
-                f"atol {tolerance.atol:g} + rtol {tolerance.rtol:g} x |torch|{allowed} (max abs diff "
-                f"{case.max_abs_diff:.3g}; {key}.atol would need >= {case.min_passing_atol:.3g})"
-            )
-        if "label_agreement" in case.failed:
-            counted = "tokens" if case.name == ROWS_CASE else "decisive tokens"
-            lines.append(
-                f"{case.name}: label agreement {case.label_agreement:.4f} over {case.agreement_tokens} {counted} < "
-                f"{key}.min_label_agreement {tolerance.min_label_agreement:g}"
-                + (
-                    f" (one token is {1 / case.agreement_tokens:.2g} of them: raise parity.samples for a finer measure)"
-                    if case.name == ROWS_CASE and case.agreement_tokens * (1 - tolerance.min_label_agreement) < 10
-                    else ""
-                )
-            )
-        if "span_f1" in case.failed:
-            lines.append(
-                f"{case.name}: span F1 against torch's spans {case.span_f1:.4f} < 1 - {key}.max_f1_drop "
-                f"{tolerance.max_f1_drop:g}"
-            )
-        if "entity_f1" in case.failed:
-            lines.append(
-                f"{case.name}: entity F1 against gold {case.entity_f1_candidate:.4f}, torch's {case.entity_f1_reference:.4f}: "
-                f"it falls more than {key}.max_f1_drop {tolerance.max_f1_drop:g}"
-            )
-        if "decoded_labels" in case.failed:
-            lines.append(
-                f"{case.name}: the CRF-decoded labels agree with torch's on {case.decoded_label_agreement:.4f} of the "
-                f"tokens < {key}.min_label_agreement {tolerance.min_label_agreement:g}"
-            )
-        if "finite" in case.failed:
-            lines.append(
-                f"{case.name}: NaN/Inf in outputs (onnx: {case.nan_onnx} NaN, {case.inf_onnx} Inf; "
-                f"torch: {case.nan_torch} NaN, {case.inf_torch} Inf)"
-            )
+    lines = [
+        explain(case, tolerance, key) for case in cases for criterion, explain in EXPLAINED.items()
+        if criterion in case.failed
+    ]  # fmt: skip
     fix = (
         "Serve it at f32 (runtime.openvino_precision: f32, or runtime.backend: onnxruntime)"
         if precision == "bf16"

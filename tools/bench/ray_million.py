@@ -6,9 +6,11 @@ Writes `--rows` rows of real text (`tests/data/real_text.parquet` and `infer.inp
 ids) as `--files` Parquet files, then scores them with the exported model (`export.output`; run `dvc repro` first,
 so its parity verdict is there) through `python -m stages.infer`, each engine its own process: `local`, then `ray`
 on a cluster this tool starts on 127.0.0.1 (a head and a second node, each with `--cpus-per-node` CPUs for one
-scoring actor of that many CPUs and one more for a tokenising actor: logical CPUs, on the machine's cores). While each runs, every half second it samples the driver's RSS, every Ray worker's RSS, and
-whether a part file is finished. Prints, per engine: wall time, time to the first finished part, rows/s, the
-driver's peak RSS, each Ray worker's peak RSS, and whether both outputs are the same bytes; with the CPU.
+scoring actor of that many CPUs and one more for a tokenising actor: logical CPUs, on the machine's cores). While
+each runs, every half second it samples the driver's RSS, every Ray worker's RSS, and whether a part file is
+finished, and it reads Ray Data's progress lines for the blocks queued between the steps. Prints, per engine: wall
+time, time to the first finished part, rows/s, the driver's peak RSS, each Ray worker's peak RSS, the most queued
+at one step, and whether the outputs are the same bytes; with the CPU.
 Run it in private namespaces (above) so that no Ray traffic leaves the machine.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -42,6 +45,7 @@ from tools.cli import option, parse
 
 REAL_TEXT = PROJECT_ROOT / "tests/data/real_text.parquet"
 RAY_PORT = 6380
+QUEUED = re.compile(r"Queued blocks: \d+ \((?P<size>[\d.]+)(?P<unit>[KMG])iB\)")
 MB = 1 << 20
 
 
@@ -53,6 +57,7 @@ class RayMillion:
     files: int = option(4, "Parquet files the rows are written as (a directory dataset)")
     cpus_per_node: int = option(1, "CPUs of each of the two Ray nodes' scoring actor (each node has one more)")
     tokenizers: int = option(1, "tokenising actors (infer.ray_tokenizers), of 1 CPU each")
+    queue_mb: int = option(0, "object store MB for the blocks between the steps (infer.ray_queue_mb; 0: Ray's)")
     growing: bool = option(False, "also run a pool that starts with one scoring actor and may grow to two")
     tmp_dir: str | None = option(None, "where the dataset and outputs are written (default: the system's)")
 
@@ -64,6 +69,7 @@ class Sampled:
     first_part_s: float | None = None
     driver_peak_mb: float = 0.0
     workers_peak_mb: dict[str, float] = field(default_factory=dict)  # "ray::<title> <pid>" -> peak RSS
+    queued_peak_mb: float = 0.0  # the most Ray Data reported waiting at one step ("Queued blocks: n (size)")
 
 
 def write_dataset(params: dict, rows: int, files: int, directory: Path) -> Path:
@@ -97,6 +103,7 @@ def engine_workdir(
         details="infer_details.json", reuse=False, ray_actors=actors[0], ray_max_actors=actors[1],
         ray_cpus_per_actor=float(settings.cpus_per_node),
         ray_gpus_per_actor=0.0, ray_tokenizers=settings.tokenizers, ray_cpus_per_tokenizer=1.0,
+        ray_queue_mb=settings.queue_mb or None,
     )  # fmt: skip
     directory = work / f"{engine}-{actors[0]}-{actors[1]}"
     directory.mkdir()
@@ -131,11 +138,18 @@ def run_engine(workdir: Path, env: dict[str, str]) -> tuple[float, Sampled, dict
     """`python -m stages.infer` in `workdir`, sampled: its wall seconds, what was seen, and its metrics."""
     seen, stop = Sampled(), threading.Event()
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "stages.infer"], cwd=workdir, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.infer"], cwd=workdir, env=env, stderr=subprocess.PIPE, text=True
+    )
     watcher = threading.Thread(
         target=sample, args=(process, workdir / "predictions.parquet.parts", started, seen, stop)
     )
     watcher.start()
+    for line in process.stderr:  # passed on, and Ray Data's progress read for its queues
+        sys.stderr.write(line)
+        if queued := QUEUED.search(line):
+            size = float(queued["size"]) * (1024 if queued["unit"] == "G" else 1 / 1024 if queued["unit"] == "K" else 1)
+            seen.queued_peak_mb = max(seen.queued_peak_mb, size)
     code = process.wait()
     seconds = time.perf_counter() - started
     stop.set()
@@ -166,7 +180,7 @@ def row(engine: str, rows: int, seconds: float, seen: Sampled, metrics: dict) ->
     first = f"{seen.first_part_s:.1f}" if seen.first_part_s is not None else "-"
     return (
         f"| {engine} | {rows:,} | {seconds:.1f} | {first} | {rows / seconds:,.0f} | {seen.driver_peak_mb:.0f} | {shown} "
-        f"| {metrics['threads']} |"
+        f"| {seen.queued_peak_mb:.0f} | {metrics['threads']} |"
     )
 
 
@@ -198,9 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"actor of {settings.cpus_per_node} CPU each, {settings.tokenizers} tokenising actors of 1 CPU"
         )
         print(
-            "| engine | rows | wall s | first part s | rows/s | driver peak RSS MB | Ray workers' peak RSS MB | threads |"
+            "| engine | rows | wall s | first part s | rows/s | driver peak RSS MB | Ray workers' peak RSS MB | "
+            "queued peak MB | threads |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for engine, seconds, seen, metrics in results:
             print(row(engine, settings.rows, seconds, seen, metrics))
         local_rate, ray_rate = (settings.rows / seconds for _, seconds, _, _ in results[:2])

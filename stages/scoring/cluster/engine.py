@@ -62,6 +62,7 @@ from stages.scoring.windows import check_stride
 log = logging.getLogger(__name__)
 ONE_BLOCK_EACH = 1  # Ray Data's block size target, in bytes: each of our blocks is a Ray Data block of its own
 READERS = 4  # files read at once at most (each task reads one file, block by block)
+MB = 1 << 20
 
 
 def score_blocks(
@@ -75,6 +76,9 @@ def score_blocks(
     context.max_errored_blocks = 0  # a failed block stops the run; its rows are never dropped
     context.raise_original_map_exception = True  # our errors reach the driver as themselves, with their messages
     context.target_max_block_size = ONE_BLOCK_EACH  # each block goes on as it is cut, to whichever actor is free
+    if (queue_mb := params.infer.ray_queue_mb) is not None:  # what the blocks waiting between the steps may hold
+        limits = context.execution_options.resource_limits
+        context.execution_options.resource_limits = limits.copy(object_store_memory=queue_mb * MB)
     watch = NodeWatch()
     reports = []
     for row in scoring_pipeline(params, parts, lease, store, served).iter_rows():

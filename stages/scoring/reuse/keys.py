@@ -40,6 +40,9 @@ NEUTRAL_INFER_PARAMS = (
     "ray_max_actors",
     "ray_cpus_per_actor",
     "ray_gpus_per_actor",
+    "ray_tokenizers",
+    "ray_cpus_per_tokenizer",
+    "ray_queue_mb",
     "allow_unverified",  # what served is in the key; whether a verdict covered it does not change the scores
 )
 

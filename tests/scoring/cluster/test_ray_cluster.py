@@ -49,7 +49,7 @@ SCENARIOS = {
     },
     "csv": {"input": "data.csv", "span_ignore_labels": []},
     # A directory of three Parquet files, each read by its own task and cut into blocks of its own; two actors
-    # tokenise them.
+    # tokenise them, with at most 64 MB of blocks waiting between the steps.
     "directory": {
         "input": "data-files",
         "block_rows": 4,
@@ -57,6 +57,7 @@ SCENARIOS = {
         "ray_cpus_per_actor": 0.5,
         "ray_tokenizers": 2,
         "ray_cpus_per_tokenizer": 0.5,
+        "ray_queue_mb": 64,
     },
     # A pool that starts with one actor and may grow to two while blocks wait (Ray Data's autoscaling pool).
     "autoscaling": {"ray_actors": 1, "ray_max_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
