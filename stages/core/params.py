@@ -261,8 +261,9 @@ class InferParams:
     """ray: GPUs each actor reserves (fractions allowed); 0 removes `CUDAExecutionProvider` from the actors' providers."""
     ray_tokenizers: int = setting(1, 1)
     """ray: CPU actors that tokenise blocks ahead of the scoring actors (each holds the tokenizer, not the model)."""
-    ray_cpus_per_tokenizer: float = setting(1.0, 0.0)
-    """ray: CPUs each tokenising actor reserves (fractions allowed)."""
+    ray_cpus_per_tokenizer: float = setting(0.0, 0.0)
+    """ray: CPUs each tokenising actor reserves (fractions allowed); 0: none, so that it always finds a place (a node
+    lost mid-run can leave no free CPU once its scoring actors restart elsewhere)."""
     ray_queue_mb: int | None = setting(None, 1)
     """ray: object store memory (MB) the blocks waiting between the steps may take; beyond it Ray Data holds reading
     and tokenising back. `null`: Ray Data's own budget (half of the cluster's object store, shared among the steps)."""

@@ -61,8 +61,7 @@ SCENARIOS = {
     },
     # A pool that starts with one actor and may grow to two while blocks wait (Ray Data's autoscaling pool).
     "autoscaling": {"ray_actors": 1, "ray_max_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
-    # One actor per node (Ray Data spreads them; the tokenising actor takes one of the three CPUs left): rows are
-    # scored on both nodes.
+    # One actor per node (the head has one CPU; the tokenising actor reserves none): rows are scored on both nodes.
     "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
     # the dead driver's lease over, scores the damaged block again and the unfinished ones.
@@ -106,14 +105,14 @@ FAST_NODE_DEATH = {"health_check_period_ms": 1000, "health_check_failure_thresho
 
 
 def run_on_loopback_cluster(root: Path, commands: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """Start a Ray head and a second node (2 CPUs each) on 127.0.0.1 in private namespaces, run `commands`
+    """Start a Ray head (1 CPU) and a second node (2 CPUs) on 127.0.0.1 in private namespaces, run `commands`
     against the cluster, stop it."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     script = "\n".join(
         [
             "set -u",
             "ip link set lo up",
-            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=2 --num-gpus=0 "
+            "ray start --head --port=6380 --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 "
             f"--disable-usage-stats --include-dashboard=false --temp-dir={temp_dir} "
             f"--system-config={shlex.quote(json.dumps(FAST_NODE_DEATH))} >ray-start.log 2>&1 "
             "|| { cat ray-start.log; exit 3; }",
