@@ -76,9 +76,10 @@ def score_blocks(
     context.max_errored_blocks = 0  # a failed block stops the run; its rows are never dropped
     context.raise_original_map_exception = True  # our errors reach the driver as themselves, with their messages
     context.target_max_block_size = ONE_BLOCK_EACH  # each block goes on as it is cut, to whichever actor is free
-    if (queue_mb := params.infer.ray_queue_mb) is not None:  # what the blocks waiting between the steps may hold
-        limits = context.execution_options.resource_limits
-        context.execution_options.resource_limits = limits.copy(object_store_memory=queue_mb * MB)
+    queue_mb = params.infer.ray_queue_mb  # what the blocks waiting between the steps may hold (None: Ray Data's budget)
+    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(  # set anew for each run
+        object_store_memory=None if queue_mb is None else queue_mb * MB
+    )
     watch = NodeWatch()
     reports = []
     for row in scoring_pipeline(params, parts, lease, store, served).iter_rows():
