@@ -37,8 +37,6 @@ from tests.faulty_graph import fail_on_token_ids
 
 # Each scenario is scored by the local engine, then by the ray engine on one cluster.
 SCENARIOS = {
-    # Two actors sharing one CPU: blocks come back from different actors and must keep input order.
-    "parquet_two_actors": {"ray_actors": 2, "ray_cpus_per_actor": 0.5},
     # Bad rows (non-string, invalid UTF-8, null, control characters) skipped; long texts in windows.
     "jsonl_windows_skip": {
         "input": "data.jsonl",
@@ -49,7 +47,8 @@ SCENARIOS = {
     },
     "csv": {"input": "data.csv", "span_ignore_labels": []},
     # A directory of three Parquet files, each read by its own task and cut into blocks of its own; two actors
-    # tokenise them, with at most 64 MB of blocks waiting between the steps.
+    # tokenise them, with at most 64 MB of blocks waiting between the steps; two scoring actors sharing one CPU:
+    # blocks come back from different actors and must keep input order.
     "directory": {
         "input": "data-files",
         "block_rows": 4,
@@ -249,7 +248,7 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
     jsonl = pd.read_parquet("out/ray-jsonl_windows_skip.parquet").set_index("id")["skipped_reason"]
     assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
     assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
-    assert json.loads(Path("metrics/ray-parquet_two_actors.json").read_text())["threads"] == 2
+    assert json.loads(Path("metrics/ray-directory.json").read_text())["threads"] == 2
     assert json.loads(Path("metrics/ray-autoscaling.json").read_text())["threads"] in (1, 2)  # the actors that ran
     per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
     assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
