@@ -45,7 +45,8 @@ SCENARIOS = {
         "bad_rows": "skip",
         "probabilities": True,
     },
-    "csv": {"input": "data.csv", "span_ignore_labels": []},
+    # CSV, on a pool that starts with one actor and may grow to two while blocks wait (Ray Data's autoscaling pool).
+    "csv": {"input": "data.csv", "span_ignore_labels": [], "ray_max_actors": 2, "block_rows": 2},
     # A directory of three Parquet files, each read by its own task and cut into blocks of its own; two actors
     # tokenise them, with at most 64 MB of blocks waiting between the steps; two scoring actors sharing one CPU:
     # blocks come back from different actors and must keep input order.
@@ -58,8 +59,6 @@ SCENARIOS = {
         "ray_cpus_per_tokenizer": 0.5,
         "ray_queue_mb": 64,
     },
-    # A pool that starts with one actor and may grow to two while blocks wait (Ray Data's autoscaling pool).
-    "autoscaling": {"ray_actors": 1, "ray_max_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # One actor per node (the head has one CPU; the tokenising actor reserves none): rows are scored on both nodes.
     "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
@@ -249,7 +248,7 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
     assert jsonl[["number", "list"]].tolist() == ["not_string", "not_string"]
     assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
     assert json.loads(Path("metrics/ray-directory.json").read_text())["threads"] == 2
-    assert json.loads(Path("metrics/ray-autoscaling.json").read_text())["threads"] in (1, 2)  # the actors that ran
+    assert json.loads(Path("metrics/ray-csv.json").read_text())["threads"] in (1, 2)  # the actors that ran
     per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
     assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
     print(f"rows per node: {per_node}")
