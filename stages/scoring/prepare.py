@@ -35,10 +35,7 @@ class TokenisedBlock:
 class PreparedBlock:
     """A block of rows planned for the model: which rows the store gives, and the batches that score the rest."""
 
-    block: Block
-    texts: list[str]  # what is scored: "" for skipped rows
-    skipped: list[bool]
-    keys: list[bytes]
+    tokenised: TokenisedBlock
     contexts: list[bytes]  # each row's batch context: the keys of the batches its windows run in
     content_tokens: np.ndarray
     stored: StoredRows  # the store's rows when the block was planned
@@ -102,12 +99,10 @@ def prepare_block(
         windows.append(Window(row, start, length, np.concatenate([framing.prefix, content, framing.suffix])))
     sizes = np.cumsum([0, *(len(batch) for batch in run)])
     batches = [np.arange(sizes[position], sizes[position + 1]) for position in range(len(run))]
-    block = tokenised.block
     scored = np.flatnonzero(at < 0).tolist()
     return PreparedBlock(
-        block, texts, tokenised.skipped, keys, contexts, content_tokens, stored, reused, at[reused], scored, encoded,
-        windows, batches,
-    )  # fmt: skip
+        tokenised, contexts, content_tokens, stored, reused, at[reused], scored, encoded, windows, batches
+    )
 
 
 def plan_block(

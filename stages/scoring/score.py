@@ -81,7 +81,7 @@ def row_outputs(
     schema = output_schema(pa.string(), params.probabilities, aggregation.word_level)
     columns: dict[str, list] = {name: [] for name in schema.names[1:]}
     for row in prepared.scored:
-        prediction, tokens, text = predictions[row], prepared.encoded[row], prepared.texts[row]
+        prediction, tokens, text = predictions[row], prepared.encoded[row], prepared.tokenised.texts[row]
         offsets = tokens.offsets[prediction.positions]
         decoded = None if served.crf is None else prediction.label_ids
         reading = aggregation.read(
@@ -89,7 +89,8 @@ def row_outputs(
         )
         columns["n_tokens"].append(len(prediction.positions))
         columns["truncated"].append(len(prediction.positions) < len(tokens))
-        columns["skipped_reason"].append(prepared.block.issues[row] if prepared.skipped[row] else None)
+        skipped = prepared.tokenised.skipped[row]
+        columns["skipped_reason"].append(prepared.tokenised.block.issues[row] if skipped else None)
         columns["label_ids"].append(prediction.label_ids.tolist())
         columns["labels"].append(names[prediction.label_ids].tolist())
         columns["starts"].append(offsets[:, 0].tolist())
@@ -106,8 +107,8 @@ def row_outputs(
 
 def block_outputs(prepared: PreparedBlock, scored: pa.Table, store: ScoreStore | None) -> pa.Table:
     """Every row's output columns in input order: the scored rows' and the reused ones' (as they are stored)."""
-    table_of = np.zeros(len(prepared.keys), dtype=np.int64)
-    row_of = np.zeros(len(prepared.keys), dtype=np.int64)
+    table_of = np.zeros(len(prepared.tokenised.keys), dtype=np.int64)
+    row_of = np.zeros(len(prepared.tokenised.keys), dtype=np.int64)
     row_of[prepared.scored] = np.arange(len(prepared.scored))
     tables = [scored]
     if store is not None and len(prepared.reused):
@@ -131,14 +132,15 @@ def count_quality(
     for label, count in zip(served.labels, np.bincount(label_ids, minlength=len(served.labels)).tolist(), strict=True):
         if count:
             tally.label_counts[label] = tally.label_counts.get(label, 0) + count
-    block = prepared.block
+    tokenised = prepared.tokenised
+    block = tokenised.block
     if block.gold is None:
         return
     ignore, word_level = frozenset(params.span_ignore_labels), params.aggregation != SIMPLE
     names = ("labels", "starts", "ends", "spans", "truncated", *(("word_starts", "word_ends") if word_level else ()))
     columns = {name: outputs.column(name).to_pylist() for name in names}
-    for index, text in enumerate(prepared.texts):
-        if prepared.skipped[index]:
+    for index, text in enumerate(tokenised.texts):
+        if tokenised.skipped[index]:
             continue
         labels = columns["labels"][index]
         offsets = np.stack([columns["starts"][index], columns["ends"][index]], axis=-1).reshape(-1, 2)
@@ -160,8 +162,9 @@ def score_block(
 ) -> tuple[pa.Table, Tally, pa.Table]:
     """Score a prepared block (its reused rows read from the store): its predictions table (input order), its tally,
     and its rows' keys, batch contexts and content token counts (what the store indexes)."""
-    block = prepared.block
-    tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(prepared.skipped), reused_rows=len(prepared.reused))
+    tokenised = prepared.tokenised
+    block = tokenised.block
+    tally = Tally(blocks=1, rows=len(block.texts), skipped=sum(tokenised.skipped), reused_rows=len(prepared.reused))
     tally.text_issues = dict(Counter(issue for issue in block.issues if issue is not None))
     schema = output_schema(block.ids.type, params.probabilities, params.aggregation != SIMPLE)
     columns = row_outputs(served, prepared, predict_rows(served, prepared, tally), params)
@@ -169,7 +172,7 @@ def score_block(
     outputs = block_outputs(prepared, scored, store)
     count_quality(served, prepared, outputs, params, tally)
     rows = pa.table({
-        "key": key_array(prepared.keys),
+        "key": key_array(tokenised.keys),
         "context": key_array(prepared.contexts),
         "content_tokens": pa.array(prepared.content_tokens, pa.int32()),
     })  # fmt: skip
