@@ -74,7 +74,7 @@ def credentials(server, tmp_path_factory) -> dict[str, str]:
 def exported(make_workspace, credentials) -> Workspace:
     """A workspace whose model is exported and whose dataset is uploaded to `INPUT`."""
     workspace = make_workspace("deberta-v2", rows=120)
-    workspace.write_params(infer={"input": INPUT, "block_rows": 4})
+    workspace.write_params(infer={"input": INPUT, "block_rows": 8})
     load_checkpoint.main()
     export.main()
     boto3.client("s3").upload_file(str(workspace.root / "data.parquet"), BUCKET, "in/data.parquet")
