@@ -59,8 +59,6 @@ SCENARIOS = {
         "ray_cpus_per_tokenizer": 0.5,
         "ray_queue_mb": 64,
     },
-    # One actor per node (the head has one CPU; the tokenising actor reserves none): rows are scored on both nodes.
-    "two_nodes": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
     # The driver is SIGKILLed once 2 blocks are finished and one finished part is then truncated: the rerun takes
     # the dead driver's lease over, scores the damaged block again and the unfinished ones.
     "driver_killed": {"block_rows": 2},
@@ -69,8 +67,9 @@ SCENARIOS = {
     "block_raises": {"input": "poisoned.parquet", "block_rows": 8},
     # One actor per node; one actor's process is SIGKILLed once 4 parts are finished: Ray restarts it.
     "actor_killed": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
-    # Last, as it breaks the cluster: one actor per node, and the second node is lost (SIGKILL to its raylet and
-    # every process under it) once 6 parts are finished; the run goes on with the head's actor.
+    # Last, as it breaks the cluster: one actor per node (the head has one CPU; the tokenising actor reserves none),
+    # and the second node is lost (SIGKILL to its raylet and every process under it) once 6 parts are finished; the
+    # run goes on with the head's actor: rows are scored on both nodes.
     "node_lost": {"ray_actors": 2, "ray_cpus_per_actor": 1, "block_rows": 2},
 }
 INTERRUPTED = "driver_killed"
@@ -249,9 +248,6 @@ def test_ray_engine_writes_the_local_engines_predictions_and_survives_faults(mak
     assert pd.isna(jsonl["bad-utf8"])  # JSON Lines are decoded with U+FFFD as they are read, as locally
     assert json.loads(Path("metrics/ray-directory.json").read_text())["threads"] == 2
     assert json.loads(Path("metrics/ray-csv.json").read_text())["threads"] in (1, 2)  # the actors that ran
-    per_node = json.loads(Path("metrics/ray-two_nodes.json").read_text())["rows_per_node"]
-    assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
-    print(f"rows per node: {per_node}")
     check_reused_from_the_local_store()
     check_driver_killed()
     check_block_raises()
@@ -324,7 +320,9 @@ def check_node_lost(stdout: str) -> None:
     assert sha256("out/ray-node_lost.parquet") == sha256("out/local-node_lost.parquet")
     metrics = json.loads(Path("metrics/ray-node_lost.json").read_text())
     assert len(metrics["lost_nodes"]) == 1 and metrics["actor_restarts"] >= 1, metrics
-    assert metrics["lost_nodes"][0] in metrics["rows_per_node"] and sum(metrics["rows_per_node"].values()) == 44
+    per_node = metrics["rows_per_node"]  # the lost node's rows, and the head's
+    assert len(per_node) == 2 and all(per_node.values()) and sum(per_node.values()) == 44, per_node
+    assert metrics["lost_nodes"][0] in per_node
     log = Path("node_lost.log").read_text()
     assert f"Ray lost node {metrics['lost_nodes'][0]} mid-run; scoring goes on with the actors on the 1 node(s)" in log
     assert "the run went on with fewer actors after losing 1 node(s)" in log, log[-3000:]
