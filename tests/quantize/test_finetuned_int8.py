@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import yaml
 from onnx import helper, numpy_helper
@@ -30,11 +31,13 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("finetuned")
     copy_pipeline(root)
     shutil.copytree(FINETUNED, root / "models/finetuned")
+    pd.read_parquet(root / "data/demo.parquet").head(300).to_parquet(root / "data/rows.parquet")
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     params["model"].update(
         backbone="models/finetuned", checkpoint="models/finetuned/model.ckpt", labels=list(DEMO_LABELS)
     )
     params["export"].update(exporter="torchscript", opset=17, precision="int8")
+    params["infer"].update(input="data/rows.parquet")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     result = run([sys.executable, "-m", "dvc", "repro", "infer"], root)
     assert result.returncode == 0, result.stderr[-3000:]
