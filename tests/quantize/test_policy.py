@@ -89,8 +89,7 @@ def test_the_float_fallback_keeps_only_matmuls_that_read_outliers_and_each_one_i
     assert "quantizing it too fails the gate" in reasons[search.head]
     ranked = [node for node in chosen.floats if node != search.head]  # a prefix of the ranking, bisected
     assert all(
-        f"with only the first {len(ranked) - 1} of the ranking float the gate fails" in reasons[node]
-        for node in ranked
+        f"with only the first {len(ranked) - 1} of the ranking float the gate fails" in reasons[node] for node in ranked
     ), reasons
     search.bound = search.share(chosen.floats) * 0.99
     with pytest.raises(CheckFailed, match=r"at most export\.int8_max_float_share = 0\.\d+ of their work"):
