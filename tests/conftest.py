@@ -11,12 +11,6 @@ from typing import NoReturn
 
 import pandas as pd
 import pytest
-
-# The README's command runs two test workers on two cores: each worker, and every stage it starts, computes on one
-# thread. Two threads each oversubscribe the cores, and waiting thread pools spin (an LSTM's training steps ran 80x
-# slower on two busy cores); before torch is imported, which reads it once.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import torch
 import yaml
 
