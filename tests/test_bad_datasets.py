@@ -87,7 +87,8 @@ FAILING = [
     (
         "ragged.csv",
         b"id,text\n1,hello\n2,a,b\n3,c\n",
-        r"ragged\.csv cannot be read: CSV parse error: Expected 2 columns",
+        # Arrow names the row where it reads on one thread (OMP_NUM_THREADS=1, a one-core machine), not on several
+        r"ragged\.csv cannot be read: CSV parse error: (Row #3: )?Expected 2 columns",
     ),
     ("latin1-ids.csv", "id,text\ncafé,ok\n".encode("latin-1"), r"latin1-ids\.csv cannot be read: .*write it as UTF-8"),
     ("null-id.parquet", pa.table({"id": ["a", None], "text": ["x", "y"]}), r"null-id\.parquet row 1 has no id"),
