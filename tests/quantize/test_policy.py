@@ -82,7 +82,7 @@ def test_the_float_fallback_keeps_only_matmuls_that_read_outliers_and_each_one_i
     chosen, reasons = fall_back(search, PLAIN)  # without smoothing
     assert chosen.passed
     # Which readers the gate needs float depends on the CPU's int8 kernels and the trained weights (a Wqkv's
-    # error passes through softmax: 0.05-0.09 of the 0.2 allowed on one Zen 4, over it on another CPU); that
+    # error passes through softmax: 0.05-0.09 of the 0.2 allowed on an AVX2-only EPYC, over it on another CPU); that
     # only readers are kept float, the head among them and the embedding not, holds on any of them.
     floats = set(search.names(chosen.floats))
     assert "fc" in floats and len(floats) > 1 and floats <= read_outliers, sorted(floats)
