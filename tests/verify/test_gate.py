@@ -61,6 +61,7 @@ def decisive_shares() -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # an int8 export of the demo model and its gate: 14-20 s on an AVX2-only EPYC
 def test_int8_passes_on_real_rows_at_the_first_mix_and_the_model_is_unsure_on_random_ids(demo):
     export.main()
     conversion = json.loads(Path("models/onnx/model.json").read_text(encoding="utf-8"))["precision_conversion"]
@@ -90,6 +91,7 @@ def favour_a_label(path: Path, label: int, logits: float) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.slow  # an int8 export of the demo model and its gate: 14-20 s on an AVX2-only EPYC
 def test_an_int8_model_that_disagrees_on_real_rows_is_refused(demo):
     export.main()
     favour_a_label(Path("models/onnx/model.onnx"), DEMO_LABELS.index("CAPITALIZED"), 4.0)
