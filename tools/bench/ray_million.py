@@ -46,6 +46,7 @@ from tools.cli import option, parse
 REAL_TEXT = PROJECT_ROOT / "tests/data/real_text.parquet"
 RAY_PORT = 6380
 QUEUED = re.compile(r"Queued blocks: \d+ \((?P<size>[\d.]+)(?P<unit>[KMG])iB\)")
+IN_MB = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}  # Ray Data's size units
 MB = 1 << 20
 
 
@@ -148,8 +149,7 @@ def run_engine(workdir: Path, env: dict[str, str]) -> tuple[float, Sampled, dict
     for line in process.stderr:  # passed on, and Ray Data's progress read for its queues
         sys.stderr.write(line)
         if queued := QUEUED.search(line):
-            size = float(queued["size"]) * (1024 if queued["unit"] == "G" else 1 / 1024 if queued["unit"] == "K" else 1)
-            seen.queued_peak_mb = max(seen.queued_peak_mb, size)
+            seen.queued_peak_mb = max(seen.queued_peak_mb, float(queued["size"]) * IN_MB[queued["unit"]])
     code = process.wait()
     seconds = time.perf_counter() - started
     stop.set()
